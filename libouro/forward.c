@@ -1,0 +1,215 @@
+/*
+ * forward.c - the looped forward pass over one sequence, all positions at
+ * once (prefill style), as ouro-model(7)'s section on the loop says:
+ *
+ *   h = embed[ids]
+ *   for t in 0..T-1:
+ *       for l in 0..N-1:
+ *           h += norm2(attn_l(norm1(h)))     slot t*N+l: its own keys/values
+ *           h += norm4(mlp_l(norm3(h)))
+ *       h = norm(h); hidden[t] = h
+ *
+ * Within one pass each (loop, layer) attends only to the keys and values it
+ * computed itself, so no cache is kept across loops. Attention is computed
+ * per head in blocks of query rows, so its scratch is [QBLOCK, n], not
+ * [n, n].
+ */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define QBLOCK 64
+
+struct fwd_buf {
+	float *h;      /* [n, D] residual stream */
+	float *xn;     /* [n, D] normed input of a sub-layer */
+	float *q;      /* [n, H*hd] */
+	float *k;      /* [n, KV*hd] */
+	float *v;      /* [n, KV*hd] */
+	float *att;    /* [n, H*hd] attention output before o_proj */
+	float *out;    /* [n, D] sub-layer output */
+	float *g;      /* [n, F] gate_proj, then the MLP activation */
+	float *u;      /* [n, F] up_proj */
+	float *s;      /* [QBLOCK, n] attention scores */
+	float *cos;    /* [n, hd/2] */
+	float *sin;    /* [n, hd/2] */
+	float *w;      /* [max out*in] one weight matrix in float32 */
+};
+
+static void bufs_free(struct fwd_buf *b)
+{
+	float **p = (float **)b;
+
+	for (size_t i = 0; i < sizeof *b / sizeof(float *); i++)
+		free(p[i]);
+}
+
+/* Allocates every buffer for n positions. The sizes cannot overflow: the
+ * configuration bounds each dimension by 2^20 and n by 2^24. */
+static int bufs_alloc(struct fwd_buf *b, const struct ouro_config *c, int64_t n)
+{
+	uint64_t D = (uint64_t)c->hidden_size, F = (uint64_t)c->intermediate_size;
+	uint64_t QD = (uint64_t)(c->num_attention_heads * c->head_dim);
+	uint64_t KD = (uint64_t)(c->num_key_value_heads * c->head_dim);
+	uint64_t half = (uint64_t)c->head_dim / 2, un = (uint64_t)n;
+	uint64_t wmax = F * D > QD * D ? F * D : QD * D;
+	uint64_t sizes[] = {un * D, un * D, un * QD, un * KD, un * KD, un * QD, un * D,
+			    un * F, un * F, QBLOCK * un, un * half, un * half, wmax};
+	float **p = (float **)b;
+	uint64_t total = 0;
+
+	_Static_assert(sizeof sizes / sizeof *sizes == sizeof *b / sizeof(float *),
+		       "one size per buffer");
+	memset(b, 0, sizeof *b);
+	for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
+		total += sizes[i];
+	for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
+		if (!(p[i] = malloc(sizes[i] * sizeof(float)))) {
+			bufs_free(b);
+			return ouro_fail(OURO_ENOMEM, "a forward pass over %lld tokens needs %.1f MiB of working memory, which is not available",
+					 (long long)n, (double)total * 4 / (1 << 20));
+		}
+	return OURO_OK;
+}
+
+/* RoPE tables as Hugging Face computes them: inv_freq and angles in
+ * float32, cos and sin of the float32 angle. */
+static void rope_tables(struct fwd_buf *b, const struct ouro_config *c, int64_t n)
+{
+	int64_t half = c->head_dim / 2;
+
+	for (int64_t i = 0; i < half; i++) {
+		float inv = (float)(1.0 / pow(c->rope_theta, (double)(2 * i) / (double)c->head_dim));
+		for (int64_t p = 0; p < n; p++) {
+			float a = (float)p * inv;
+			b->cos[p * half + i] = (float)cos((double)a);
+			b->sin[p * half + i] = (float)sin((double)a);
+		}
+	}
+}
+
+/* Rotates each head of x [n, heads*hd] in place, rotate-half form. */
+static void rope_apply(float *x, const struct fwd_buf *b, int64_t n, int64_t heads, int64_t hd)
+{
+	int64_t half = hd / 2;
+
+	for (int64_t p = 0; p < n; p++)
+		for (int64_t h = 0; h < heads; h++) {
+			float *v = x + (p * heads + h) * hd;
+			const float *cs = b->cos + p * half, *sn = b->sin + p * half;
+			for (int64_t i = 0; i < half; i++) {
+				float x1 = v[i], x2 = v[i + half];
+				v[i] = x1 * cs[i] - x2 * sn[i];
+				v[i + half] = x2 * cs[i] + x1 * sn[i];
+			}
+		}
+}
+
+/* Causal attention: att[n, H*hd] from q [n, H*hd], k, v [n, KV*hd]. */
+static void attention(struct fwd_buf *b, const struct ouro_config *c, int64_t n)
+{
+	int64_t H = c->num_attention_heads, KV = c->num_key_value_heads, hd = c->head_dim;
+	int64_t QD = H * hd, KD = KV * hd, group = H / KV;
+	float scale = 1.0f / sqrtf((float)hd);
+
+	for (int64_t h = 0; h < H; h++) {
+		const float *kh = b->k + (h / group) * hd, *vh = b->v + (h / group) * hd;
+		for (int64_t i0 = 0; i0 < n; i0 += QBLOCK) {
+			int64_t rows = n - i0 < QBLOCK ? n - i0 : QBLOCK, keys = i0 + rows;
+
+			/* s[r, j] = q[i0+r] . k[j] * scale for j < keys */
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)rows,
+				    (blasint)keys, (blasint)hd, scale, b->q + i0 * QD + h * hd,
+				    (blasint)QD, kh, (blasint)KD, 0.0f, b->s, (blasint)keys);
+			for (int64_t r = 0; r < rows; r++) {
+				float *s = b->s + r * keys, mx = -INFINITY, sum = 0;
+				int64_t last = i0 + r;     /* causal: keys 0..last */
+
+				for (int64_t j = 0; j <= last; j++)
+					mx = s[j] > mx ? s[j] : mx;
+				for (int64_t j = 0; j <= last; j++)
+					sum += s[j] = expf(s[j] - mx);
+				for (int64_t j = 0; j <= last; j++)
+					s[j] /= sum;
+				for (int64_t j = last + 1; j < keys; j++)
+					s[j] = 0;
+			}
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)rows,
+				    (blasint)hd, (blasint)keys, 1.0f, b->s, (blasint)keys, vh,
+				    (blasint)KD, 0.0f, b->att + i0 * QD + h * hd, (blasint)QD);
+		}
+	}
+}
+
+static void add_normed(float *h, float *out, const float *weight, int64_t n, int64_t d, float eps)
+{
+	ouro_rmsnorm(out, out, weight, n, d, eps);
+	for (int64_t i = 0; i < n * d; i++)
+		h[i] += out[i];
+}
+
+static void layer(struct ouro_model *m, const struct ouro_layer *L, struct fwd_buf *b, int64_t n)
+{
+	const struct ouro_config *c = &m->cfg;
+	int64_t D = c->hidden_size, F = c->intermediate_size;
+	float eps = (float)c->rms_norm_eps;
+
+	ouro_rmsnorm(b->xn, b->h, L->attn_norm, n, D, eps);
+	ouro_matmul(b->q, b->xn, L->wq, n, b->w);
+	ouro_matmul(b->k, b->xn, L->wk, n, b->w);
+	ouro_matmul(b->v, b->xn, L->wv, n, b->w);
+	rope_apply(b->q, b, n, c->num_attention_heads, c->head_dim);
+	rope_apply(b->k, b, n, c->num_key_value_heads, c->head_dim);
+	attention(b, c, n);
+	ouro_matmul(b->out, b->att, L->wo, n, b->w);
+	add_normed(b->h, b->out, L->attn_out_norm, n, D, eps);
+
+	ouro_rmsnorm(b->xn, b->h, L->mlp_norm, n, D, eps);
+	ouro_matmul(b->g, b->xn, L->wgate, n, b->w);
+	ouro_matmul(b->u, b->xn, L->wup, n, b->w);
+	for (int64_t i = 0; i < n * F; i++) {
+		float g = b->g[i];
+		b->g[i] = g / (1.0f + expf(-g)) * b->u[i];
+	}
+	ouro_matmul(b->out, b->g, L->wdown, n, b->w);
+	add_normed(b->h, b->out, L->mlp_out_norm, n, D, eps);
+}
+
+int ouro_forward(struct ouro_model *m, const int32_t *ids, int64_t n, int steps,
+		 float *hidden)
+{
+	const struct ouro_config *c = &m->cfg;
+	int64_t D = c->hidden_size;
+	struct fwd_buf b;
+	int rc;
+
+	if (n < 1)
+		return ouro_fail(OURO_EINPUT, "empty sequence");
+	if (n > c->max_position_embeddings)
+		return ouro_fail(OURO_EINPUT, "sequence of %lld tokens exceeds max_position_embeddings %lld",
+				 (long long)n, (long long)c->max_position_embeddings);
+	if (steps < 1)
+		return ouro_fail(OURO_EINPUT, "%d loop steps requested, at least 1 needed", steps);
+	for (int64_t i = 0; i < n; i++)
+		if (ids[i] < 0 || ids[i] >= c->vocab_size)
+			return ouro_fail(OURO_EINPUT, "token %lld: id %d is outside the vocabulary (0..%lld)",
+					 (long long)i + 1, ids[i], (long long)c->vocab_size - 1);
+	if ((rc = bufs_alloc(&b, c, n)))
+		return rc;
+	rope_tables(&b, c, n);
+	size_t esize = ouro_dtype_size(m->embed->dtype);
+	for (int64_t i = 0; i < n; i++)
+		ouro_to_f32(b.h + i * D, (const char *)m->embed->data + (size_t)ids[i] * (size_t)D * esize,
+			    m->embed->dtype, (size_t)D);
+	for (int t = 0; t < steps; t++) {
+		for (int64_t l = 0; l < c->num_hidden_layers; l++)
+			layer(m, &m->layers[l], &b, n);
+		ouro_rmsnorm(b.h, b.h, m->final_norm, n, D, (float)c->rms_norm_eps);
+		memcpy(hidden + (size_t)t * (size_t)(n * D), b.h, (size_t)(n * D) * sizeof(float));
+	}
+	bufs_free(&b);
+	return OURO_OK;
+}

@@ -1,0 +1,354 @@
+/*
+ * io.c - how the programs read their inputs and write their outputs.
+ *
+ * Input: a file or stdin is classified by its first nine bytes (record
+ * stream or text) and then read from its start through a stdio stream
+ * that replays those bytes, so pipes work like files. Token sequences come
+ * from either form through one reader.
+ *
+ * Output: stdout, or a file written under a temporary name in the same
+ * directory and renamed over the destination only after a complete, clean
+ * write, so an interrupted or failed run leaves the old file or the new
+ * one, never half of one.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ouro.h"
+
+#define PEEK 9
+
+struct replay {
+	FILE *under;
+	unsigned char pre[PEEK];
+	size_t npre, pos;
+};
+
+static ssize_t replay_read(void *cookie, char *buf, size_t len)
+{
+	struct replay *r = cookie;
+	size_t got = 0;
+
+	if (r->pos < r->npre) {
+		got = r->npre - r->pos < len ? r->npre - r->pos : len;
+		memcpy(buf, r->pre + r->pos, got);
+		r->pos += got;
+		return (ssize_t)got;
+	}
+	got = fread(buf, 1, len, r->under);
+	if (got == 0 && ferror(r->under))
+		return -1;
+	return (ssize_t)got;
+}
+
+static int replay_close(void *cookie)
+{
+	struct replay *r = cookie;
+	int rc = r->under == stdin ? 0 : fclose(r->under);
+
+	free(r);
+	return rc;
+}
+
+const char *ouro_input_name(const char *path)
+{
+	return strcmp(path, "-") == 0 ? "stdin" : path;
+}
+
+int ouro_input_open(FILE **f, enum ouro_input_kind *kind, const char *path)
+{
+	cookie_io_functions_t fns = {.read = replay_read, .close = replay_close};
+	struct replay *r = calloc(1, sizeof *r);
+	const char *name = ouro_input_name(path);
+
+	*f = NULL;
+	if (!r)
+		return ouro_fail(OURO_ENOMEM, "out of memory");
+	r->under = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+	if (!r->under) {
+		free(r);
+		return ouro_fail(OURO_EINPUT, "%s: %s", name, strerror(errno));
+	}
+	r->npre = fread(r->pre, 1, PEEK, r->under);
+	if (r->npre < PEEK && ferror(r->under)) {
+		int e = errno;
+		replay_close(r);
+		return ouro_fail(e == EISDIR ? OURO_EINPUT : OURO_ESYS, "%s: %s", name, strerror(e));
+	}
+	if (r->npre == 0)
+		*kind = OURO_INPUT_EMPTY;
+	else if (r->npre == PEEK && !r->pre[4] && !r->pre[5] && !r->pre[6] && !r->pre[7] &&
+		 r->pre[8] == '{')
+		*kind = OURO_INPUT_RECORDS;
+	else
+		*kind = OURO_INPUT_TEXT;
+	if (!(*f = fopencookie(r, "r", fns))) {
+		replay_close(r);
+		return ouro_fail(OURO_ENOMEM, "out of memory");
+	}
+	return OURO_OK;
+}
+
+void ouro_input_close(FILE *f)
+{
+	if (f)
+		fclose(f);
+}
+
+int ouro_parse_int(const char *s, long lo, long hi, long *out, const char *what)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (!*s || *end || errno || v < lo || v > hi)
+		return ouro_fail(OURO_EUSAGE, "%s: '%s' is not an integer in %ld..%ld", what, s, lo, hi);
+	*out = v;
+	return OURO_OK;
+}
+
+/* ---- token sequences ------------------------------------------------- */
+
+struct ouro_seq_reader {
+	FILE *f;
+	enum ouro_input_kind kind;
+	char *name;
+	long count;              /* lines or records read so far */
+	char *line;
+	size_t linecap;
+	int32_t *ids;
+	size_t idscap;
+	struct ouro_st *rec;
+	char where[300];
+};
+
+int ouro_seq_open(struct ouro_seq_reader **out, const char *path)
+{
+	struct ouro_seq_reader *r = calloc(1, sizeof *r);
+	int rc;
+
+	*out = NULL;
+	if (!r || !(r->name = strdup(ouro_input_name(path)))) {
+		free(r);
+		return ouro_fail(OURO_ENOMEM, "out of memory");
+	}
+	if ((rc = ouro_input_open(&r->f, &r->kind, path))) {
+		ouro_seq_close(r);
+		return rc;
+	}
+	*out = r;
+	return OURO_OK;
+}
+
+static int ids_reserve(struct ouro_seq_reader *r, size_t n)
+{
+	int32_t *p;
+
+	if (n <= r->idscap)
+		return OURO_OK;
+	if (n > SIZE_MAX / 2 / sizeof *p || !(p = realloc(r->ids, 2 * n * sizeof *p)))
+		return ouro_fail(OURO_ENOMEM, "%s: out of memory for %zu token ids", r->name, n);
+	r->ids = p;
+	r->idscap = 2 * n;
+	return OURO_OK;
+}
+
+static int next_text(struct ouro_seq_reader *r, const int32_t **ids, int64_t *n)
+{
+	ssize_t len;
+	size_t count = 0;
+	char *p;
+	int rc;
+
+	errno = 0;
+	len = getline(&r->line, &r->linecap, r->f);
+	if (len < 0) {
+		if (ferror(r->f))
+			return ouro_fail(OURO_ESYS, "%s: read error: %s", r->name, strerror(errno));
+		return OURO_OK;
+	}
+	r->count++;
+	if (memchr(r->line, '\0', (size_t)len))
+		return ouro_fail(OURO_EINPUT, "%s: line %ld: contains a NUL byte; not text ids", r->name,
+				 r->count);
+	if (len && r->line[len - 1] == '\n')
+		r->line[--len] = '\0';
+	if (len && r->line[len - 1] == '\r')
+		r->line[--len] = '\0';
+	for (p = r->line;;) {
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (!*p)
+			break;
+		char *end = p;
+		unsigned long v = 0;
+		while (*end >= '0' && *end <= '9' && v <= INT32_MAX)
+			v = v * 10 + (unsigned long)(*end++ - '0');
+		if (end == p || (*end && *end != ' ' && *end != '\t') || v > INT32_MAX) {
+			size_t w = strcspn(p, " \t");
+			return ouro_fail(OURO_EINPUT, "%s: line %ld: '%.*s' is not a token id", r->name,
+					 r->count, w > 40 ? 40 : (int)w, p);
+		}
+		if ((rc = ids_reserve(r, count + 1)))
+			return rc;
+		r->ids[count++] = (int32_t)v;
+		p = end;
+	}
+	if (count == 0)
+		return ouro_fail(OURO_EINPUT, "%s: line %ld: empty sequence", r->name, r->count);
+	*ids = r->ids;
+	*n = (int64_t)count;
+	return OURO_OK;
+}
+
+static int next_record(struct ouro_seq_reader *r, const int32_t **ids, int64_t *n,
+		       const struct ouro_st **rec)
+{
+	const struct ouro_tensor *t;
+	char what[300];
+	int rc;
+
+	snprintf(what, sizeof what, "%s: record %ld", r->name, r->count + 1);
+	ouro_st_free(r->rec);
+	r->rec = NULL;
+	if ((rc = ouro_st_read(&r->rec, r->f, what)) || !r->rec)
+		return rc;
+	r->count++;
+	t = ouro_st_find(r->rec, "tokens");
+	if (!t)
+		return ouro_fail(OURO_EINPUT, "%s: no tensor 'tokens'", what);
+	if (t->dtype != OURO_I32 || t->ndim != 1)
+		return ouro_fail(OURO_EINPUT, "%s: tensor 'tokens' must be I32 [n], not %s with %d dimensions",
+				 what, ouro_dtype_name(t->dtype), t->ndim);
+	if (t->shape[0] == 0)
+		return ouro_fail(OURO_EINPUT, "%s: empty sequence", what);
+	if ((rc = ids_reserve(r, (size_t)t->shape[0])))
+		return rc;
+	memcpy(r->ids, t->data, t->nbytes);
+	*ids = r->ids;
+	*n = t->shape[0];
+	*rec = r->rec;
+	return OURO_OK;
+}
+
+int ouro_seq_next(struct ouro_seq_reader *r, const int32_t **ids, int64_t *n,
+		  const struct ouro_st **rec)
+{
+	*ids = NULL;
+	*n = 0;
+	*rec = NULL;
+	switch (r->kind) {
+	case OURO_INPUT_TEXT:
+		return next_text(r, ids, n);
+	case OURO_INPUT_RECORDS:
+		return next_record(r, ids, n, rec);
+	default:
+		return OURO_OK;
+	}
+}
+
+const char *ouro_seq_where(struct ouro_seq_reader *r)
+{
+	snprintf(r->where, sizeof r->where, "%s: %s %ld", r->name,
+		 r->kind == OURO_INPUT_RECORDS ? "record" : "line", r->count);
+	return r->where;
+}
+
+void ouro_seq_close(struct ouro_seq_reader *r)
+{
+	if (!r)
+		return;
+	ouro_input_close(r->f);
+	ouro_st_free(r->rec);
+	free(r->line);
+	free(r->ids);
+	free(r->name);
+	free(r);
+}
+
+/* ---- outputs --------------------------------------------------------- */
+
+struct ouro_output {
+	FILE *f;
+	char *path;     /* NULL for stdout */
+	char *tmp;
+};
+
+int ouro_output_open(struct ouro_output **out, FILE **f, const char *path)
+{
+	struct ouro_output *o = calloc(1, sizeof *o);
+	int fd;
+
+	*out = NULL;
+	*f = NULL;
+	if (!o)
+		return ouro_fail(OURO_ENOMEM, "out of memory");
+	if (!path || strcmp(path, "-") == 0) {
+		o->f = stdout;
+	} else {
+		size_t len = strlen(path);
+		if (!(o->path = strdup(path)) || !(o->tmp = malloc(len + 16))) {
+			ouro_output_abort(o);
+			return ouro_fail(OURO_ENOMEM, "out of memory");
+		}
+		snprintf(o->tmp, len + 16, "%s.tmp.XXXXXX", path);
+		mode_t mask = umask(0);
+
+		umask(mask);
+		if ((fd = mkstemp(o->tmp)) < 0 || fchmod(fd, 0666 & ~mask) ||
+		    !(o->f = fdopen(fd, "wb"))) {
+			int e = errno;
+			if (fd >= 0) {
+				close(fd);
+				unlink(o->tmp);
+			}
+			free(o->tmp);
+			o->tmp = NULL;
+			ouro_output_abort(o);
+			return ouro_fail(OURO_ESYS, "%s: cannot create: %s", path, strerror(e));
+		}
+	}
+	*out = o;
+	*f = o->f;
+	return OURO_OK;
+}
+
+int ouro_output_commit(struct ouro_output *o)
+{
+	const char *name = o->path ? o->path : "stdout";
+	int rc = OURO_OK;
+
+	if (fflush(o->f) || ferror(o->f))
+		rc = ouro_fail(OURO_ESYS, "%s: write error: %s", name, strerror(errno));
+	if (o->path) {
+		if (fclose(o->f) && !rc)
+			rc = ouro_fail(OURO_ESYS, "%s: write error: %s", name, strerror(errno));
+		o->f = NULL;
+		if (!rc && rename(o->tmp, o->path))
+			rc = ouro_fail(OURO_ESYS, "%s: cannot rename into place: %s", name, strerror(errno));
+		if (rc)
+			unlink(o->tmp);
+	}
+	free(o->tmp);
+	free(o->path);
+	free(o);
+	return rc;
+}
+
+void ouro_output_abort(struct ouro_output *o)
+{
+	if (!o)
+		return;
+	if (o->path && o->f) {
+		fclose(o->f);
+		unlink(o->tmp);
+	}
+	free(o->tmp);
+	free(o->path);
+	free(o);
+}

@@ -1,0 +1,324 @@
+/*
+ * model.c - loads an unmodified Hugging Face Ouro checkpoint directory.
+ *
+ * config.json gives the shapes; the weights come from model.safetensors,
+ * or from the shards that model.safetensors.index.json names. Files are
+ * mapped read-only and the large matrices are used in place, in their
+ * stored dtype (BF16, F16 or F32); only the small vectors (norm weights,
+ * the exit gate) are converted to float. Every tensor the forward pass
+ * uses is looked up by its Hugging Face name and its shape checked.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#ifndef OURO_DEFAULT_MODEL
+#define OURO_DEFAULT_MODEL "/usr/local/share/ouro/models/ouro-fixture"
+#endif
+
+const char *ouro_model_path(const char *dir)
+{
+	const char *env = getenv("OURO_MODEL");
+
+	if (dir)
+		return dir;
+	if (env && *env)
+		return env;
+	return OURO_DEFAULT_MODEL;
+}
+
+static char *join(const char *dir, const char *name)
+{
+	size_t a = strlen(dir), b = strlen(name);
+	char *p = malloc(a + b + 2);
+
+	if (p) {
+		memcpy(p, dir, a);
+		p[a] = '/';
+		memcpy(p + a + 1, name, b + 1);
+	}
+	return p;
+}
+
+/* Maps path and parses its safetensors header into m->maps[m->nmaps]. */
+static int map_file(struct ouro_model *m, const char *path)
+{
+	struct ouro_mapping *mp = &m->maps[m->nmaps];
+	struct stat sb;
+	uint64_t used;
+	int fd, rc;
+
+	memset(mp, 0, sizeof *mp);
+	if (!(mp->path = strdup(path)))
+		return ouro_fail(OURO_ENOMEM, "out of memory");
+	m->nmaps++;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return ouro_fail(OURO_EMODEL, "%s: %s", path, strerror(errno));
+	if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+		close(fd);
+		return ouro_fail(OURO_EMODEL, "%s: not a regular file", path);
+	}
+	mp->len = (size_t)sb.st_size;
+	if (mp->len) {
+		mp->addr = mmap(NULL, mp->len, PROT_READ, MAP_PRIVATE, fd, 0);
+		if (mp->addr == MAP_FAILED) {
+			mp->addr = NULL;
+			close(fd);
+			return ouro_fail(OURO_ESYS, "%s: cannot map: %s", path, strerror(errno));
+		}
+	}
+	close(fd);
+	rc = ouro_st_parse(&mp->st, path, mp->addr, mp->len, &used);
+	if (rc == OURO_EINPUT)
+		rc = OURO_EMODEL;
+	return rc;
+}
+
+/* Maps the shards listed in model.safetensors.index.json. */
+static int map_shards(struct ouro_model *m, const char *index)
+{
+	json_error_t jerr;
+	json_t *root, *wm, *v;
+	const char *key;
+	int rc = OURO_OK;
+
+	if (!(root = json_load_file(index, JSON_REJECT_DUPLICATES, &jerr)))
+		return ouro_fail(OURO_EMODEL, "%s:%d: %s", index, jerr.line, jerr.text);
+	wm = json_object_get(root, "weight_map");
+	if (!json_is_object(wm)) {
+		json_decref(root);
+		return ouro_fail(OURO_EMODEL, "%s: weight_map is missing or not an object", index);
+	}
+	json_object_foreach(wm, key, v) {
+		const char *file = json_string_value(v);
+		int seen = 0;
+
+		if (!file || !*file || strchr(file, '/') || strcmp(file, "..") == 0) {
+			rc = ouro_fail(OURO_EMODEL, "%s: weight_map entry for %s is not a file name in the model directory",
+				       index, key);
+			break;
+		}
+		for (int i = 0; i < m->nmaps && !seen; i++)
+			seen = strcmp(strrchr(m->maps[i].path, '/') + 1, file) == 0;
+		if (seen)
+			continue;
+		char *path = join(m->dir, file);
+		void *p = realloc(m->maps, (size_t)(m->nmaps + 1) * sizeof *m->maps);
+		if (!path || !p) {
+			free(path);
+			rc = ouro_fail(OURO_ENOMEM, "out of memory");
+			break;
+		}
+		m->maps = p;
+		rc = map_file(m, path);
+		free(path);
+		if (rc)
+			break;
+	}
+	json_decref(root);
+	return rc;
+}
+
+/* Finds a tensor by name in any mapped file and checks dtype and shape. */
+static int find(struct ouro_model *m, const struct ouro_tensor **out, const char *name,
+		int ndim, int64_t d0, int64_t d1)
+{
+	const struct ouro_tensor *t = NULL;
+	const char *file = NULL;
+	int64_t want[2] = {d0, d1};
+
+	for (int i = 0; i < m->nmaps && !t; i++) {
+		t = ouro_st_find(m->maps[i].st, name);
+		file = m->maps[i].path;
+	}
+	if (!t)
+		return ouro_fail(OURO_EMODEL, "%s: tensor %s is missing", m->dir, name);
+	if (t->dtype != OURO_F32 && t->dtype != OURO_BF16 && t->dtype != OURO_F16)
+		return ouro_fail(OURO_EMODEL, "%s: tensor %s has dtype %s, expected F32, BF16 or F16",
+				 file, name, ouro_dtype_name(t->dtype));
+	int ok = t->ndim == ndim;
+	for (int i = 0; ok && i < ndim; i++)
+		ok = t->shape[i] == want[i];
+	if (!ok) {
+		char got[160] = "", exp[64];
+		size_t len = 0;
+
+		for (int i = 0; i < t->ndim && len < sizeof got - 24; i++)
+			len += (size_t)snprintf(got + len, sizeof got - len, "%s%lld", i ? "," : "",
+						(long long)t->shape[i]);
+		if (ndim == 1)
+			snprintf(exp, sizeof exp, "%lld", (long long)d0);
+		else
+			snprintf(exp, sizeof exp, "%lld,%lld", (long long)d0, (long long)d1);
+		return ouro_fail(OURO_EMODEL, "%s: tensor %s has shape [%s], expected [%s]", file, name,
+				 got, exp);
+	}
+	*out = t;
+	return OURO_OK;
+}
+
+/* Looks up a vector tensor and converts it to a new float array. */
+static int find_vec(struct ouro_model *m, float **out, const char *name, int64_t d)
+{
+	const struct ouro_tensor *t;
+	int rc = find(m, &t, name, 1, d, 0);
+
+	if (rc)
+		return rc;
+	if (!(*out = malloc((size_t)d * sizeof **out)))
+		return ouro_fail(OURO_ENOMEM, "out of memory");
+	ouro_to_f32(*out, t->data, t->dtype, (size_t)d);
+	return OURO_OK;
+}
+
+static int load_layer(struct ouro_model *m, int64_t l)
+{
+	const struct ouro_config *c = &m->cfg;
+	struct ouro_layer *L = &m->layers[l];
+	int64_t D = c->hidden_size, F = c->intermediate_size;
+	int64_t QD = c->num_attention_heads * c->head_dim, KD = c->num_key_value_heads * c->head_dim;
+	char name[128];
+	int rc;
+
+#define NAME(suffix) (snprintf(name, sizeof name, "model.layers.%lld.%s", (long long)l, suffix), name)
+	if ((rc = find(m, &L->wq, NAME("self_attn.q_proj.weight"), 2, QD, D)) ||
+	    (rc = find(m, &L->wk, NAME("self_attn.k_proj.weight"), 2, KD, D)) ||
+	    (rc = find(m, &L->wv, NAME("self_attn.v_proj.weight"), 2, KD, D)) ||
+	    (rc = find(m, &L->wo, NAME("self_attn.o_proj.weight"), 2, D, QD)) ||
+	    (rc = find(m, &L->wgate, NAME("mlp.gate_proj.weight"), 2, F, D)) ||
+	    (rc = find(m, &L->wup, NAME("mlp.up_proj.weight"), 2, F, D)) ||
+	    (rc = find(m, &L->wdown, NAME("mlp.down_proj.weight"), 2, D, F)) ||
+	    (rc = find_vec(m, &L->attn_norm, NAME("input_layernorm.weight"), D)) ||
+	    (rc = find_vec(m, &L->attn_out_norm, NAME("input_layernorm_2.weight"), D)) ||
+	    (rc = find_vec(m, &L->mlp_norm, NAME("post_attention_layernorm.weight"), D)) ||
+	    (rc = find_vec(m, &L->mlp_out_norm, NAME("post_attention_layernorm_2.weight"), D)))
+		return rc;
+#undef NAME
+	return OURO_OK;
+}
+
+static int load_weights(struct ouro_model *m)
+{
+	const struct ouro_config *c = &m->cfg;
+	const struct ouro_tensor *gw, *gb;
+	int rc;
+
+	if ((rc = find(m, &m->embed, "model.embed_tokens.weight", 2, c->vocab_size, c->hidden_size)))
+		return rc;
+	if (c->tie_word_embeddings)
+		m->lm_head = m->embed;
+	else if ((rc = find(m, &m->lm_head, "lm_head.weight", 2, c->vocab_size, c->hidden_size)))
+		return rc;
+	if (!(m->layers = calloc((size_t)c->num_hidden_layers, sizeof *m->layers)))
+		return ouro_fail(OURO_ENOMEM, "out of memory");
+	for (int64_t l = 0; l < c->num_hidden_layers; l++)
+		if ((rc = load_layer(m, l)))
+			return rc;
+	if ((rc = find_vec(m, &m->final_norm, "model.norm.weight", c->hidden_size)) ||
+	    (rc = find(m, &gw, "model.early_exit_gate.weight", 2, 1, c->hidden_size)) ||
+	    (rc = find(m, &gb, "model.early_exit_gate.bias", 1, 1, 0)))
+		return rc;
+	if (!(m->gate_w = malloc((size_t)c->hidden_size * sizeof *m->gate_w)))
+		return ouro_fail(OURO_ENOMEM, "out of memory");
+	ouro_to_f32(m->gate_w, gw->data, gw->dtype, (size_t)c->hidden_size);
+	ouro_to_f32(&m->gate_b, gb->data, gb->dtype, 1);
+	return OURO_OK;
+}
+
+int ouro_model_load(struct ouro_model **out, const char *dir)
+{
+	struct ouro_model *m;
+	struct stat sb;
+	char *path = NULL;
+	int rc;
+
+	*out = NULL;
+	if (stat(dir, &sb) < 0)
+		return ouro_fail(OURO_EMODEL, "%s: %s", dir, strerror(errno));
+	if (!S_ISDIR(sb.st_mode))
+		return ouro_fail(OURO_EMODEL, "%s: not a model directory", dir);
+	if (!(m = calloc(1, sizeof *m)) || !(m->dir = strdup(dir))) {
+		free(m);
+		return ouro_fail(OURO_ENOMEM, "out of memory");
+	}
+	if (!(path = join(dir, "config.json"))) {
+		rc = ouro_fail(OURO_ENOMEM, "out of memory");
+		goto fail;
+	}
+	if ((rc = ouro_config_load(&m->cfg, path)))
+		goto fail;
+	free(path);
+	if (!(path = join(dir, "model.safetensors"))) {
+		rc = ouro_fail(OURO_ENOMEM, "out of memory");
+		goto fail;
+	}
+	if (access(path, F_OK) == 0) {
+		if (!(m->maps = calloc(1, sizeof *m->maps))) {
+			rc = ouro_fail(OURO_ENOMEM, "out of memory");
+			goto fail;
+		}
+		rc = map_file(m, path);
+	} else {
+		free(path);
+		if (!(path = join(dir, "model.safetensors.index.json"))) {
+			rc = ouro_fail(OURO_ENOMEM, "out of memory");
+			goto fail;
+		}
+		if (access(path, F_OK) == 0)
+			rc = map_shards(m, path);
+		else
+			rc = ouro_fail(OURO_EMODEL, "%s: no model.safetensors or model.safetensors.index.json",
+				       dir);
+	}
+	if (rc || (rc = load_weights(m)))
+		goto fail;
+	free(path);
+	*out = m;
+	return OURO_OK;
+fail:
+	free(path);
+	ouro_model_free(m);
+	return rc;
+}
+
+void ouro_model_free(struct ouro_model *m)
+{
+	if (!m)
+		return;
+	for (int i = 0; i < m->nmaps; i++) {
+		ouro_st_free(m->maps[i].st);
+		if (m->maps[i].addr)
+			munmap(m->maps[i].addr, m->maps[i].len);
+		free(m->maps[i].path);
+	}
+	free(m->maps);
+	if (m->layers)
+		for (int64_t l = 0; l < m->cfg.num_hidden_layers; l++) {
+			free(m->layers[l].attn_norm);
+			free(m->layers[l].attn_out_norm);
+			free(m->layers[l].mlp_norm);
+			free(m->layers[l].mlp_out_norm);
+		}
+	free(m->layers);
+	free(m->final_norm);
+	free(m->gate_w);
+	free(m->dir);
+	free(m);
+}
+
+const struct ouro_config *ouro_model_config(const struct ouro_model *m)
+{
+	return &m->cfg;
+}
+
+const char *ouro_model_dir(const struct ouro_model *m)
+{
+	return m->dir;
+}
