@@ -16,7 +16,7 @@
 static const char *progname;
 
 /* Prints the library's last message and exits with its status. */
-static void die(int status)
+__attribute__((unused)) static void die(int status)
 {
 	fprintf(stderr, "%s: %s\n", progname, ouro_errmsg());
 	exit(status);
@@ -37,7 +37,7 @@ __attribute__((format(printf, 1, 2))) static void usage_error(const char *fmt, .
 
 /* Sets the thread count from an option value, else $OURO_THREADS, else
  * leaves the default (all cores). */
-static void cli_threads(const char *opt)
+__attribute__((unused)) static void cli_threads(const char *opt)
 {
 	const char *v = opt ? opt : getenv("OURO_THREADS");
 	long n;
@@ -50,7 +50,7 @@ static void cli_threads(const char *opt)
 }
 
 /* Refuses to write binary records to a terminal. */
-static void cli_binary_stdout(const char *path)
+__attribute__((unused)) static void cli_binary_stdout(const char *path)
 {
 	if ((!path || (path[0] == '-' && !path[1])) && isatty(1))
 		usage_error("will not write binary records to a terminal; redirect stdout or use -o FILE");
