@@ -36,7 +36,7 @@ struct fwd_buf {
 	float *s;      /* [QBLOCK, n] attention scores */
 	float *cos;    /* [n, hd/2] */
 	float *sin;    /* [n, hd/2] */
-	float *w;      /* [max out*in] one weight matrix in float32 */
+	float *w;      /* [OURO_WBUF_SIZE(max in)] weight rows widened to float */
 };
 
 static void bufs_free(struct fwd_buf *b)
@@ -55,7 +55,7 @@ static int bufs_alloc(struct fwd_buf *b, const struct ouro_config *c, int64_t n)
 	uint64_t QD = (uint64_t)(c->num_attention_heads * c->head_dim);
 	uint64_t KD = (uint64_t)(c->num_key_value_heads * c->head_dim);
 	uint64_t half = (uint64_t)c->head_dim / 2, un = (uint64_t)n;
-	uint64_t wmax = F * D > QD * D ? F * D : QD * D;
+	uint64_t in = D > QD ? D : QD, wmax = (uint64_t)OURO_WBUF_SIZE(in > F ? in : F);
 	uint64_t sizes[] = {un * D, un * D, un * QD, un * KD, un * KD, un * QD, un * D,
 			    un * F, un * F, QBLOCK * un, un * half, un * half, wmax};
 	float **p = (float **)b;
@@ -211,5 +211,16 @@ int ouro_forward(struct ouro_model *m, const int32_t *ids, int64_t n, int steps,
 		memcpy(hidden + (size_t)t * (size_t)(n * D), b.h, (size_t)(n * D) * sizeof(float));
 	}
 	bufs_free(&b);
+	return OURO_OK;
+}
+
+int ouro_logits(struct ouro_model *m, const float *h, int64_t n, float *logits)
+{
+	float *wbuf = malloc((size_t)OURO_WBUF_SIZE(m->cfg.hidden_size) * sizeof *wbuf);
+
+	if (!wbuf)
+		return ouro_fail(OURO_ENOMEM, "out of memory for the lm_head scratch buffer");
+	ouro_matmul(logits, h, m->lm_head, n, wbuf);
+	free(wbuf);
 	return OURO_OK;
 }

@@ -43,8 +43,13 @@ struct ouro_model {
 	float gate_b;                     /* early_exit_gate.bias */
 };
 
+/* Size of the scratch buffer that ouro_matmul widens weights into: at
+ * most this many floats, and never less than one row. */
+#define OURO_WBUF_FLOATS ((int64_t)1 << 22)
+#define OURO_WBUF_SIZE(in) ((in) > OURO_WBUF_FLOATS ? (in) : OURO_WBUF_FLOATS)
+
 /* y[n, out] = x[n, in] * W^T for W [out, in] in any float dtype; wbuf is
- * scratch of out * in floats. */
+ * scratch of OURO_WBUF_SIZE(in) floats. */
 void ouro_matmul(float *y, const float *x, const struct ouro_tensor *w,
 		 int64_t n, float *wbuf);
 /* y[n, D] = x / rms(x) * weight, row by row; y may equal x. */

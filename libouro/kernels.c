@@ -3,9 +3,10 @@
  * float32: matrix products through OpenBLAS with weights read in their
  * stored dtype, and RMSNorm.
  *
- * A weight matrix in BF16 or F16 is widened into a scratch buffer of one
- * matrix just before its product, so no float32 copy of the whole model
- * ever exists; the product itself is one sgemm over all positions.
+ * A weight matrix in BF16 or F16 is widened, a block of rows at a time,
+ * into a scratch buffer of at most OURO_WBUF_FLOATS floats just before its
+ * product, so no float32 copy of the model (or of one large matrix) ever
+ * exists; each block's product is one sgemm over all positions.
  */
 #include <cblas.h>
 #include <math.h>
@@ -21,10 +22,19 @@ void ouro_matmul(float *y, const float *x, const struct ouro_tensor *w,
 		 int64_t n, float *wbuf)
 {
 	int64_t out = w->shape[0], in = w->shape[1];
+	int64_t rows = OURO_WBUF_FLOATS / in < 1 ? 1 : OURO_WBUF_FLOATS / in;
+	size_t esize = ouro_dtype_size(w->dtype);
 
-	ouro_to_f32(wbuf, w->data, w->dtype, (size_t)(out * in));
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)n, (blasint)out,
-		    (blasint)in, 1.0f, x, (blasint)in, wbuf, (blasint)in, 0.0f, y, (blasint)out);
+	/* W is widened a block of rows at a time; y[:, r0..r0+rows) per block */
+	for (int64_t r0 = 0; r0 < out; r0 += rows) {
+		int64_t r = out - r0 < rows ? out - r0 : rows;
+
+		ouro_to_f32(wbuf, (const char *)w->data + (size_t)(r0 * in) * esize, w->dtype,
+			    (size_t)(r * in));
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)n, (blasint)r,
+			    (blasint)in, 1.0f, x, (blasint)in, wbuf, (blasint)in, 0.0f, y + r0,
+			    (blasint)out);
+	}
 }
 
 void ouro_rmsnorm(float *y, const float *x, const float *weight, int64_t n,

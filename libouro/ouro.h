@@ -199,6 +199,9 @@ const char *ouro_model_path(const char *dir);
 int ouro_forward(struct ouro_model *m, const int32_t *ids, int64_t n,
 		 int steps, float *hidden);
 
+/* logits [n, V] = h [n, D] * lm_head^T (no norm: h is already normed). */
+int ouro_logits(struct ouro_model *m, const float *h, int64_t n, float *logits);
+
 /* Sets the number of threads used by the numerical kernels (0: all cores). */
 void ouro_set_threads(int n);
 
