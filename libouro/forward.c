@@ -21,25 +21,8 @@
 
 #include "internal.h"
 
-#define QBLOCK 64
 
-struct fwd_buf {
-	float *h;      /* [n, D] residual stream */
-	float *xn;     /* [n, D] normed input of a sub-layer */
-	float *q;      /* [n, H*hd] */
-	float *k;      /* [n, KV*hd] */
-	float *v;      /* [n, KV*hd] */
-	float *att;    /* [n, H*hd] attention output before o_proj */
-	float *out;    /* [n, D] sub-layer output */
-	float *g;      /* [n, F] gate_proj, then the MLP activation */
-	float *u;      /* [n, F] up_proj */
-	float *s;      /* [QBLOCK, n] attention scores */
-	float *cos;    /* [n, hd/2] */
-	float *sin;    /* [n, hd/2] */
-	float *w;      /* [OURO_WBUF_SIZE(max in)] weight rows widened to float */
-};
-
-static void bufs_free(struct fwd_buf *b)
+void ouro_fwd_free(struct ouro_fwd_buf *b)
 {
 	float **p = (float **)b;
 
@@ -49,7 +32,7 @@ static void bufs_free(struct fwd_buf *b)
 
 /* Allocates every buffer for n positions. The sizes cannot overflow: the
  * configuration bounds each dimension by 2^20 and n by 2^24. */
-static int bufs_alloc(struct fwd_buf *b, const struct ouro_config *c, int64_t n)
+int ouro_fwd_alloc(struct ouro_fwd_buf *b, const struct ouro_config *c, int64_t n)
 {
 	uint64_t D = (uint64_t)c->hidden_size, F = (uint64_t)c->intermediate_size;
 	uint64_t QD = (uint64_t)(c->num_attention_heads * c->head_dim);
@@ -68,23 +51,23 @@ static int bufs_alloc(struct fwd_buf *b, const struct ouro_config *c, int64_t n)
 		total += sizes[i];
 	for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
 		if (!(p[i] = malloc(sizes[i] * sizeof(float)))) {
-			bufs_free(b);
+			ouro_fwd_free(b);
 			return ouro_fail(OURO_ENOMEM, "a forward pass over %lld tokens needs %.1f MiB of working memory, which is not available",
 					 (long long)n, (double)total * 4 / (1 << 20));
 		}
 	return OURO_OK;
 }
 
-/* RoPE tables as Hugging Face computes them: inv_freq and angles in
- * float32, cos and sin of the float32 angle. */
-static void rope_tables(struct fwd_buf *b, const struct ouro_config *c, int64_t n)
+/* RoPE tables for positions p0..p0+n-1 as Hugging Face computes them:
+ * inv_freq and angles in float32, cos and sin of the float32 angle. */
+void ouro_rope_tables(struct ouro_fwd_buf *b, const struct ouro_config *c, int64_t p0, int64_t n)
 {
 	int64_t half = c->head_dim / 2;
 
 	for (int64_t i = 0; i < half; i++) {
 		float inv = (float)(1.0 / pow(c->rope_theta, (double)(2 * i) / (double)c->head_dim));
 		for (int64_t p = 0; p < n; p++) {
-			float a = (float)p * inv;
+			float a = (float)(p0 + p) * inv;
 			b->cos[p * half + i] = (float)cos((double)a);
 			b->sin[p * half + i] = (float)sin((double)a);
 		}
@@ -92,7 +75,7 @@ static void rope_tables(struct fwd_buf *b, const struct ouro_config *c, int64_t 
 }
 
 /* Rotates each head of x [n, heads*hd] in place, rotate-half form. */
-static void rope_apply(float *x, const struct fwd_buf *b, int64_t n, int64_t heads, int64_t hd)
+static void rope_apply(float *x, const struct ouro_fwd_buf *b, int64_t n, int64_t heads, int64_t hd)
 {
 	int64_t half = hd / 2;
 
@@ -109,7 +92,7 @@ static void rope_apply(float *x, const struct fwd_buf *b, int64_t n, int64_t hea
 }
 
 /* Causal attention: att[n, H*hd] from q [n, H*hd], k, v [n, KV*hd]. */
-static void attention(struct fwd_buf *b, const struct ouro_config *c, int64_t n)
+static void attention(struct ouro_fwd_buf *b, const struct ouro_config *c, int64_t n)
 {
 	int64_t H = c->num_attention_heads, KV = c->num_key_value_heads, hd = c->head_dim;
 	int64_t QD = H * hd, KD = KV * hd, group = H / KV;
@@ -151,22 +134,28 @@ static void add_normed(float *h, float *out, const float *weight, int64_t n, int
 		h[i] += out[i];
 }
 
-static void layer(struct ouro_model *m, const struct ouro_layer *L, struct fwd_buf *b, int64_t n)
+void ouro_layer_qkv(const struct ouro_model *m, const struct ouro_layer *L,
+		    struct ouro_fwd_buf *b, int64_t n)
 {
 	const struct ouro_config *c = &m->cfg;
-	int64_t D = c->hidden_size, F = c->intermediate_size;
-	float eps = (float)c->rms_norm_eps;
 
-	ouro_rmsnorm(b->xn, b->h, L->attn_norm, n, D, eps);
+	ouro_rmsnorm(b->xn, b->h, L->attn_norm, n, c->hidden_size, (float)c->rms_norm_eps);
 	ouro_matmul(b->q, b->xn, L->wq, n, b->w);
 	ouro_matmul(b->k, b->xn, L->wk, n, b->w);
 	ouro_matmul(b->v, b->xn, L->wv, n, b->w);
 	rope_apply(b->q, b, n, c->num_attention_heads, c->head_dim);
 	rope_apply(b->k, b, n, c->num_key_value_heads, c->head_dim);
-	attention(b, c, n);
+}
+
+void ouro_layer_finish(const struct ouro_model *m, const struct ouro_layer *L,
+		       struct ouro_fwd_buf *b, int64_t n)
+{
+	const struct ouro_config *c = &m->cfg;
+	int64_t D = c->hidden_size, F = c->intermediate_size;
+	float eps = (float)c->rms_norm_eps;
+
 	ouro_matmul(b->out, b->att, L->wo, n, b->w);
 	add_normed(b->h, b->out, L->attn_out_norm, n, D, eps);
-
 	ouro_rmsnorm(b->xn, b->h, L->mlp_norm, n, D, eps);
 	ouro_matmul(b->g, b->xn, L->wgate, n, b->w);
 	ouro_matmul(b->u, b->xn, L->wup, n, b->w);
@@ -178,40 +167,66 @@ static void layer(struct ouro_model *m, const struct ouro_layer *L, struct fwd_b
 	add_normed(b->h, b->out, L->mlp_out_norm, n, D, eps);
 }
 
-int ouro_forward(struct ouro_model *m, const int32_t *ids, int64_t n, int steps,
-		 float *hidden)
+void ouro_embed(const struct ouro_model *m, const int32_t *ids, int64_t n, float *h)
 {
-	const struct ouro_config *c = &m->cfg;
-	int64_t D = c->hidden_size;
-	struct fwd_buf b;
-	int rc;
+	int64_t D = m->cfg.hidden_size;
+	size_t esize = ouro_dtype_size(m->embed->dtype);
 
+	for (int64_t i = 0; i < n; i++)
+		ouro_to_f32(h + i * D, (const char *)m->embed->data + (size_t)ids[i] * (size_t)D * esize,
+			    m->embed->dtype, (size_t)D);
+}
+
+int ouro_check_ids(const struct ouro_config *c, const int32_t *ids, int64_t n, int64_t p0)
+{
 	if (n < 1)
 		return ouro_fail(OURO_EINPUT, "empty sequence");
-	if (n > c->max_position_embeddings)
+	if (p0 + n > c->max_position_embeddings)
 		return ouro_fail(OURO_EINPUT, "sequence of %lld tokens exceeds max_position_embeddings %lld",
-				 (long long)n, (long long)c->max_position_embeddings);
-	if (steps < 1)
-		return ouro_fail(OURO_EINPUT, "%d loop steps requested, at least 1 needed", steps);
+				 (long long)(p0 + n), (long long)c->max_position_embeddings);
 	for (int64_t i = 0; i < n; i++)
 		if (ids[i] < 0 || ids[i] >= c->vocab_size)
 			return ouro_fail(OURO_EINPUT, "token %lld: id %d is outside the vocabulary (0..%lld)",
-					 (long long)i + 1, ids[i], (long long)c->vocab_size - 1);
-	if ((rc = bufs_alloc(&b, c, n)))
+					 (long long)(p0 + i + 1), ids[i], (long long)c->vocab_size - 1);
+	return OURO_OK;
+}
+
+int ouro_forward_kv(struct ouro_model *m, const int32_t *ids, int64_t n, int steps,
+		    float *hidden, float *const *kslot, float *const *vslot)
+{
+	const struct ouro_config *c = &m->cfg;
+	int64_t D = c->hidden_size, N = c->num_hidden_layers;
+	size_t KD = (size_t)(c->num_key_value_heads * c->head_dim);
+	struct ouro_fwd_buf b;
+	int rc;
+
+	if (steps < 1)
+		return ouro_fail(OURO_EINPUT, "%d loop steps requested, at least 1 needed", steps);
+	if ((rc = ouro_check_ids(c, ids, n, 0)) || (rc = ouro_fwd_alloc(&b, c, n)))
 		return rc;
-	rope_tables(&b, c, n);
-	size_t esize = ouro_dtype_size(m->embed->dtype);
-	for (int64_t i = 0; i < n; i++)
-		ouro_to_f32(b.h + i * D, (const char *)m->embed->data + (size_t)ids[i] * (size_t)D * esize,
-			    m->embed->dtype, (size_t)D);
+	ouro_embed(m, ids, n, b.h);
+	ouro_rope_tables(&b, c, 0, n);
 	for (int t = 0; t < steps; t++) {
-		for (int64_t l = 0; l < c->num_hidden_layers; l++)
-			layer(m, &m->layers[l], &b, n);
+		for (int64_t l = 0; l < N; l++) {
+			ouro_layer_qkv(m, &m->layers[l], &b, n);
+			if (kslot) {
+				memcpy(kslot[t * N + l], b.k, (size_t)n * KD * sizeof(float));
+				memcpy(vslot[t * N + l], b.v, (size_t)n * KD * sizeof(float));
+			}
+			attention(&b, c, n);
+			ouro_layer_finish(m, &m->layers[l], &b, n);
+		}
 		ouro_rmsnorm(b.h, b.h, m->final_norm, n, D, (float)c->rms_norm_eps);
 		memcpy(hidden + (size_t)t * (size_t)(n * D), b.h, (size_t)(n * D) * sizeof(float));
 	}
-	bufs_free(&b);
+	ouro_fwd_free(&b);
 	return OURO_OK;
+}
+
+int ouro_forward(struct ouro_model *m, const int32_t *ids, int64_t n, int steps,
+		 float *hidden)
+{
+	return ouro_forward_kv(m, ids, n, steps, hidden, NULL, NULL);
 }
 
 int ouro_logits(struct ouro_model *m, const float *h, int64_t n, float *logits)

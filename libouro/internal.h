@@ -56,4 +56,46 @@ void ouro_matmul(float *y, const float *x, const struct ouro_tensor *w,
 void ouro_rmsnorm(float *y, const float *x, const float *weight, int64_t n,
 		  int64_t d, float eps);
 
+/* ---- the pieces of the forward pass (forward.c), shared by the prefill
+ * and the token-by-token decoder (decode.c) ---- */
+
+#define QBLOCK 64   /* query rows per attention block */
+
+/* Working buffers for n positions. */
+struct ouro_fwd_buf {
+	float *h;      /* [n, D] residual stream */
+	float *xn;     /* [n, D] normed input of a sub-layer */
+	float *q;      /* [n, H*hd] */
+	float *k;      /* [n, KV*hd] */
+	float *v;      /* [n, KV*hd] */
+	float *att;    /* [n, H*hd] attention output before o_proj */
+	float *out;    /* [n, D] sub-layer output */
+	float *g;      /* [n, F] gate_proj, then the MLP activation */
+	float *u;      /* [n, F] up_proj */
+	float *s;      /* [QBLOCK, n] attention scores */
+	float *cos;    /* [n, hd/2] */
+	float *sin;    /* [n, hd/2] */
+	float *w;      /* [OURO_WBUF_SIZE(max in)] weight rows widened to float */
+};
+
+int ouro_fwd_alloc(struct ouro_fwd_buf *b, const struct ouro_config *c, int64_t n);
+void ouro_fwd_free(struct ouro_fwd_buf *b);
+/* Checks ids [n] placed at positions p0.. against vocabulary and length. */
+int ouro_check_ids(const struct ouro_config *c, const int32_t *ids, int64_t n, int64_t p0);
+/* h [n, D] = embedding rows of ids. */
+void ouro_embed(const struct ouro_model *m, const int32_t *ids, int64_t n, float *h);
+/* b->cos, b->sin [n, hd/2] for positions p0..p0+n-1. */
+void ouro_rope_tables(struct ouro_fwd_buf *b, const struct ouro_config *c, int64_t p0, int64_t n);
+/* From b->h [n, D]: b->q, b->k, b->v, rotated with b's RoPE tables. */
+void ouro_layer_qkv(const struct ouro_model *m, const struct ouro_layer *L,
+		    struct ouro_fwd_buf *b, int64_t n);
+/* From b->att [n, H*hd]: o_proj, the normed residual add, and the MLP
+ * sub-layer, updating b->h. */
+void ouro_layer_finish(const struct ouro_model *m, const struct ouro_layer *L,
+		       struct ouro_fwd_buf *b, int64_t n);
+/* ouro_forward that also stores each (loop t, layer l) pass's keys and
+ * values, [n, KV*hd] each, in kslot[t*N + l] and vslot[t*N + l]. */
+int ouro_forward_kv(struct ouro_model *m, const int32_t *ids, int64_t n, int steps,
+		    float *hidden, float *const *kslot, float *const *vslot);
+
 #endif

@@ -205,4 +205,7 @@ int ouro_logits(struct ouro_model *m, const float *h, int64_t n, float *logits);
 /* Sets the number of threads used by the numerical kernels (0: all cores). */
 void ouro_set_threads(int n);
 
+#include "gate.h"
+#include "sampler.h"
+
 #endif

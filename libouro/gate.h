@@ -1,0 +1,70 @@
+/*
+ * gate.h - the exit gate and the exit rules (part of the public interface;
+ * included by ouro.h).
+ *
+ * After loop t the gate gives lambda[t] = sigmoid(w . hidden[t] + b), the
+ * probability of stopping there given that no earlier loop stopped. The
+ * exit distribution over loops is
+ *     p[t] = lambda[t] * prod_{s<t} (1 - lambda[s])   for t < T-1
+ *     p[T-1] = prod_{s<T-1} (1 - lambda[s])           (the rest)
+ * and cdf[t] = p[0] + ... + p[t].
+ */
+#ifndef OURO_GATE_H
+#define OURO_GATE_H
+
+#include <stdint.h>
+
+struct ouro_model;
+
+struct ouro_gate {
+	int64_t dim;   /* D */
+	float *w;      /* [D] model.early_exit_gate.weight */
+	float b;       /* model.early_exit_gate.bias */
+};
+
+/* The gate of a loaded model (a copy; free with ouro_gate_free). */
+int ouro_gate_from_model(struct ouro_gate *g, const struct ouro_model *m);
+/* A gate from a safetensors file holding model.early_exit_gate.weight
+ * [1, dim] and model.early_exit_gate.bias [1] (F32, BF16 or F16). */
+int ouro_gate_load(struct ouro_gate *g, const char *path, int64_t dim);
+/* Writes g to path as such a file (F32), atomically. */
+int ouro_gate_save(const struct ouro_gate *g, const char *path);
+void ouro_gate_free(struct ouro_gate *g);
+
+/* w . h + b for one state h [D]. */
+float ouro_gate_logit(const struct ouro_gate *g, const float *h);
+
+/* pdf and cdf [T, n] from gate logits [T, n], as above. */
+void ouro_exit_dist(const float *logits, int T, int64_t n, float *pdf, float *cdf);
+
+enum ouro_exit_kind {
+	OURO_EXIT_THRESHOLD,  /* first t with cdf[t] >= q, else the last step */
+	OURO_EXIT_STATIC,     /* always step s */
+	OURO_EXIT_DIFF,       /* first t >= 1 with ||h[t] - h[t-1]||_2 < eps, else last */
+	OURO_EXIT_WEIGHTED,   /* all steps, mixed by p[t]; never exits early */
+};
+
+struct ouro_exit_rule {
+	enum ouro_exit_kind kind;
+	double q;      /* OURO_EXIT_THRESHOLD */
+	int step;      /* OURO_EXIT_STATIC, 0-based */
+	double eps;    /* OURO_EXIT_DIFF */
+};
+
+/* The running state of one token's exit decision, so that a program that
+ * really stops early (ouro-generate) and one that selects afterwards
+ * (ouro-gate) decide identically. */
+struct ouro_exit_state {
+	double remaining;   /* prod of (1 - lambda) so far */
+	double cdf;         /* cdf after the last update */
+	double pdf;         /* p[t] of the last update */
+};
+
+void ouro_exit_begin(struct ouro_exit_state *s);
+/* Feeds loop t (0-based) of T: its gate logit and, for t >= 1, the norm
+ * ||h[t] - h[t-1]||_2 (ignored otherwise). Returns 1 when the rule exits
+ * at t; always 1 at t = T-1. */
+int ouro_exit_update(struct ouro_exit_state *s, const struct ouro_exit_rule *r,
+		     int t, int T, float logit, double diff);
+
+#endif
