@@ -6,6 +6,8 @@
 #ifndef OURO_CLI_H
 #define OURO_CLI_H
 
+#include <getopt.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +35,28 @@ __attribute__((format(printf, 1, 2))) static void usage_error(const char *fmt, .
 	va_end(ap);
 	fputc('\n', stderr);
 	exit(OURO_EUSAGE);
+}
+
+/* Names the program for messages. A closed output pipe ends the program
+ * quietly by SIGPIPE even if the parent ignored the signal. */
+__attribute__((unused)) static void cli_init(const char *name)
+{
+	progname = name;
+	signal(SIGPIPE, SIG_DFL);
+}
+
+/* getopt_long that prints nothing itself: an unknown option or a missing
+ * argument becomes one usage_error line. */
+__attribute__((unused)) static int cli_getopt(int argc, char **argv, const char *optstring,
+					      const struct option *longopts)
+{
+	int c;
+
+	opterr = 0;
+	c = getopt_long(argc, argv, optstring, longopts, NULL);
+	if (c == '?')
+		usage_error("%s: unknown option or missing argument", argv[optind - 1]);
+	return c;
 }
 
 /* Sets the thread count from an option value, else $OURO_THREADS, else

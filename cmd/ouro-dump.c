@@ -285,14 +285,13 @@ int main(int argc, char **argv)
 	};
 	int c, rc = OURO_OK;
 
-	progname = "ouro-dump";
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	cli_init("ouro-dump");
+	while ((c = cli_getopt(argc, argv, "h", longopts)) != -1) {
 		switch (c) {
 		case 's': per_step = 1; break;
 		case 't': per_token = 1; break;
 		case 'J': as_json = 1; break;
 		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return OURO_EUSAGE;
 		}
 	}
 	if (per_token && !per_step)

@@ -23,13 +23,13 @@ static void usage(FILE *f)
 		"                    [-j THREADS] [-o FILE] [FILE ...]\n"
 		"Run the looped forward pass and write the hidden state after every loop.\n"
 		"\n"
-		"  -m, --model DIR     model directory (default: $OURO_MODEL, else the bundled model)\n"
-		"  -T, --steps STEPS   loops to run (default: total_ut_steps of config.json)\n"
-		"  -k, --keep LIST     keep only these steps, 0-based, comma-separated, or 'last'\n"
-		"      --dtype TYPE    dtype of hidden: f32 (default), bf16 or f16\n"
-		"  -j, --threads N     threads (default: $OURO_THREADS, else all cores)\n"
-		"  -o, --output FILE   write records to FILE (atomically) instead of stdout\n"
-		"  -h, --help          show this help\n"
+		"  -m, --model DIR           model directory (default: $OURO_MODEL, else the bundled model)\n"
+		"  -T, --steps STEPS         loops to run (default: total_ut_steps of config.json)\n"
+		"  -k, --keep STEP,...       keep only these steps (0-based), or 'last'\n"
+		"      --dtype f32|bf16|f16  dtype of hidden (default f32)\n"
+		"  -j, --threads THREADS     threads (default: $OURO_THREADS, else all cores)\n"
+		"  -o, --output FILE         write records to FILE (atomically) instead of stdout\n"
+		"  -h, --help                show this help\n"
 		"\n"
 		"Input: records with an I32 tensor 'tokens', or text ids, one sequence per line.\n");
 }
@@ -45,7 +45,7 @@ static int parse_keep(const char *list, int steps, unsigned char *keep)
 		keep[steps - 1] = 1;
 		return 0;
 	}
-	while (*p) {
+	for (;;) {
 		size_t len = strcspn(p, ",");
 		long v;
 
@@ -56,7 +56,9 @@ static int parse_keep(const char *list, int steps, unsigned char *keep)
 		if (ouro_parse_int(item, 0, steps - 1, &v, "--keep"))
 			usage_error("%s (with %d steps)", ouro_errmsg(), steps);
 		keep[v] = 1;
-		p += len + (p[len] == ',');
+		if (!p[len])
+			break;
+		p += len + 1;
 	}
 	return 0;
 }
@@ -124,8 +126,8 @@ int main(int argc, char **argv)
 	long steps = 0;
 	int c, rc;
 
-	progname = "ouro-forward";
-	while ((c = getopt_long(argc, argv, "m:T:k:j:o:h", longopts, NULL)) != -1) {
+	cli_init("ouro-forward");
+	while ((c = cli_getopt(argc, argv, "m:T:k:j:o:h", longopts)) != -1) {
 		switch (c) {
 		case 'm': model_dir = optarg; break;
 		case 'T':
@@ -146,7 +148,6 @@ int main(int argc, char **argv)
 		case 'j': threads = optarg; break;
 		case 'o': outpath = optarg; break;
 		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return OURO_EUSAGE;
 		}
 	}
 	cli_threads(threads);

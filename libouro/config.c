@@ -10,6 +10,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "ouro.h"
 
@@ -94,10 +95,13 @@ static int check_unsupported(json_t *root, const char *path, int64_t layers)
 int ouro_config_load(struct ouro_config *c, const char *path)
 {
 	json_error_t jerr;
+	struct stat sb;
 	json_t *root, *tie;
 	int rc;
 
 	memset(c, 0, sizeof *c);
+	if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+		return ouro_fail(OURO_EMODEL, "%s: is a directory", path);
 	root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root) {
 		if (jerr.line < 0 || jerr.position == 0)

@@ -1,6 +1,6 @@
 /*
  * forward.c - the looped forward pass over one sequence, all positions at
- * once (prefill style), as ouro-model(7)'s section on the loop says:
+ * once (prefill style), as ouro(7) describes the loop:
  *
  *   h = embed[ids]
  *   for t in 0..T-1:

@@ -106,7 +106,7 @@ int ouro_parse_int(const char *s, long lo, long hi, long *out, const char *what)
 
 	errno = 0;
 	v = strtol(s, &end, 10);
-	if (!*s || *end || errno || v < lo || v > hi)
+	if (!(*s == '-' || *s == '+' || (*s >= '0' && *s <= '9')) || *end || errno || v < lo || v > hi)
 		return ouro_fail(OURO_EUSAGE, "%s: '%s' is not an integer in %ld..%ld", what, s, lo, hi);
 	*out = v;
 	return OURO_OK;

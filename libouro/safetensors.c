@@ -32,11 +32,15 @@ struct ouro_st {
 	void *owned;                  /* data section of a record read from a stream */
 };
 
+/* Orders [begin, end, index] triples by begin, then end, so empty tensors
+ * come before a tensor that starts where they do. */
 static int cmp_offset(const void *a, const void *b)
 {
 	const uint64_t *x = a, *y = b;
 
-	return (x[0] > y[0]) - (x[0] < y[0]);
+	if (x[0] != y[0])
+		return (x[0] > y[0]) - (x[0] < y[0]);
+	return (x[1] > y[1]) - (x[1] < y[1]);
 }
 
 static int parse_shape(struct ouro_tensor *t, json_t *shape, const char *what)
@@ -235,6 +239,19 @@ static size_t read_full(FILE *f, void *buf, size_t len)
 	return fread(buf, 1, len, f);
 }
 
+/* A record that says it is of a format version this library does not
+ * know is refused; files without the key (weights) are not records. */
+static int check_version(const struct ouro_st *st, const char *what)
+{
+	const char *v = ouro_st_meta(st, "ouro.version");
+	size_t major = strlen(OURO_RECORD_VERSION);
+
+	if (v && !(strncmp(v, OURO_RECORD_VERSION, major) == 0 && (v[major] == '\0' || v[major] == '.')))
+		return ouro_fail(OURO_EINPUT, "%s: record format version %s is not supported (this build reads %s)",
+				 what, v, OURO_RECORD_VERSION);
+	return OURO_OK;
+}
+
 int ouro_st_read(struct ouro_st **out, FILE *f, const char *what)
 {
 	unsigned char lenbuf[8];
@@ -282,9 +299,17 @@ int ouro_st_read(struct ouro_st **out, FILE *f, const char *what)
 			goto short_read;
 		have += want;
 	}
+	if (!data && !(data = malloc(1))) {    /* no data: a valid base all the same */
+		rc = ouro_fail(OURO_ENOMEM, "%s: out of memory", what);
+		goto fail;
+	}
 	free(hdr);
+	hdr = NULL;
 	st->owned = data;
-	set_data(st, data);
+	data = NULL;
+	set_data(st, st->owned);
+	if ((rc = check_version(st, what)))
+		goto fail;
 	*out = st;
 	return OURO_OK;
 short_read:
@@ -362,7 +387,7 @@ struct ouro_record *ouro_record_new(void)
 	if (!r)
 		return NULL;
 	r->meta = json_object();
-	if (!r->meta || json_object_set_new(r->meta, "ouro.version", json_string(OURO_RECORD_VERSION))) {
+	if (!r->meta) {
 		ouro_record_free(r);
 		return NULL;
 	}
@@ -436,7 +461,10 @@ int ouro_record_write(const struct ouro_record *r, FILE *f, const char *what)
 	uint64_t off = 0;
 	int rc = OURO_OK;
 
-	if (!order || !hdr || json_object_set(hdr, "__metadata__", r->meta)) {
+	/* the version is this writer's, whatever metadata was copied in */
+	if (!order || !hdr ||
+	    json_object_set_new(r->meta, "ouro.version", json_string(OURO_RECORD_VERSION)) ||
+	    json_object_set(hdr, "__metadata__", r->meta)) {
 		rc = ouro_fail(OURO_ENOMEM, "%s: out of memory", what);
 		goto out;
 	}
