@@ -14,6 +14,14 @@ As a module it provides:
   load_model(dir)               config.json + model.safetensors or its index
   forward(model, ids, steps)    hidden states [steps, n, D], float64
   gate(model, hidden)           exit-gate logits, exit pdf and cdf, each [T, n]
+  load_lm_head(dir)             the language-model head [V, D] (tied or not)
+  log_softmax, topk_logprobs    log-probabilities, the K most likely tokens
+  sample(logits, n, ...)        the next token: greedy, temperature, top-k,
+                                top-p, min-p, counter-based splitmix64 draw
+  sample_distance(...)          how near the reference is to another token
+  exit_choice(p, cdf, hidden, rule)  exit steps and exit states of a rule
+  step_losses(head, hidden, tokens)  per-step next-token cross-entropy [T, n-1]
+  stage2_loss(w, b, hidden, losses)  the Stage II focused adaptive gate loss
 
 As a program:
   ouro_ref.py check --model DIR [--steps T] --ids FILE --records FILE [--tol X]
@@ -23,6 +31,13 @@ As a program:
   ouro_ref.py forward --model DIR [--steps T] --ids FILE [--out FILE]
       writes the reference's own records (tokens I32 [n], hidden F32
       [T, n, D]) in the same stream format.
+  ouro_ref.py gate --model DIR [--gate FILE] --records FILE [--tol X]
+      recomputes ouro-gate's tensors from the records' hidden under their
+      ouro.exit_rule; exit 0 if all are within the tolerance (absolute)
+      and every exit step is the same, 1 if not.
+  ouro_ref.py stage2 --model DIR [--gate FILE] --records FILE [-q Q]
+      prints the Stage II loss of a gate on ouro-forward records and the
+      mean exit step at threshold Q.
   ouro_ref.py selftest
       checks the reference against itself: token-by-token decoding with
       one KV slot per (loop, layer) against the batched pass, the
@@ -503,50 +518,157 @@ def splitmix_uniform(seed, n):
     return (z >> 11) * 2.0 ** -53
 
 
-def sample(logits, n, temperature=0.0, top_k=0, top_p=1.0, min_p=0.0, seed=0):
-    """The next token after n tokens, as Hugging Face generate filters:
-    temperature, top-k, top-p, min-p; then the first token, in id order,
-    whose cumulative probability exceeds splitmix_uniform(seed, n).
-
-    Returns (token, margin): margin is how close (relative to 1) the
-    decision came to going another way, at a filter's threshold or at the
-    draw's boundaries, so that a caller comparing float32 results can
-    tell a real difference from a rounding tie."""
+def sample_filter(logits, temperature, top_k=0, top_p=1.0, min_p=0.0):
+    """The distribution that sampling draws from, as Hugging Face generate
+    filters it (temperature > 0): temperature, top-k (ties with the k-th
+    stay), top-p (HF: drop the tokens whose ascending cumulative
+    probability is <= 1 - top_p, keep at least one), min-p (keep
+    p >= min_p * max p). Returns (p, near): p [V] normalised, zero where
+    dropped, and near [V], how far each token is (in logits over the
+    temperature, or in probability) from the threshold of a filter that
+    would change its fate; inf where no filter is close."""
     x = np.asarray(logits, dtype=np.float64)
     V = len(x)
     order = rank_order(x)
-    if temperature == 0:
-        gap = x[order[0]] - x[order[1]] if V > 1 else np.inf
-        return int(order[0]), gap
-    margins = [np.inf]
+    near = np.full(V, np.inf)
     keep = np.ones(V, dtype=bool)
     if 0 < top_k < V:
-        kth = x[order[top_k - 1]]
+        kth, next_ = x[order[top_k - 1]], x[order[top_k]]
         keep &= x >= kth
-        below = x[x < kth]
-        if below.size:
-            margins.append((kth - below.max()) / temperature)
+        near = np.minimum(near, np.where(keep, x - next_, kth - x) / temperature)
     w = np.where(keep, np.exp((x - x.max()) / temperature), 0.0)
     if top_p < 1:
-        # HF: sort ascending, drop the tokens whose cumulative probability
-        # is <= 1 - top_p, keep at least the most likely one
-        asc = order[::-1]
+        asc = order[::-1]    # ascending; among equal logits higher id first
         cum = np.cumsum(w[asc]) / w.sum()
         drop = cum <= 1 - top_p
         drop[-1] = False
-        margins.append(np.min(np.abs(cum[w[asc] > 0] - (1 - top_p))))
+        near[asc] = np.minimum(near[asc], np.where(
+            keep[asc], np.abs(cum - (1 - top_p)), np.inf))
         keep[asc[drop]] = False
         w[~keep] = 0
     if min_p > 0:
-        p = w / w.max()
-        margins.append(np.min(np.abs(p[keep] - min_p)))
-        keep &= p >= min_p
+        ratio = np.exp((x - x.max()) / temperature)
+        near = np.minimum(near, np.where(keep | (ratio < min_p),
+                                         np.abs(ratio - min_p), np.inf))
+        keep &= ratio >= min_p
         w[~keep] = 0
-    cum = np.cumsum(w) / w.sum()
+    return w / w.sum(), near
+
+
+def sample(logits, n, temperature=0.0, top_k=0, top_p=1.0, min_p=0.0, seed=0):
+    """The next token after n tokens: at temperature 0 the most likely
+    (lowest id among equals); else, of sample_filter's distribution, the
+    first token in id order whose cumulative probability exceeds
+    splitmix_uniform(seed, n)."""
+    if temperature == 0:
+        return int(rank_order(logits)[0])
+    p, _ = sample_filter(logits, temperature, top_k, top_p, min_p)
+    return int(np.argmax(np.cumsum(p) > splitmix_uniform(seed, n)))
+
+
+def sample_distance(logits, n, token, temperature=0.0, top_k=0, top_p=1.0,
+                    min_p=0.0, seed=0, eps=1e-5):
+    """How far the reference's decision is from picking `token` instead,
+    for an implementation whose logits may differ by rounding: 0 if
+    sample() picks it. Greedy: the gap of logits. Else, if the filters
+    drop the token, its distance to their threshold; if they keep it, the
+    distance of the uniform number from the token's cumulative interval,
+    less the probability of the tokens within eps of a filter threshold
+    (whose fate rounding may flip, moving every interval by their mass)."""
+    x = np.asarray(logits, dtype=np.float64)
+    if temperature == 0:
+        return float(x.max() - x[token])
+    p, near = sample_filter(x, temperature, top_k, top_p, min_p)
+    if p[token] == 0:
+        return float(near[token])
+    mass = np.exp((x - x.max()) / temperature)
+    unsure = float(np.sum(mass[near < eps]) / np.sum(mass[p > 0]))
+    hi = np.cumsum(p)[token]
+    lo = hi - p[token]
     u = splitmix_uniform(seed, n)
-    tok = int(np.argmax(cum > u))
-    margins.append(np.min(np.abs(cum[keep] - u)))
-    return tok, float(min(margins))
+    return float(max(lo - u, u - hi, 0.0) - 2 * unsure)
+
+
+# ---- command line ---------------------------------------------------------
+
+class UsageError(Exception):
+    pass
+
+
+def read_ids(path):
+    """Text ids, one sequence per line, decimal, separated by blanks.
+    Blank lines are skipped. Returns a list of int64 arrays."""
+    f = sys.stdin if path == "-" else open(path, encoding="ascii")
+    seqs = []
+    with f:
+        for lineno, line in enumerate(f, 1):
+            words = line.split()
+            if not words:
+                continue
+            if not all(w.isascii() and w.isdigit() for w in words):
+                raise FormatError("%s:%d: not a list of decimal ids" % (path, lineno))
+            seqs.append(np.array([int(w, 10) for w in words], dtype=np.int64))
+    return seqs
+
+
+def cmd_check(args):
+    m = load_model(args.model)
+    steps = m.T if args.steps is None else args.steps
+    seqs = read_ids(args.ids)
+    records = read_records(args.records)
+    if len(records) != len(seqs):
+        print("%s: %d records for %d input lines" % (args.records, len(records),
+                                                     len(seqs)))
+        return 1
+    worst = 0.0
+    failures = []
+    for r, ((tensors, _), ids) in enumerate(zip(records, seqs)):
+        where = "record %d" % r
+        if "tokens" not in tensors or "hidden" not in tensors:
+            raise FormatError("%s: %s lacks tokens or hidden" % (args.records, where))
+        tokens = tensors["tokens"].ints()
+        if tokens.shape != ids.shape or not np.array_equal(tokens, ids):
+            failures.append("%s: tokens differ from input line %d" % (where, r))
+            print(failures[-1])
+            continue
+        ours = tensors["hidden"].floats()
+        want = (steps, len(ids), m.D)
+        if ours.shape != want:
+            failures.append("%s: hidden has shape %s, expected %s"
+                            % (where, list(ours.shape), list(want)))
+            print(failures[-1])
+            continue
+        ref = forward(m, ids, steps)
+        for t in range(steps):
+            num = np.linalg.norm(ours[t] - ref[t])
+            den = np.linalg.norm(ref[t])
+            err = num / den if den > 0 else num
+            if not err < args.tol:      # catches NaN too
+                failures.append("%s (%d tokens) step %d: relative error %.3e "
+                                "exceeds %g" % (where, len(ids), t, err, args.tol))
+                err = np.inf if np.isnan(err) else err
+            worst = max(worst, err)
+            print("record %d (%d tokens) step %d: relative error %.3e"
+                  % (r, len(ids), t, err))
+    for msg in failures:
+        print("FAIL " + msg)
+    print("max relative error %.3e over %d records, %d steps (tol %g)"
+          % (worst, len(records), steps, args.tol))
+    return 1 if failures else 0
+
+
+def cmd_forward(args):
+    m = load_model(args.model)
+    steps = m.T if args.steps is None else args.steps
+    out = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")
+    with out:
+        for ids in read_ids(args.ids):
+            hidden = forward(m, ids, steps)
+            write_safetensors(out, {
+                "tokens": ("I32", ids.astype(np.int32)),
+                "hidden": ("F32", hidden.astype(np.float32)),
+            })
+    return 0
 
 
 # ---- exit rules and Stage II gate training (ouro-gate) --------------------
@@ -653,6 +775,8 @@ def cmd_gate(args):
     """Recomputes every record of ouro-gate (which must keep 'hidden')."""
     gm = GateModel(*load_gate(args.model, args.gate))
     records = read_records(args.records)
+    if not records:
+        raise FormatError("%s: no records" % args.records)
     worst = {"gate_logits": 0.0, "exit_pdf": 0.0, "exit_cdf": 0.0,
              "exit_hidden": 0.0}
     differ = total = 0
@@ -708,88 +832,6 @@ def cmd_stage2(args):
     loss = stage2_loss(w, b, np.concatenate(hs, axis=1), np.concatenate(ls, axis=1))
     print("loss %.9f" % loss)
     print("mean exit step %.6f" % np.mean(np.concatenate(steps)))
-    return 0
-
-
-# ---- command line ---------------------------------------------------------
-
-class UsageError(Exception):
-    pass
-
-
-def read_ids(path):
-    """Text ids, one sequence per line, decimal, separated by blanks.
-    Blank lines are skipped. Returns a list of int64 arrays."""
-    f = sys.stdin if path == "-" else open(path, encoding="ascii")
-    seqs = []
-    with f:
-        for lineno, line in enumerate(f, 1):
-            words = line.split()
-            if not words:
-                continue
-            if not all(w.isascii() and w.isdigit() for w in words):
-                raise FormatError("%s:%d: not a list of decimal ids" % (path, lineno))
-            seqs.append(np.array([int(w, 10) for w in words], dtype=np.int64))
-    return seqs
-
-
-def cmd_check(args):
-    m = load_model(args.model)
-    steps = m.T if args.steps is None else args.steps
-    seqs = read_ids(args.ids)
-    records = read_records(args.records)
-    if len(records) != len(seqs):
-        print("%s: %d records for %d input lines" % (args.records, len(records),
-                                                     len(seqs)))
-        return 1
-    worst = 0.0
-    failures = []
-    for r, ((tensors, _), ids) in enumerate(zip(records, seqs)):
-        where = "record %d" % r
-        if "tokens" not in tensors or "hidden" not in tensors:
-            raise FormatError("%s: %s lacks tokens or hidden" % (args.records, where))
-        tokens = tensors["tokens"].ints()
-        if tokens.shape != ids.shape or not np.array_equal(tokens, ids):
-            failures.append("%s: tokens differ from input line %d" % (where, r))
-            print(failures[-1])
-            continue
-        ours = tensors["hidden"].floats()
-        want = (steps, len(ids), m.D)
-        if ours.shape != want:
-            failures.append("%s: hidden has shape %s, expected %s"
-                            % (where, list(ours.shape), list(want)))
-            print(failures[-1])
-            continue
-        ref = forward(m, ids, steps)
-        for t in range(steps):
-            num = np.linalg.norm(ours[t] - ref[t])
-            den = np.linalg.norm(ref[t])
-            err = num / den if den > 0 else num
-            if not err < args.tol:      # catches NaN too
-                failures.append("%s (%d tokens) step %d: relative error %.3e "
-                                "exceeds %g" % (where, len(ids), t, err, args.tol))
-                err = np.inf if np.isnan(err) else err
-            worst = max(worst, err)
-            print("record %d (%d tokens) step %d: relative error %.3e"
-                  % (r, len(ids), t, err))
-    for msg in failures:
-        print("FAIL " + msg)
-    print("max relative error %.3e over %d records, %d steps (tol %g)"
-          % (worst, len(records), steps, args.tol))
-    return 1 if failures else 0
-
-
-def cmd_forward(args):
-    m = load_model(args.model)
-    steps = m.T if args.steps is None else args.steps
-    out = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")
-    with out:
-        for ids in read_ids(args.ids):
-            hidden = forward(m, ids, steps)
-            write_safetensors(out, {
-                "tokens": ("I32", ids.astype(np.int32)),
-                "hidden": ("F32", hidden.astype(np.float32)),
-            })
     return 0
 
 

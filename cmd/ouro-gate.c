@@ -1,0 +1,801 @@
+/*
+ * ouro-gate - the exit gate as a pipeline stage, and its Stage II training.
+ *
+ * ouro-gate reads the records of ouro-forward (tokens I32 [n], hidden
+ * [T, n, D] with every loop step 0..T-1) and writes each one again with
+ * the gate's view of it added: gate_logits, exit_pdf and exit_cdf [T, n],
+ * the exit step each token takes under one exit rule, exit_step I32 [n],
+ * and the state it exits with, exit_hidden F32 [n, D]. The rule is
+ * decided loop by loop by ouro_exit_update, the function ouro-generate
+ * uses when it really stops early, so both choose the same steps.
+ *
+ * ouro-gate train fits the gate alone (the language model stays frozen) to
+ * the per-token, per-step losses by the focused adaptive loss of the Ouro
+ * paper's Stage II, with Adam over mini-batches of tokens, and writes the
+ * gate as a safetensors file that --gate reads back. The losses come from
+ * the records (step_loss F32 [T, n-1]) or, if absent, from the model's
+ * lm_head applied to every step of hidden.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+#define MAX_STEPS 256
+
+/* Stage II constants (ouro-model.md section 6). */
+#define STAGE2_K 50.0
+#define STAGE2_GAMMA 0.005
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: ouro-gate [-m DIR] [--gate FILE] [-q Q | -s STEP | -e EPS | -w]\n"
+		"                 [--drop-hidden] [-o FILE] [FILE ...]\n"
+		"       ouro-gate train [-m DIR] [--gate FILE] [-q Q] [-n EPOCHS] [--lr RATE]\n"
+		"                 [--batch N] [--seed S] [-j THREADS] -o FILE [FILE ...]\n"
+		"Apply the exit gate to ouro-forward records and choose each token's exit step,\n"
+		"or train the gate (Stage II) and write it to a file.\n"
+		"\n"
+		"  -m, --model DIR     model directory (default: $OURO_MODEL, else the bundled model)\n"
+		"      --gate FILE     gate weights from FILE instead of the model\n"
+		"  -q, --threshold Q   exit at the first step whose exit CDF reaches Q, 0..1\n"
+		"                      (default: early_exit_threshold of config.json)\n"
+		"  -s, --step STEP     exit at step STEP, 0-based\n"
+		"  -e, --eps EPS       exit at the first step t >= 1 with ||h[t] - h[t-1]|| < EPS\n"
+		"  -w, --weighted      mix the states of all steps by the exit pdf\n"
+		"      --drop-hidden   leave the input tensor 'hidden' out of the output\n"
+		"  -o, --output FILE   write to FILE (atomically) instead of stdout\n"
+		"  -h, --help          show this help\n"
+		"\n"
+		"train:\n"
+		"  -n, --epochs N      passes over the data (default 10)\n"
+		"      --lr RATE       Adam learning rate (default 0.001)\n"
+		"      --batch N       tokens per Adam step (default 256)\n"
+		"      --seed S        seed of the order of the tokens (default 1)\n"
+		"  -j, --threads N     threads (default: $OURO_THREADS, else all cores)\n"
+		"  -o, --output FILE   the trained gate, a safetensors file (required)\n"
+		"\n"
+		"Input: records with tokens I32 [n] and hidden [T, n, D] holding every step;\n"
+		"train also reads step_loss F32 [T, n-1] where present.\n");
+}
+
+/* Parses a whole finite number in lo..hi or dies with a usage error. */
+static double parse_double(const char *s, double lo, double hi, const char *what)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (!*s || *end || errno || !isfinite(v) || v < lo || v > hi)
+		usage_error("%s: '%s' is not a number in %g..%g", what, s, lo, hi);
+	return v;
+}
+
+/* The shortest decimal form of v that reads back as v. */
+static void format_double(char *buf, size_t len, double v)
+{
+	for (int prec = 1; prec <= 17; prec++) {
+		snprintf(buf, len, "%.*g", prec, v);
+		if (strtod(buf, NULL) == v)
+			return;
+	}
+}
+
+/* ---- the loop states of one record ------------------------------------ */
+
+/* A validated record: n tokens, T loop steps of width D. */
+struct loops {
+	int T;
+	int64_t n, D;
+	const int32_t *tokens;   /* [n] */
+	float *h;                /* [T, n, D] F32, owned by the caller's buffer */
+};
+
+/* Checks that metadata ouro.hidden_steps (if present) lists exactly the
+ * steps 0..K-1 and that ouro.steps (if present) is K. */
+static int check_steps(const struct ouro_st *rec, const char *where, int64_t K)
+{
+	const char *list = ouro_st_meta(rec, "ouro.hidden_steps");
+	const char *steps = ouro_st_meta(rec, "ouro.steps");
+	char want[MAX_STEPS * 4] = "";
+	size_t len = 0;
+	long total = K;
+
+	if (steps && ouro_parse_int(steps, 1, MAX_STEPS, &total, "ouro.steps"))
+		return ouro_fail(OURO_EINPUT, "%s: metadata %s", where, ouro_errmsg());
+	for (int64_t t = 0; t < K; t++)
+		len += (size_t)snprintf(want + len, sizeof want - len, "%s%lld", t ? "," : "", (long long)t);
+	if ((list && strcmp(list, want) != 0) || total != K)
+		return ouro_fail(OURO_EINPUT,
+				 "%s: hidden holds steps %s of %ld; every step 0..%ld is needed (run ouro-forward without -k)",
+				 where, list ? list : want, total, total - 1);
+	return OURO_OK;
+}
+
+/* Validates rec as ouro-forward output for a model of width D and widens
+ * its hidden into *buf (grown as needed). */
+static int read_loops(struct loops *L, const struct ouro_st *rec, const char *where, int64_t D,
+		      float **buf, size_t *cap)
+{
+	const struct ouro_tensor *tok = ouro_st_find(rec, "tokens");
+	const struct ouro_tensor *hid = ouro_st_find(rec, "hidden");
+	int rc;
+
+	if (!hid)
+		return ouro_fail(OURO_EINPUT, "%s: no tensor 'hidden'; expected the records of ouro-forward", where);
+	if ((hid->dtype != OURO_F32 && hid->dtype != OURO_BF16 && hid->dtype != OURO_F16) || hid->ndim != 3)
+		return ouro_fail(OURO_EINPUT, "%s: tensor 'hidden' must be F32, BF16 or F16 [T, n, D], not %s with %d dimensions",
+				 where, ouro_dtype_name(hid->dtype), hid->ndim);
+	L->n = tok->shape[0];
+	L->D = hid->shape[2];
+	if (hid->shape[1] != L->n)
+		return ouro_fail(OURO_EINPUT, "%s: hidden has %lld positions, tokens has %lld",
+				 where, (long long)hid->shape[1], (long long)L->n);
+	if (hid->shape[2] != D)
+		return ouro_fail(OURO_EINPUT, "%s: hidden has width %lld, the model's hidden_size is %lld",
+				 where, (long long)hid->shape[2], (long long)D);
+	if (hid->shape[0] < 1 || hid->shape[0] > MAX_STEPS)
+		return ouro_fail(OURO_EINPUT, "%s: hidden has %lld steps, expected 1..%d",
+				 where, (long long)hid->shape[0], MAX_STEPS);
+	if ((rc = check_steps(rec, where, hid->shape[0])))
+		return rc;
+	L->T = (int)hid->shape[0];
+	L->tokens = tok->data;
+
+	size_t need = (size_t)ouro_tensor_numel(hid);
+	if (need > *cap) {
+		free(*buf);
+		if (!(*buf = malloc(need * sizeof **buf))) {
+			*cap = 0;
+			return ouro_fail(OURO_ENOMEM, "%s: out of memory for %.1f MiB of hidden states",
+					 where, (double)need * 4 / (1 << 20));
+		}
+		*cap = need;
+	}
+	ouro_to_f32(*buf, hid->data, hid->dtype, need);
+	L->h = *buf;
+	return OURO_OK;
+}
+
+/* ||a - b||_2 of two states [D]. */
+static double state_diff(const float *a, const float *b, int64_t D)
+{
+	double s = 0;
+
+	for (int64_t j = 0; j < D; j++) {
+		double d = (double)a[j] - b[j];
+		s += d * d;
+	}
+	return sqrt(s);
+}
+
+/* The exit step of token i of L under rule r, given its gate logits
+ * [T, n]: the first step at which ouro_exit_update says stop. */
+static int exit_step(const struct loops *L, const struct ouro_exit_rule *r, const float *logits, int64_t i)
+{
+	struct ouro_exit_state s;
+	int64_t n = L->n, D = L->D;
+
+	ouro_exit_begin(&s);
+	for (int t = 0; t < L->T; t++) {
+		double diff = 0;
+		if (t > 0 && r->kind == OURO_EXIT_DIFF)
+			diff = state_diff(L->h + ((int64_t)t * n + i) * D, L->h + ((int64_t)(t - 1) * n + i) * D, D);
+		if (ouro_exit_update(&s, r, t, L->T, logits[(int64_t)t * n + i], diff))
+			return t;
+	}
+	return L->T - 1;   /* not reached: the update always stops at T-1 */
+}
+
+static void rule_text(char *buf, size_t len, const struct ouro_exit_rule *r)
+{
+	char num[40];
+
+	switch (r->kind) {
+	case OURO_EXIT_THRESHOLD:
+		format_double(num, sizeof num, r->q);
+		snprintf(buf, len, "threshold %s", num);
+		break;
+	case OURO_EXIT_STATIC:
+		snprintf(buf, len, "static %d", r->step);
+		break;
+	case OURO_EXIT_DIFF:
+		format_double(num, sizeof num, r->eps);
+		snprintf(buf, len, "diff %s", num);
+		break;
+	case OURO_EXIT_WEIGHTED:
+		snprintf(buf, len, "weighted");
+		break;
+	}
+}
+
+/* ---- ouro-gate: apply --------------------------------------------------- */
+
+static const char *const added[] = {"gate_logits", "exit_pdf", "exit_cdf", "exit_step", "exit_hidden"};
+
+/* Computes the gate's tensors for one record and writes the record. */
+static int apply_one(FILE *out, const char *outname, const struct ouro_st *rec, const char *where,
+		     const struct loops *L, const struct ouro_gate *g, const struct ouro_exit_rule *r,
+		     const char *rule, const char *gate_src, int drop_hidden)
+{
+	int T = L->T;
+	int64_t n = L->n, D = L->D, Tn = (int64_t)T * n;
+	float *logits = malloc((size_t)Tn * sizeof *logits);
+	float *pdf = malloc((size_t)Tn * sizeof *pdf);
+	float *cdf = malloc((size_t)Tn * sizeof *cdf);
+	int32_t *step = malloc((size_t)n * sizeof *step);
+	float *xh = malloc((size_t)(n * D) * sizeof *xh);
+	struct ouro_record *o = ouro_record_new();
+	int rc = OURO_OK;
+
+	if (!logits || !pdf || !cdf || !step || !xh || !o) {
+		rc = ouro_fail(OURO_ENOMEM, "%s: out of memory", where);
+		goto out;
+	}
+	if (r->kind == OURO_EXIT_STATIC && r->step >= T) {
+		rc = ouro_fail(OURO_EUSAGE, "%s: -s %d: the records have %d steps (0..%d)", where, r->step, T, T - 1);
+		goto out;
+	}
+	for (int64_t k = 0; k < Tn; k++)
+		logits[k] = ouro_gate_logit(g, L->h + k * D);
+	ouro_exit_dist(logits, T, n, pdf, cdf);
+	for (int64_t i = 0; i < n; i++) {
+		float *x = xh + i * D;
+		if (r->kind == OURO_EXIT_WEIGHTED) {
+			/* lm_head is linear without bias: the logits of this
+			 * mixture are the pdf-weighted mixture of the logits */
+			step[i] = T - 1;
+			for (int64_t j = 0; j < D; j++) {
+				double acc = 0;
+				for (int t = 0; t < T; t++)
+					acc += (double)pdf[t * n + i] * L->h[((int64_t)t * n + i) * D + j];
+				x[j] = (float)acc;
+			}
+		} else {
+			step[i] = exit_step(L, r, logits, i);
+			memcpy(x, L->h + ((int64_t)step[i] * n + i) * D, (size_t)D * sizeof *x);
+		}
+	}
+
+	for (int k = 0; k < ouro_st_meta_count(rec); k++) {
+		const char *key, *val;
+		ouro_st_meta_at(rec, k, &key, &val);
+		if ((rc = ouro_record_meta(o, key, val)))
+			goto out;
+	}
+	for (int k = 0; k < ouro_st_count(rec); k++) {
+		const struct ouro_tensor *t = ouro_st_tensor(rec, k);
+		int skip = drop_hidden && strcmp(t->name, "hidden") == 0;
+		for (size_t a = 0; a < sizeof added / sizeof *added; a++)
+			skip |= strcmp(t->name, added[a]) == 0;
+		if (!skip && (rc = ouro_record_add(o, t->name, t->dtype, t->ndim, t->shape, t->data)))
+			goto out;
+	}
+	int64_t tn[2] = {T, n}, sn[1] = {n}, nd[2] = {n, D};
+	if ((rc = ouro_record_meta(o, "ouro.producer", "ouro-gate")) ||
+	    (rc = ouro_record_meta(o, "ouro.exit_rule", rule)) ||
+	    (rc = ouro_record_meta(o, "ouro.gate", gate_src)) ||
+	    (rc = ouro_record_add(o, "gate_logits", OURO_F32, 2, tn, logits)) ||
+	    (rc = ouro_record_add(o, "exit_pdf", OURO_F32, 2, tn, pdf)) ||
+	    (rc = ouro_record_add(o, "exit_cdf", OURO_F32, 2, tn, cdf)) ||
+	    (rc = ouro_record_add(o, "exit_step", OURO_I32, 1, sn, step)) ||
+	    (rc = ouro_record_add(o, "exit_hidden", OURO_F32, 2, nd, xh)))
+		goto out;
+	rc = ouro_record_write(o, out, outname);
+out:
+	ouro_record_free(o);
+	free(logits);
+	free(pdf);
+	free(cdf);
+	free(step);
+	free(xh);
+	return rc;
+}
+
+/* Opens input path as a record stream; text ids are refused. */
+static int next_record(struct ouro_seq_reader *in, const struct ouro_st **rec, int64_t *n)
+{
+	const int32_t *ids;
+	int rc;
+
+	*rec = NULL;
+	if ((rc = ouro_seq_next(in, &ids, n, rec)) || !ids)
+		return rc;
+	if (!*rec)
+		return ouro_fail(OURO_EINPUT, "%s: text ids, not records; ouro-gate reads the records of ouro-forward",
+				 ouro_seq_where(in));
+	return OURO_OK;
+}
+
+/* The gate to use: from --gate FILE, else the model's. */
+static void load_gate(struct ouro_gate *g, const struct ouro_model *m, const char *gate_file)
+{
+	int rc = gate_file ? ouro_gate_load(g, gate_file, ouro_model_config(m)->hidden_size)
+			   : ouro_gate_from_model(g, m);
+	if (rc)
+		die(rc);
+}
+
+/* Rule options: at most one kind; repeating the same option keeps the last. */
+static void set_rule(struct ouro_exit_rule *r, int *given, int opt, enum ouro_exit_kind kind)
+{
+	if (*given && *given != opt)
+		usage_error("-%c and -%c choose different exit rules; give one", *given, opt);
+	*given = opt;
+	r->kind = kind;
+}
+
+static int cmd_apply(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"model", required_argument, NULL, 'm'},
+		{"gate", required_argument, NULL, 'G'},
+		{"threshold", required_argument, NULL, 'q'},
+		{"step", required_argument, NULL, 's'},
+		{"eps", required_argument, NULL, 'e'},
+		{"weighted", no_argument, NULL, 'w'},
+		{"drop-hidden", no_argument, NULL, 'H'},
+		{"output", required_argument, NULL, 'o'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *model_dir = NULL, *gate_file = NULL, *outpath = NULL;
+	struct ouro_exit_rule rule = {OURO_EXIT_THRESHOLD, -1, 0, 0};
+	int c, rc, given = 0, drop_hidden = 0;
+	long v;
+
+	while ((c = getopt_long(argc, argv, "m:q:s:e:wo:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'm': model_dir = optarg; break;
+		case 'G': gate_file = optarg; break;
+		case 'q':
+			set_rule(&rule, &given, c, OURO_EXIT_THRESHOLD);
+			rule.q = parse_double(optarg, 0, 1, "-q");
+			break;
+		case 's':
+			set_rule(&rule, &given, c, OURO_EXIT_STATIC);
+			if (ouro_parse_int(optarg, 0, MAX_STEPS - 1, &v, "-s"))
+				usage_error("%s", ouro_errmsg());
+			rule.step = (int)v;
+			break;
+		case 'e':
+			set_rule(&rule, &given, c, OURO_EXIT_DIFF);
+			rule.eps = parse_double(optarg, 0, INFINITY, "-e");
+			break;
+		case 'w': set_rule(&rule, &given, c, OURO_EXIT_WEIGHTED); break;
+		case 'H': drop_hidden = 1; break;
+		case 'o': outpath = optarg; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return OURO_EUSAGE;
+		}
+	}
+	cli_binary_stdout(outpath);
+
+	struct ouro_model *m;
+	struct ouro_gate g;
+	if ((rc = ouro_model_load(&m, ouro_model_path(model_dir))))
+		die(rc);
+	const struct ouro_config *cfg = ouro_model_config(m);
+	if (rule.kind == OURO_EXIT_THRESHOLD && !given)
+		rule.q = cfg->early_exit_threshold;
+	load_gate(&g, m, gate_file);
+	char rule_str[64];
+	rule_text(rule_str, sizeof rule_str, &rule);
+
+	struct ouro_output *o;
+	FILE *out;
+	if ((rc = ouro_output_open(&o, &out, outpath)))
+		die(rc);
+	const char *outname = outpath && strcmp(outpath, "-") ? outpath : "stdout";
+	char *defaults[] = {"-"};
+	char **inputs = optind < argc ? argv + optind : defaults;
+	int ninputs = optind < argc ? argc - optind : 1;
+	float *buf = NULL;
+	size_t cap = 0;
+
+	for (int i = 0; i < ninputs && !rc; i++) {
+		struct ouro_seq_reader *in;
+		const struct ouro_st *rec;
+		int64_t n;
+
+		if ((rc = ouro_seq_open(&in, inputs[i])))
+			break;
+		while (!(rc = next_record(in, &rec, &n)) && rec) {
+			struct loops L;
+			char where[300];
+			snprintf(where, sizeof where, "%s", ouro_seq_where(in));
+			if ((rc = read_loops(&L, rec, where, cfg->hidden_size, &buf, &cap)) ||
+			    (rc = apply_one(out, outname, rec, where, &L, &g, &rule, rule_str,
+					    gate_file ? gate_file : "model", drop_hidden)))
+				break;
+		}
+		ouro_seq_close(in);
+	}
+	free(buf);
+	ouro_gate_free(&g);
+	ouro_model_free(m);
+	if (rc) {
+		ouro_output_abort(o);
+		die(rc);
+	}
+	if ((rc = ouro_output_commit(o)))
+		die(rc);
+	return 0;
+}
+
+/* ---- ouro-gate train ---------------------------------------------------- */
+
+/* The training set, every token of every record: its states at every
+ * step and, for tokens that have a next token, the Stage II targets. */
+struct trainset {
+	int T;
+	int64_t D;
+	int64_t ntok, cap;     /* tokens held, and room */
+	float *h;              /* [ntok, T, D] */
+	float *target;         /* [ntok, T] w at steps 1..T-1 (0-based); [.., 0] unused */
+	int64_t *labeled;      /* [nlab] tokens with a next token */
+	int64_t nlab;
+	long computed;         /* records whose step_loss came from lm_head */
+};
+
+static int trainset_grow(struct trainset *s, int64_t more)
+{
+	if (s->ntok + more <= s->cap)
+		return OURO_OK;
+	int64_t cap = s->cap ? s->cap : 1024;
+	while (cap < s->ntok + more)
+		cap *= 2;
+	float *h = realloc(s->h, (size_t)cap * (size_t)s->T * (size_t)s->D * sizeof *h);
+	if (h)
+		s->h = h;
+	float *tg = realloc(s->target, (size_t)cap * (size_t)s->T * sizeof *tg);
+	if (tg)
+		s->target = tg;
+	int64_t *lab = realloc(s->labeled, (size_t)cap * sizeof *lab);
+	if (lab)
+		s->labeled = lab;
+	if (!h || !tg || !lab)
+		return ouro_fail(OURO_ENOMEM, "out of memory for %lld tokens of training data (%.1f MiB of states)",
+				 (long long)(s->ntok + more), (double)cap * s->T * s->D * 4 / (1 << 20));
+	s->cap = cap;
+	return OURO_OK;
+}
+
+/* Cross-entropy of tokens[i+1] predicted from each step of L, by the
+ * model's lm_head: loss [T, n-1]. */
+static int compute_step_loss(struct ouro_model *m, const struct loops *L, const char *where, float *loss)
+{
+	const struct ouro_config *cfg = ouro_model_config(m);
+	int64_t V = cfg->vocab_size, n = L->n, D = L->D, chunk = 64;
+	float *lg = malloc((size_t)(chunk * V) * sizeof *lg);
+	int rc = OURO_OK;
+
+	if (!lg)
+		return ouro_fail(OURO_ENOMEM, "%s: out of memory for logits", where);
+	for (int64_t i = 1; i < n; i++)
+		if (L->tokens[i] < 0 || L->tokens[i] >= V) {
+			free(lg);
+			return ouro_fail(OURO_EINPUT, "%s: token %lld: id %d is outside the vocabulary (0..%lld)",
+					 where, (long long)i, L->tokens[i], (long long)(V - 1));
+		}
+	for (int t = 0; t < L->T && !rc; t++) {
+		for (int64_t i0 = 0; i0 < n - 1 && !rc; i0 += chunk) {
+			int64_t cnt = n - 1 - i0 < chunk ? n - 1 - i0 : chunk;
+			if ((rc = ouro_logits(m, L->h + ((int64_t)t * n + i0) * D, cnt, lg)))
+				break;
+			for (int64_t k = 0; k < cnt; k++) {
+				const float *row = lg + k * V;
+				double mx = row[0], z = 0;
+				for (int64_t v = 1; v < V; v++)
+					mx = row[v] > mx ? row[v] : mx;
+				for (int64_t v = 0; v < V; v++)
+					z += exp((double)row[v] - mx);
+				loss[(int64_t)t * (n - 1) + i0 + k] = (float)(mx + log(z) - row[L->tokens[i0 + k + 1]]);
+			}
+		}
+	}
+	free(lg);
+	return rc;
+}
+
+/* Adds the tokens of one record to the training set. */
+static int trainset_add(struct trainset *s, struct ouro_model *m, const struct ouro_st *rec,
+			const char *where, const struct loops *L)
+{
+	int T = L->T;
+	int64_t n = L->n, D = L->D;
+	const struct ouro_tensor *sl = ouro_st_find(rec, "step_loss");
+	float *loss;
+	int rc;
+
+	if (s->T == 0)
+		s->T = T;
+	else if (T != s->T)
+		return ouro_fail(OURO_EINPUT, "%s: hidden has %d steps, earlier records %d", where, T, s->T);
+	if (sl && (sl->dtype != OURO_F32 || sl->ndim != 2 || sl->shape[0] != T || sl->shape[1] != n - 1))
+		return ouro_fail(OURO_EINPUT, "%s: tensor 'step_loss' must be F32 [%d, %lld], not %s with %d dimensions%s",
+				 where, T, (long long)(n - 1), ouro_dtype_name(sl->dtype), sl->ndim,
+				 sl->ndim == 2 ? " of another shape" : "");
+	if (!(loss = malloc((size_t)((int64_t)T * n) * sizeof *loss)))
+		return ouro_fail(OURO_ENOMEM, "%s: out of memory", where);
+	if (sl)
+		memcpy(loss, sl->data, sl->nbytes);
+	else if ((rc = compute_step_loss(m, L, where, loss)))
+		goto out;
+	s->computed += !sl;
+	if ((rc = trainset_grow(s, n)))
+		goto out;
+	for (int64_t i = 0; i < n; i++) {
+		int64_t tok = s->ntok + i;
+		float *tg = s->target + tok * T;
+		for (int t = 0; t < T; t++)
+			memcpy(s->h + (tok * T + t) * D, L->h + ((int64_t)t * n + i) * D, (size_t)D * sizeof(float));
+		tg[0] = 0;
+		if (i == n - 1)
+			continue;
+		for (int t = 1; t < T; t++) {
+			double prev = loss[(int64_t)(t - 1) * (n - 1) + i], cur = loss[(int64_t)t * (n - 1) + i];
+			if (!isfinite(prev) || !isfinite(cur)) {
+				rc = ouro_fail(OURO_EINPUT, "%s: step_loss[%d, %lld] is not finite",
+					       where, isfinite(prev) ? t : t - 1, (long long)i);
+				goto out;
+			}
+			double gain = prev - cur > 0 ? prev - cur : 0;
+			tg[t] = (float)(1.0 / (1.0 + exp(-STAGE2_K * (gain - STAGE2_GAMMA))));
+		}
+		s->labeled[s->nlab++] = tok;
+	}
+	s->ntok += n;
+out:
+	free(loss);
+	return rc;
+}
+
+static double softplus(double x)
+{
+	return (x > 0 ? x : 0) + log1p(exp(-fabs(x)));
+}
+
+/* Stage II loss of the gate over the labeled tokens idx[0..cnt), and,
+ * if grad is not NULL, its gradient [D + 1] (w, then b). */
+static double stage2(const struct trainset *s, const struct ouro_gate *g, const int64_t *idx,
+		     int64_t cnt, double *grad)
+{
+	int T = s->T;
+	int64_t D = s->D;
+	double total = 0;
+
+	if (grad)
+		memset(grad, 0, (size_t)(D + 1) * sizeof *grad);
+	for (int64_t k = 0; k < cnt; k++) {
+		int64_t tok = idx[k];
+		for (int t = 1; t < T; t++) {
+			const float *h = s->h + (tok * T + t) * D;
+			double z = ouro_gate_logit(g, h), w = s->target[tok * T + t];
+			/* -[w log(1 - lambda) + (1 - w) log(lambda)], lambda = sigmoid(z) */
+			total += w * softplus(z) + (1 - w) * softplus(-z);
+			if (grad) {
+				double dz = 1.0 / (1.0 + exp(-z)) - (1 - w);
+				for (int64_t j = 0; j < D; j++)
+					grad[j] += dz * h[j];
+				grad[D] += dz;
+			}
+		}
+	}
+	double scale = 1.0 / ((double)T * (double)cnt);
+	if (grad)
+		for (int64_t j = 0; j <= D; j++)
+			grad[j] *= scale;
+	return total * scale;
+}
+
+/* Mean 0-based exit step of all tokens under the threshold rule. */
+static double mean_exit(const struct trainset *s, const struct ouro_gate *g, const struct ouro_exit_rule *r)
+{
+	double sum = 0;
+
+	for (int64_t tok = 0; tok < s->ntok; tok++) {
+		struct ouro_exit_state st;
+		ouro_exit_begin(&st);
+		for (int t = 0; t < s->T; t++)
+			if (ouro_exit_update(&st, r, t, s->T, ouro_gate_logit(g, s->h + (tok * s->T + t) * s->D), 0)) {
+				sum += t;
+				break;
+			}
+	}
+	return sum / (double)s->ntok;
+}
+
+/* splitmix64: the shuffling's random numbers. */
+static uint64_t next_random(uint64_t *state)
+{
+	uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static int cmd_train(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"model", required_argument, NULL, 'm'},
+		{"gate", required_argument, NULL, 'G'},
+		{"threshold", required_argument, NULL, 'q'},
+		{"epochs", required_argument, NULL, 'n'},
+		{"lr", required_argument, NULL, 'L'},
+		{"batch", required_argument, NULL, 'B'},
+		{"seed", required_argument, NULL, 'S'},
+		{"threads", required_argument, NULL, 'j'},
+		{"output", required_argument, NULL, 'o'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *model_dir = NULL, *gate_file = NULL, *outpath = NULL, *threads = NULL;
+	struct ouro_exit_rule rule = {OURO_EXIT_THRESHOLD, -1, 0, 0};
+	long epochs = 10, batch = 256, seed = 1;
+	double lr = 1e-3;
+	int c, rc = OURO_OK;
+
+	while ((c = getopt_long(argc, argv, "m:q:n:j:o:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'm': model_dir = optarg; break;
+		case 'G': gate_file = optarg; break;
+		case 'q': rule.q = parse_double(optarg, 0, 1, "-q"); break;
+		case 'n':
+			if (ouro_parse_int(optarg, 0, 1000000, &epochs, "--epochs"))
+				usage_error("%s", ouro_errmsg());
+			break;
+		case 'L':
+			lr = parse_double(optarg, 0, 1e6, "--lr");
+			if (lr == 0)
+				usage_error("--lr: '%s' is not a positive number", optarg);
+			break;
+		case 'B':
+			if (ouro_parse_int(optarg, 1, 1L << 30, &batch, "--batch"))
+				usage_error("%s", ouro_errmsg());
+			break;
+		case 'S':
+			if (ouro_parse_int(optarg, 0, LONG_MAX, &seed, "--seed"))
+				usage_error("%s", ouro_errmsg());
+			break;
+		case 'j': threads = optarg; break;
+		case 'o': outpath = optarg; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return OURO_EUSAGE;
+		}
+	}
+	if (!outpath)
+		usage_error("-o FILE is required: where to write the trained gate");
+	cli_threads(threads);
+	cli_binary_stdout(outpath);
+
+	struct ouro_model *m;
+	struct ouro_gate g;
+	if ((rc = ouro_model_load(&m, ouro_model_path(model_dir))))
+		die(rc);
+	const struct ouro_config *cfg = ouro_model_config(m);
+	if (rule.q < 0)
+		rule.q = cfg->early_exit_threshold;
+	load_gate(&g, m, gate_file);
+
+	struct trainset s = {.D = cfg->hidden_size};
+	char *defaults[] = {"-"};
+	char **inputs = optind < argc ? argv + optind : defaults;
+	int ninputs = optind < argc ? argc - optind : 1;
+	long nrec = 0;
+	float *buf = NULL;
+	size_t cap = 0;
+
+	for (int i = 0; i < ninputs && !rc; i++) {
+		struct ouro_seq_reader *in;
+		const struct ouro_st *rec;
+		int64_t n;
+
+		if ((rc = ouro_seq_open(&in, inputs[i])))
+			break;
+		while (!(rc = next_record(in, &rec, &n)) && rec) {
+			struct loops L;
+			char where[300];
+			snprintf(where, sizeof where, "%s", ouro_seq_where(in));
+			if ((rc = read_loops(&L, rec, where, cfg->hidden_size, &buf, &cap)) ||
+			    (rc = trainset_add(&s, m, rec, where, &L)))
+				break;
+			nrec++;
+		}
+		ouro_seq_close(in);
+	}
+	free(buf);
+	if (!rc && s.nlab == 0)
+		rc = ouro_fail(OURO_EINPUT, "no training data: %s", nrec ? "every sequence has a single token"
+									 : "the input holds no records");
+	if (!rc && s.T < 2)
+		rc = ouro_fail(OURO_EINPUT, "the records have 1 step; the gate trains on steps 1..T-1");
+	if (rc)
+		goto out;
+
+	char qtext[40];
+	format_double(qtext, sizeof qtext, rule.q);
+	fprintf(stderr, "%s: %ld records, %lld tokens, %lld with a next token; T=%d, D=%lld; "
+		"step_loss computed with lm_head for %ld records\n",
+		progname, nrec, (long long)s.ntok, (long long)s.nlab, s.T, (long long)s.D, s.computed);
+
+	int64_t D = s.D;
+	double *grad = calloc((size_t)(D + 1), sizeof *grad);
+	double *mom = calloc((size_t)(D + 1), sizeof *mom);
+	double *vel = calloc((size_t)(D + 1), sizeof *vel);
+	int64_t *order = malloc((size_t)s.nlab * sizeof *order);
+	if (!grad || !mom || !vel || !order) {
+		rc = ouro_fail(OURO_ENOMEM, "out of memory");
+		goto train_out;
+	}
+	memcpy(order, s.labeled, (size_t)s.nlab * sizeof *order);
+	uint64_t rng = (uint64_t)seed;
+	const double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8;
+	long steps = 0;
+
+	for (long e = 0; e <= epochs; e++) {
+		if (e > 0) {
+			/* Fisher-Yates with the seed's numbers, then Adam per batch */
+			for (int64_t i = s.nlab - 1; i > 0; i--) {
+				int64_t j = (int64_t)(((unsigned __int128)next_random(&rng) * (uint64_t)(i + 1)) >> 64);
+				int64_t tmp = order[i];
+				order[i] = order[j];
+				order[j] = tmp;
+			}
+			for (int64_t b0 = 0; b0 < s.nlab; b0 += batch) {
+				int64_t cnt = s.nlab - b0 < batch ? s.nlab - b0 : batch;
+				stage2(&s, &g, order + b0, cnt, grad);
+				steps++;
+				double c1 = 1 - pow(beta1, (double)steps), c2 = 1 - pow(beta2, (double)steps);
+				for (int64_t j = 0; j <= D; j++) {
+					mom[j] = beta1 * mom[j] + (1 - beta1) * grad[j];
+					vel[j] = beta2 * vel[j] + (1 - beta2) * grad[j] * grad[j];
+					double upd = lr * (mom[j] / c1) / (sqrt(vel[j] / c2) + adam_eps);
+					if (j < D)
+						g.w[j] = (float)(g.w[j] - upd);
+					else
+						g.b = (float)(g.b - upd);
+				}
+			}
+		}
+		double loss = stage2(&s, &g, s.labeled, s.nlab, NULL);
+		fprintf(stderr, "%s: epoch %ld: loss %.6f, mean exit step %.4f at threshold %s\n",
+			progname, e, loss, mean_exit(&s, &g, &rule), qtext);
+		if (!isfinite(loss)) {
+			rc = ouro_fail(OURO_EINPUT, "epoch %ld: the loss is not finite; lower --lr", e);
+			goto train_out;
+		}
+	}
+	rc = ouro_gate_save(&g, outpath);
+train_out:
+	free(grad);
+	free(mom);
+	free(vel);
+	free(order);
+out:
+	free(s.h);
+	free(s.target);
+	free(s.labeled);
+	ouro_gate_free(&g);
+	ouro_model_free(m);
+	if (rc)
+		die(rc);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc > 1 && strcmp(argv[1], "train") == 0) {
+		progname = "ouro-gate train";
+		return cmd_train(argc - 1, argv + 1);
+	}
+	progname = "ouro-gate";
+	return cmd_apply(argc, argv);
+}

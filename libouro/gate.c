@@ -1,0 +1,193 @@
+/*
+ * gate.c - the exit gate and the exit rules.
+ *
+ * The gate is one linear unit over the normed state after a loop; its
+ * sigmoid is the probability of stopping at that loop given that no
+ * earlier loop stopped. The exit distribution and every exit rule are
+ * computed by one step function, advance(), fed one loop at a time: so
+ * ouro_exit_dist (which sees all loops at once) and ouro_exit_update
+ * (which a program that really stops early calls loop by loop) agree to
+ * the last bit, and a threshold decision never depends on which of the two
+ * made it. The arithmetic is in double; pdf and cdf are stored as float.
+ *
+ * Gate files are safetensors files holding model.early_exit_gate.weight
+ * [1, D] and model.early_exit_gate.bias [1], the checkpoint's own names,
+ * so a trained gate can also be pasted into a checkpoint.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define GATE_W "model.early_exit_gate.weight"
+#define GATE_B "model.early_exit_gate.bias"
+
+int ouro_gate_from_model(struct ouro_gate *g, const struct ouro_model *m)
+{
+	int64_t D = m->cfg.hidden_size;
+
+	g->dim = D;
+	g->b = m->gate_b;
+	if (!(g->w = malloc((size_t)D * sizeof *g->w)))
+		return ouro_fail(OURO_ENOMEM, "out of memory for the exit gate");
+	memcpy(g->w, m->gate_w, (size_t)D * sizeof *g->w);
+	return OURO_OK;
+}
+
+static int is_float(enum ouro_dtype dt)
+{
+	return dt == OURO_F32 || dt == OURO_BF16 || dt == OURO_F16;
+}
+
+int ouro_gate_load(struct ouro_gate *g, const char *path, int64_t dim)
+{
+	const struct ouro_tensor *w, *b;
+	struct ouro_st *st = NULL;
+	FILE *f;
+	int rc;
+
+	g->w = NULL;
+	g->dim = 0;
+	if (!(f = fopen(path, "rb")))
+		return ouro_fail(OURO_EMODEL, "%s: %s", path, strerror(errno));
+	rc = ouro_st_read(&st, f, path);
+	fclose(f);
+	if (rc == OURO_EINPUT)
+		rc = OURO_EMODEL;
+	if (rc)
+		return rc;
+	if (!st) {
+		rc = ouro_fail(OURO_EMODEL, "%s: empty file; expected a safetensors file", path);
+		goto out;
+	}
+	w = ouro_st_find(st, GATE_W);
+	b = ouro_st_find(st, GATE_B);
+	if (!w || !b) {
+		rc = ouro_fail(OURO_EMODEL, "%s: no tensor %s", path, w ? GATE_B : GATE_W);
+		goto out;
+	}
+	if (!is_float(w->dtype) || w->ndim != 2 || w->shape[0] != 1 || w->shape[1] != dim) {
+		if (is_float(w->dtype) && w->ndim == 2 && w->shape[0] == 1)
+			rc = ouro_fail(OURO_EMODEL, "%s: tensor %s has shape [1, %lld], expected [1, %lld] (the model's hidden_size)",
+				       path, GATE_W, (long long)w->shape[1], (long long)dim);
+		else
+			rc = ouro_fail(OURO_EMODEL, "%s: tensor %s is %s with %d dimensions, expected F32, BF16 or F16 [1, %lld]",
+				       path, GATE_W, ouro_dtype_name(w->dtype), w->ndim, (long long)dim);
+		goto out;
+	}
+	if (!is_float(b->dtype) || b->ndim != 1 || b->shape[0] != 1) {
+		rc = ouro_fail(OURO_EMODEL, "%s: tensor %s is %s with %d dimensions, expected F32, BF16 or F16 [1]",
+			       path, GATE_B, ouro_dtype_name(b->dtype), b->ndim);
+		goto out;
+	}
+	if (!(g->w = malloc((size_t)dim * sizeof *g->w))) {
+		rc = ouro_fail(OURO_ENOMEM, "out of memory for the exit gate");
+		goto out;
+	}
+	ouro_to_f32(g->w, w->data, w->dtype, (size_t)dim);
+	ouro_to_f32(&g->b, b->data, b->dtype, 1);
+	g->dim = dim;
+	for (int64_t i = 0; i < dim && rc == OURO_OK; i++)
+		if (!isfinite(g->w[i]))
+			rc = ouro_fail(OURO_EMODEL, "%s: %s[0, %lld] is not finite", path, GATE_W, (long long)i);
+	if (rc == OURO_OK && !isfinite(g->b))
+		rc = ouro_fail(OURO_EMODEL, "%s: %s is not finite", path, GATE_B);
+	if (rc)
+		ouro_gate_free(g);
+out:
+	ouro_st_free(st);
+	return rc;
+}
+
+int ouro_gate_save(const struct ouro_gate *g, const char *path)
+{
+	int64_t wshape[2] = {1, g->dim}, bshape[1] = {1};
+	struct ouro_record *r = ouro_record_new();
+	struct ouro_output *o;
+	FILE *f;
+	int rc;
+
+	if (!r)
+		return ouro_fail(OURO_ENOMEM, "out of memory");
+	if ((rc = ouro_record_meta(r, "format", "pt")) ||
+	    (rc = ouro_record_add(r, GATE_W, OURO_F32, 2, wshape, g->w)) ||
+	    (rc = ouro_record_add(r, GATE_B, OURO_F32, 1, bshape, &g->b)) ||
+	    (rc = ouro_output_open(&o, &f, path)))
+		goto out;
+	if ((rc = ouro_record_write(r, f, strcmp(path, "-") ? path : "stdout")))
+		ouro_output_abort(o);
+	else
+		rc = ouro_output_commit(o);
+out:
+	ouro_record_free(r);
+	return rc;
+}
+
+void ouro_gate_free(struct ouro_gate *g)
+{
+	free(g->w);
+	g->w = NULL;
+	g->dim = 0;
+}
+
+float ouro_gate_logit(const struct ouro_gate *g, const float *h)
+{
+	double acc = g->b;
+
+	for (int64_t j = 0; j < g->dim; j++)
+		acc += (double)g->w[j] * h[j];
+	return (float)acc;
+}
+
+/* One loop of the exit distribution: p[t] from the gate logit of loop t
+ * of T; the last loop takes what is left. */
+static void advance(struct ouro_exit_state *s, int t, int T, float logit)
+{
+	double lambda = 1.0 / (1.0 + exp(-(double)logit));
+
+	s->pdf = t < T - 1 ? lambda * s->remaining : s->remaining;
+	s->remaining *= 1.0 - lambda;
+	s->cdf += s->pdf;
+}
+
+void ouro_exit_dist(const float *logits, int T, int64_t n, float *pdf, float *cdf)
+{
+	for (int64_t i = 0; i < n; i++) {
+		struct ouro_exit_state s;
+
+		ouro_exit_begin(&s);
+		for (int t = 0; t < T; t++) {
+			advance(&s, t, T, logits[(int64_t)t * n + i]);
+			pdf[(int64_t)t * n + i] = (float)s.pdf;
+			cdf[(int64_t)t * n + i] = (float)s.cdf;
+		}
+	}
+}
+
+void ouro_exit_begin(struct ouro_exit_state *s)
+{
+	s->remaining = 1.0;
+	s->cdf = 0.0;
+	s->pdf = 0.0;
+}
+
+int ouro_exit_update(struct ouro_exit_state *s, const struct ouro_exit_rule *r,
+		     int t, int T, float logit, double diff)
+{
+	advance(s, t, T, logit);
+	if (t >= T - 1)
+		return 1;
+	switch (r->kind) {
+	case OURO_EXIT_THRESHOLD:
+		return s->cdf >= r->q;
+	case OURO_EXIT_STATIC:
+		return t >= r->step;
+	case OURO_EXIT_DIFF:
+		return t >= 1 && diff < r->eps;
+	case OURO_EXIT_WEIGHTED:
+		return 0;
+	}
+	return 0;
+}
