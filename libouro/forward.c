@@ -231,9 +231,10 @@ int ouro_forward(struct ouro_model *m, const int32_t *ids, int64_t n, int steps,
 
 int ouro_logits(struct ouro_model *m, const float *h, int64_t n, float *logits)
 {
-	float *wbuf = malloc((size_t)OURO_WBUF_SIZE(m->cfg.hidden_size) * sizeof *wbuf);
+	float *wbuf = NULL;
 
-	if (!wbuf)
+	/* one row streams the head unwidened (ouro_matvec): no scratch */
+	if (n > 1 && !(wbuf = malloc((size_t)OURO_WBUF_SIZE(m->cfg.hidden_size) * sizeof *wbuf)))
 		return ouro_fail(OURO_ENOMEM, "out of memory for the lm_head scratch buffer");
 	ouro_matmul(logits, h, m->lm_head, n, wbuf);
 	free(wbuf);

@@ -52,6 +52,17 @@ struct ouro_model {
  * scratch of OURO_WBUF_SIZE(in) floats. */
 void ouro_matmul(float *y, const float *x, const struct ouro_tensor *w,
 		 int64_t n, float *wbuf);
+/* The number of threads the kernels use (ouro_set_threads, default: all
+ * cores). */
+int ouro_threads(void);
+/* Runs fn(ctx, begin, end) over [0, n) split into one contiguous range per
+ * thread, the same split for the same thread count; returns when all are
+ * done. */
+void ouro_parallel(void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx, int64_t n);
+/* y[out] = W x for one vector x [in], W [out, in] in its stored dtype,
+ * rows split across the threads. */
+void ouro_matvec(float *y, const float *x, const struct ouro_tensor *w);
+
 /* y[n, D] = x / rms(x) * weight, row by row; y may equal x. */
 void ouro_rmsnorm(float *y, const float *x, const float *weight, int64_t n,
 		  int64_t d, float eps);

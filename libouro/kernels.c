@@ -6,17 +6,13 @@
  * A weight matrix in BF16 or F16 is widened, a block of rows at a time,
  * into a scratch buffer of at most OURO_WBUF_FLOATS floats just before its
  * product, so no float32 copy of the model (or of one large matrix) ever
- * exists; each block's product is one sgemm over all positions.
+ * exists; each block's product is one sgemm over all positions. A single
+ * position (decoding) goes to ouro_matvec instead, which reads W once.
  */
 #include <cblas.h>
 #include <math.h>
 
 #include "internal.h"
-
-void ouro_set_threads(int n)
-{
-	openblas_set_num_threads(n);
-}
 
 void ouro_matmul(float *y, const float *x, const struct ouro_tensor *w,
 		 int64_t n, float *wbuf)
@@ -25,6 +21,10 @@ void ouro_matmul(float *y, const float *x, const struct ouro_tensor *w,
 	int64_t rows = OURO_WBUF_FLOATS / in < 1 ? 1 : OURO_WBUF_FLOATS / in;
 	size_t esize = ouro_dtype_size(w->dtype);
 
+	if (n == 1) {                  /* decoding: stream W once, unwidened */
+		ouro_matvec(y, x, w);
+		return;
+	}
 	/* W is widened a block of rows at a time; y[:, r0..r0+rows) per block */
 	for (int64_t r0 = 0; r0 < out; r0 += rows) {
 		int64_t r = out - r0 < rows ? out - r0 : rows;

@@ -567,7 +567,7 @@ def sample(logits, n, temperature=0.0, top_k=0, top_p=1.0, min_p=0.0, seed=0):
 
 
 def sample_distance(logits, n, token, temperature=0.0, top_k=0, top_p=1.0,
-                    min_p=0.0, seed=0, eps=1e-5):
+                    min_p=0.0, seed=0, eps=5e-6):
     """How far the reference's decision is from picking `token` instead,
     for an implementation whose logits may differ by rounding: 0 if
     sample() picks it. Greedy: the gap of logits. Else, if the filters

@@ -1,0 +1,379 @@
+/*
+ * ouro-sample - the next token from the state a record carries.
+ *
+ * Reads records from ouro-gate (exit_hidden [n, D]) or ouro-forward
+ * (hidden [K, n, D], one step chosen), applies the language-model head to
+ * the state of the last position only, picks the next token (greedy by
+ * default; temperature, top-k, top-p, min-p and a seed otherwise) and
+ * writes per record a record whose `tokens` is the input's plus the new
+ * one, so that ouro-forward can take it again. -t writes the extended
+ * sequence as text ids instead.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+#define MAX_STEPS 256
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: ouro-sample [-m DIR] [-s STEP] [--temperature X] [--top-k K] [--top-p P]\n"
+		"                   [--min-p P] [--seed N] [--logprobs K] [-t] [-j THREADS]\n"
+		"                   [-o FILE] [FILE ...]\n"
+		"Pick the next token from the state at the last position of each record.\n"
+		"\n"
+		"  -m, --model DIR       model directory (default: $OURO_MODEL, else the bundled model)\n"
+		"  -s, --step STEP       use hidden at loop STEP (0-based), not exit_hidden\n"
+		"      --temperature X   X >= 0; 0 (default) is greedy\n"
+		"      --top-k K         keep the K most likely tokens (default 0: all)\n"
+		"      --top-p P         keep the most likely tokens up to mass P, 0 < P <= 1 (default 1)\n"
+		"      --min-p P         keep tokens at least P times the most likely, 0 <= P <= 1 (default 0)\n"
+		"      --seed N          seed of the draws, 0 to 2^64-1 (default 0)\n"
+		"      --logprobs K      add the K most likely tokens and their log-probabilities\n"
+		"  -t, --ids             write the extended sequences as text ids, not records\n"
+		"  -j, --threads N       threads (default: $OURO_THREADS, else all cores)\n"
+		"  -o, --output FILE     write to FILE (atomically) instead of stdout\n"
+		"  -h, --help            show this help\n"
+		"\n"
+		"Input: records with 'tokens' and 'exit_hidden' [n, D] or 'hidden' [K, n, D].\n");
+}
+
+/* Parses a whole finite decimal number, or exits with a usage error. */
+static double parse_double(const char *s, const char *opt)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (!*s || *s == ' ' || *s == '\t' || *end || end == s || errno || !isfinite(v))
+		usage_error("%s: '%s' is not a finite number", opt, s);
+	return v;
+}
+
+/* Parses a whole decimal integer in 0..2^64-1, or exits. */
+static uint64_t parse_u64(const char *s, const char *opt)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (*s < '0' || *s > '9' || *end || errno)
+		usage_error("%s: '%s' is not an integer in 0..18446744073709551615", opt, s);
+	return (uint64_t)v;
+}
+
+/* Where a state comes from. */
+struct source {
+	long step;            /* -s STEP, or -1 */
+	int64_t V, D;         /* the model's vocab_size and hidden_size */
+	const char *model;    /* its directory, for messages */
+};
+
+/* Checks that t is a float tensor [shape..., D] with the model's D; `where`
+ * names the record in messages. */
+static int check_state(const struct ouro_tensor *t, int ndim, const int64_t *shape,
+		       const char *where, const struct source *src)
+{
+	if (t->dtype != OURO_F32 && t->dtype != OURO_BF16 && t->dtype != OURO_F16)
+		return ouro_fail(OURO_EINPUT, "%s: tensor '%s' has dtype %s, expected F32, BF16 or F16",
+				 where, t->name, ouro_dtype_name(t->dtype));
+	if (t->ndim != ndim)
+		return ouro_fail(OURO_EINPUT, "%s: tensor '%s' has %d dimensions, expected %d (%s)",
+				 where, t->name, t->ndim, ndim, ndim == 2 ? "[n, D]" : "[K, n, D]");
+	if (t->shape[ndim - 1] != src->D)
+		return ouro_fail(OURO_EINPUT, "%s: tensor '%s' has D = %lld, but the model %s has hidden_size %lld",
+				 where, t->name, (long long)t->shape[ndim - 1], src->model,
+				 (long long)src->D);
+	for (int i = 0; i < ndim - 1; i++)
+		if (t->shape[i] != shape[i])
+			return ouro_fail(OURO_EINPUT, "%s: tensor '%s' has %lld %s, expected %lld",
+					 where, t->name, (long long)t->shape[i],
+					 i == ndim - 2 ? "positions" : "steps", (long long)shape[i]);
+	return OURO_OK;
+}
+
+/* The row of hidden [K, n, D] that holds loop `step`, from the record's
+ * ouro.hidden_steps (rows 0..K-1 are steps 0..K-1 without it); step -1
+ * means the last row. */
+static int find_step(const struct ouro_st *rec, const struct ouro_tensor *t, long step,
+		     const char *where, int64_t *row)
+{
+	const char *list = ouro_st_meta(rec, "ouro.hidden_steps"), *p = list;
+	int64_t K = t->shape[0];
+
+	if (K == 0)
+		return ouro_fail(OURO_EINPUT, "%s: tensor 'hidden' holds no steps", where);
+	if (!list) {
+		if (step >= K)
+			return ouro_fail(OURO_EINPUT, "%s: step %ld is not in 'hidden', which holds steps 0..%lld",
+					 where, step, (long long)K - 1);
+		*row = step < 0 ? K - 1 : step;
+		return OURO_OK;
+	}
+	*row = -1;
+	for (int64_t k = 0; k < K; k++) {
+		char *end;
+		long v;
+
+		errno = 0;
+		v = strtol(p, &end, 10);
+		if (end == p || *p < '0' || *p > '9' || errno || (*end && *end != ',') ||
+		    (k < K - 1 && *end != ',') || (k == K - 1 && *end))
+			return ouro_fail(OURO_EINPUT, "%s: ouro.hidden_steps '%.60s' is not a list of %lld steps",
+					 where, list, (long long)K);
+		if (v == step || (step < 0 && k == K - 1))
+			*row = k;
+		p = end + (*end == ',');
+	}
+	if (*row < 0)
+		return ouro_fail(OURO_EINPUT, "%s: step %ld is not in 'hidden', which holds steps %.60s",
+				 where, step, list);
+	return OURO_OK;
+}
+
+/* Converts the state of the last position of rec into h [D]. */
+static int last_state(const struct ouro_st *rec, int64_t n, const struct source *src,
+		      const char *where, float *h)
+{
+	const struct ouro_tensor *t = ouro_st_find(rec, "exit_hidden");
+	size_t esz;
+	int64_t row = 0;
+	int rc;
+
+	if (t && src->step < 0) {
+		int64_t shape[1] = {n};
+		if ((rc = check_state(t, 2, shape, where, src)))
+			return rc;
+		row = n - 1;
+	} else if ((t = ouro_st_find(rec, "hidden"))) {
+		int64_t shape[2] = {t->ndim == 3 ? t->shape[0] : 0, n};
+		if ((rc = check_state(t, 3, shape, where, src)) ||
+		    (rc = find_step(rec, t, src->step, where, &row)))
+			return rc;
+		row = row * n + n - 1;
+	} else if (src->step >= 0) {
+		return ouro_fail(OURO_EINPUT, "%s: no tensor 'hidden' [K, n, D] to take step %ld from",
+				 where, src->step);
+	} else {
+		return ouro_fail(OURO_EINPUT, "%s: no tensor 'exit_hidden' [n, D] or 'hidden' [K, n, D]",
+				 where);
+	}
+	esz = ouro_dtype_size(t->dtype);
+	ouro_to_f32(h, (const char *)t->data + (size_t)row * (size_t)src->D * esz, t->dtype,
+		    (size_t)src->D);
+	return OURO_OK;
+}
+
+struct outputs {
+	FILE *f;
+	const char *name;
+	int as_ids;          /* -t */
+	int logprobs;        /* --logprobs K, 0: none */
+};
+
+/* Writes the extended sequence ids [n+1] of one record. */
+static int emit(const struct outputs *o, const struct ouro_st *in, const int32_t *ids,
+		int64_t n, const int32_t *top_ids, const float *top_lp)
+{
+	struct ouro_record *r;
+	int rc = OURO_OK;
+
+	if (o->as_ids) {
+		for (int64_t i = 0; i < n; i++)
+			fprintf(o->f, "%s%d", i ? " " : "", ids[i]);
+		putc('\n', o->f);
+		return OURO_OK;
+	}
+	if (!(r = ouro_record_new()))
+		return ouro_fail(OURO_ENOMEM, "out of memory");
+	for (int i = 0; i < ouro_st_meta_count(in); i++) {
+		const char *k, *v;
+		ouro_st_meta_at(in, i, &k, &v);
+		if ((rc = ouro_record_meta(r, k, v)))
+			goto out;
+	}
+	int64_t tshape[1] = {n}, kshape[1] = {o->logprobs};
+	if ((rc = ouro_record_meta(r, "ouro.producer", "ouro-sample")) ||
+	    (rc = ouro_record_add(r, "tokens", OURO_I32, 1, tshape, ids)))
+		goto out;
+	if (o->logprobs &&
+	    ((rc = ouro_record_add(r, "top_ids", OURO_I32, 1, kshape, top_ids)) ||
+	     (rc = ouro_record_add(r, "top_logprobs", OURO_F32, 1, kshape, top_lp))))
+		goto out;
+	rc = ouro_record_write(r, o->f, o->name);
+out:
+	ouro_record_free(r);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	enum { OPT_TEMP = 256, OPT_TOPK, OPT_TOPP, OPT_MINP, OPT_SEED, OPT_LOGPROBS };
+	static const struct option longopts[] = {
+		{"model", required_argument, NULL, 'm'},
+		{"step", required_argument, NULL, 's'},
+		{"temperature", required_argument, NULL, OPT_TEMP},
+		{"top-k", required_argument, NULL, OPT_TOPK},
+		{"top-p", required_argument, NULL, OPT_TOPP},
+		{"min-p", required_argument, NULL, OPT_MINP},
+		{"seed", required_argument, NULL, OPT_SEED},
+		{"logprobs", required_argument, NULL, OPT_LOGPROBS},
+		{"ids", no_argument, NULL, 't'},
+		{"threads", required_argument, NULL, 'j'},
+		{"output", required_argument, NULL, 'o'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	struct ouro_sampler_opts so = {.temperature = 0, .top_k = 0, .top_p = 1, .min_p = 0, .seed = 0};
+	const char *model_dir = NULL, *threads = NULL, *outpath = NULL;
+	struct outputs o = {0};
+	struct source src = {.step = -1};
+	long v;
+	int c, rc;
+
+	progname = "ouro-sample";
+	while ((c = getopt_long(argc, argv, "m:s:tj:o:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'm': model_dir = optarg; break;
+		case 's':
+			if (ouro_parse_int(optarg, 0, MAX_STEPS - 1, &src.step, "--step"))
+				usage_error("%s", ouro_errmsg());
+			break;
+		case OPT_TEMP:
+			so.temperature = parse_double(optarg, "--temperature");
+			if (so.temperature < 0)
+				usage_error("--temperature: %s is negative", optarg);
+			break;
+		case OPT_TOPK:
+			if (ouro_parse_int(optarg, 0, LONG_MAX, &v, "--top-k"))
+				usage_error("%s", ouro_errmsg());
+			so.top_k = v;
+			break;
+		case OPT_TOPP:
+			so.top_p = parse_double(optarg, "--top-p");
+			if (!(so.top_p > 0 && so.top_p <= 1))
+				usage_error("--top-p: %s is not in (0, 1]", optarg);
+			break;
+		case OPT_MINP:
+			so.min_p = parse_double(optarg, "--min-p");
+			if (!(so.min_p >= 0 && so.min_p <= 1))
+				usage_error("--min-p: %s is not in [0, 1]", optarg);
+			break;
+		case OPT_SEED: so.seed = parse_u64(optarg, "--seed"); break;
+		case OPT_LOGPROBS:
+			if (ouro_parse_int(optarg, 1, INT_MAX, &v, "--logprobs"))
+				usage_error("%s", ouro_errmsg());
+			o.logprobs = (int)v;
+			break;
+		case 't': o.as_ids = 1; break;
+		case 'j': threads = optarg; break;
+		case 'o': outpath = optarg; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return OURO_EUSAGE;
+		}
+	}
+	if (o.as_ids && o.logprobs)
+		usage_error("--logprobs needs record output; it cannot go with -t");
+	cli_threads(threads);
+	if (!o.as_ids)
+		cli_binary_stdout(outpath);
+
+	struct ouro_model *m;
+	if ((rc = ouro_model_load(&m, ouro_model_path(model_dir))))
+		die(rc);
+	const struct ouro_config *cfg = ouro_model_config(m);
+	src.V = cfg->vocab_size;
+	src.D = cfg->hidden_size;
+	src.model = ouro_model_dir(m);
+	if (o.logprobs > src.V)
+		usage_error("--logprobs: %d exceeds the model's vocabulary of %lld tokens", o.logprobs,
+			    (long long)src.V);
+
+	struct ouro_sampler *sampler;
+	if ((rc = ouro_sampler_new(&sampler, &so, src.V)))
+		die(rc);
+	float *h = malloc((size_t)src.D * sizeof *h);              /* [D] */
+	float *logits = malloc((size_t)src.V * sizeof *logits);    /* [V] */
+	int32_t *top_ids = malloc((size_t)(o.logprobs + 1) * sizeof *top_ids);  /* [K] */
+	float *top_lp = malloc((size_t)(o.logprobs + 1) * sizeof *top_lp);      /* [K] */
+	int32_t *ext = NULL;                                       /* [n+1] */
+	size_t cap = 0;
+	if (!h || !logits || !top_ids || !top_lp) {
+		die(ouro_fail(OURO_ENOMEM, "out of memory for the logits of %lld tokens",
+			      (long long)src.V));
+	}
+
+	struct ouro_output *out;
+	if ((rc = ouro_output_open(&out, &o.f, outpath)))
+		die(rc);
+	o.name = outpath && strcmp(outpath, "-") ? outpath : "stdout";
+	char *defaults[] = {"-"};
+	char **inputs = optind < argc ? argv + optind : defaults;
+	int ninputs = optind < argc ? argc - optind : 1;
+
+	for (int i = 0; i < ninputs && !rc; i++) {
+		struct ouro_seq_reader *in;
+		const struct ouro_st *rec;
+		const int32_t *ids;
+		int64_t n;
+
+		if ((rc = ouro_seq_open(&in, inputs[i])))
+			break;
+		while (!(rc = ouro_seq_next(in, &ids, &n, &rec)) && ids) {
+			const char *where = ouro_seq_where(in);
+			if (!rec) {
+				rc = ouro_fail(OURO_EINPUT, "%s: text ids carry no state; give records from ouro-forward or ouro-gate",
+					       where);
+				break;
+			}
+			if ((rc = last_state(rec, n, &src, where, h)))
+				break;
+			for (int64_t j = 0; j < n; j++)
+				if (ids[j] < 0 || ids[j] >= src.V) {
+					rc = ouro_fail(OURO_EINPUT, "%s: token %lld: id %d is outside the vocabulary (0..%lld)",
+						       where, (long long)j + 1, ids[j], (long long)src.V - 1);
+					break;
+				}
+			if (rc || (rc = ouro_logits(m, h, 1, logits)))
+				break;
+			if ((size_t)n + 1 > cap) {
+				free(ext);
+				cap = 2 * ((size_t)n + 1);
+				if (!(ext = malloc(cap * sizeof *ext))) {
+					rc = ouro_fail(OURO_ENOMEM, "out of memory for %lld token ids",
+						       (long long)n + 1);
+					break;
+				}
+			}
+			memcpy(ext, ids, (size_t)n * sizeof *ext);
+			ext[n] = ouro_sample(sampler, logits, n);
+			if (o.logprobs)
+				ouro_logprobs_topk(logits, src.V, o.logprobs, top_ids, top_lp);
+			if ((rc = emit(&o, rec, ext, n + 1, top_ids, top_lp)))
+				break;
+		}
+		ouro_seq_close(in);
+	}
+	free(ext);
+	free(top_lp);
+	free(top_ids);
+	free(logits);
+	free(h);
+	ouro_sampler_free(sampler);
+	ouro_model_free(m);
+	if (rc) {
+		ouro_output_abort(out);
+		die(rc);
+	}
+	if ((rc = ouro_output_commit(out)))
+		die(rc);
+	return 0;
+}

@@ -1,0 +1,180 @@
+/*
+ * matvec.c - y = W x for one vector, reading W in its stored dtype.
+ *
+ * Decoding one token is bound by how fast the weights stream from memory,
+ * so W is never widened into a buffer: each row is converted in registers
+ * (BF16 and F16 to float exactly) and multiplied in float32 with fused
+ * multiply-adds. The widest vector unit the CPU has is chosen once, at
+ * run time: AVX-512F, else AVX2 with FMA and F16C, else portable C. Rows
+ * are split across the library's threads; each row's sum is computed by
+ * one thread in a fixed order, so the result does not depend on the
+ * thread count.
+ */
+#include <immintrin.h>
+#include <string.h>
+
+#include "internal.h"
+
+typedef float (*dot_fn)(const void *w, const float *x, int64_t n);
+
+static float load(const char *w, int64_t i, enum ouro_dtype dt)
+{
+	float f;
+
+	ouro_to_f32(&f, w + (size_t)i * ouro_dtype_size(dt), dt, 1);
+	return f;
+}
+
+#define PORTABLE(name, dt)                                             \
+	static float name(const void *w, const float *x, int64_t n)    \
+	{                                                              \
+		float s = 0;                                           \
+		for (int64_t i = 0; i < n; i++)                        \
+			s += load(w, i, dt) * x[i];                    \
+		return s;                                              \
+	}
+PORTABLE(dot_f32_c, OURO_F32)
+PORTABLE(dot_bf16_c, OURO_BF16)
+PORTABLE(dot_f16_c, OURO_F16)
+
+/* ---- AVX-512F: 16 floats a vector, two accumulators ---------------- */
+
+#define T512 __attribute__((target("avx512f")))
+
+T512 static __m512 bf16x16(const char *p)
+{
+	__m256i h = _mm256_loadu_si256((const __m256i *)(const void *)p);
+	return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+T512 static __m512 f16x16(const char *p)
+{
+	return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)p));
+}
+
+T512 static __m512 f32x16(const char *p)
+{
+	return _mm512_loadu_ps((const void *)p);
+}
+
+#define AVX512(name, conv, esize, dt)                                          \
+	T512 static float name(const void *w, const float *x, int64_t n)       \
+	{                                                                      \
+		const char *p = w;                                             \
+		__m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();     \
+		int64_t i = 0;                                                 \
+		for (; i + 32 <= n; i += 32) {                                 \
+			a0 = _mm512_fmadd_ps(conv(p + i * esize), _mm512_loadu_ps(x + i), a0); \
+			a1 = _mm512_fmadd_ps(conv(p + (i + 16) * esize), _mm512_loadu_ps(x + i + 16), a1); \
+		}                                                              \
+		for (; i + 16 <= n; i += 16)                                   \
+			a0 = _mm512_fmadd_ps(conv(p + i * esize), _mm512_loadu_ps(x + i), a0); \
+		float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));         \
+		for (; i < n; i++)                                             \
+			s += load(p, i, dt) * x[i];                            \
+		return s;                                                      \
+	}
+AVX512(dot_bf16_avx512, bf16x16, 2, OURO_BF16)
+AVX512(dot_f16_avx512, f16x16, 2, OURO_F16)
+AVX512(dot_f32_avx512, f32x16, 4, OURO_F32)
+
+/* ---- AVX2 + FMA + F16C: 8 floats a vector -------------------------- */
+
+#define T256 __attribute__((target("avx2,fma,f16c")))
+
+T256 static __m256 bf16x8(const char *p)
+{
+	__m128i h = _mm_loadu_si128((const __m128i *)(const void *)p);
+	return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+T256 static __m256 f16x8(const char *p)
+{
+	return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p));
+}
+
+T256 static __m256 f32x8(const char *p)
+{
+	return _mm256_loadu_ps((const void *)p);
+}
+
+T256 static float hsum256(__m256 v)
+{
+	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+	return _mm_cvtss_f32(s);
+}
+
+#define AVX2(name, conv, esize, dt)                                            \
+	T256 static float name(const void *w, const float *x, int64_t n)       \
+	{                                                                      \
+		const char *p = w;                                             \
+		__m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();     \
+		int64_t i = 0;                                                 \
+		for (; i + 16 <= n; i += 16) {                                 \
+			a0 = _mm256_fmadd_ps(conv(p + i * esize), _mm256_loadu_ps(x + i), a0); \
+			a1 = _mm256_fmadd_ps(conv(p + (i + 8) * esize), _mm256_loadu_ps(x + i + 8), a1); \
+		}                                                              \
+		for (; i + 8 <= n; i += 8)                                     \
+			a0 = _mm256_fmadd_ps(conv(p + i * esize), _mm256_loadu_ps(x + i), a0); \
+		float s = hsum256(_mm256_add_ps(a0, a1));                      \
+		for (; i < n; i++)                                             \
+			s += load(p, i, dt) * x[i];                            \
+		return s;                                                      \
+	}
+AVX2(dot_bf16_avx2, bf16x8, 2, OURO_BF16)
+AVX2(dot_f16_avx2, f16x8, 2, OURO_F16)
+AVX2(dot_f32_avx2, f32x8, 4, OURO_F32)
+
+/* ---- dispatch ------------------------------------------------------- */
+
+static dot_fn pick(enum ouro_dtype dt)
+{
+	static int level = -1;   /* 2: AVX-512F, 1: AVX2, 0: portable */
+	static const dot_fn table[3][3] = {
+		{dot_f32_c, dot_bf16_c, dot_f16_c},
+		{dot_f32_avx2, dot_bf16_avx2, dot_f16_avx2},
+		{dot_f32_avx512, dot_bf16_avx512, dot_f16_avx512},
+	};
+
+	if (level < 0) {
+		__builtin_cpu_init();
+		level = __builtin_cpu_supports("avx512f") ? 2
+			: __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+			  __builtin_cpu_supports("f16c") ? 1 : 0;
+	}
+	return table[level][dt == OURO_F32 ? 0 : dt == OURO_BF16 ? 1 : 2];
+}
+
+struct job {
+	float *y;              /* [out] */
+	const float *x;        /* [in] */
+	const char *w;         /* [out, in] stored dtype */
+	int64_t in;
+	size_t row_bytes;
+	dot_fn dot;
+};
+
+static void rows(void *ctx, int64_t begin, int64_t end)
+{
+	const struct job *j = ctx;
+
+	for (int64_t r = begin; r < end; r++)
+		j->y[r] = j->dot(j->w + (size_t)r * j->row_bytes, j->x, j->in);
+}
+
+void ouro_matvec(float *y, const float *x, const struct ouro_tensor *w)
+{
+	struct job j = {
+		.y = y, .x = x, .w = w->data, .in = w->shape[1],
+		.row_bytes = (size_t)w->shape[1] * ouro_dtype_size(w->dtype),
+		.dot = pick(w->dtype),
+	};
+
+	/* small matrices are not worth waking the threads for */
+	if (w->shape[0] * w->shape[1] < (1 << 16))
+		rows(&j, 0, w->shape[0]);
+	else
+		ouro_parallel(rows, &j, w->shape[0]);
+}
