@@ -38,9 +38,10 @@ int ouro_fwd_alloc(struct ouro_fwd_buf *b, const struct ouro_config *c, int64_t 
 	uint64_t QD = (uint64_t)(c->num_attention_heads * c->head_dim);
 	uint64_t KD = (uint64_t)(c->num_key_value_heads * c->head_dim);
 	uint64_t half = (uint64_t)c->head_dim / 2, un = (uint64_t)n;
-	uint64_t in = D > QD ? D : QD, wmax = (uint64_t)OURO_WBUF_SIZE(in > F ? in : F);
+	uint64_t in = D > QD ? D : QD, wmax = ouro_wbuf_floats((int64_t)(in > F ? in : F));
+	uint64_t threads = (uint64_t)ouro_threads();
 	uint64_t sizes[] = {un * D, un * D, un * QD, un * KD, un * KD, un * QD, un * D,
-			    un * F, un * F, QBLOCK * un, un * half, un * half, wmax};
+			    un * F, un * F, threads * QBLOCK * un, un * half, un * half, wmax};
 	float **p = (float **)b;
 	uint64_t total = 0;
 
@@ -91,14 +92,23 @@ static void rope_apply(float *x, const struct ouro_fwd_buf *b, int64_t n, int64_
 		}
 }
 
-/* Causal attention: att[n, H*hd] from q [n, H*hd], k, v [n, KV*hd]. */
-static void attention(struct ouro_fwd_buf *b, const struct ouro_config *c, int64_t n)
-{
-	int64_t H = c->num_attention_heads, KV = c->num_key_value_heads, hd = c->head_dim;
-	int64_t QD = H * hd, KD = KV * hd, group = H / KV;
-	float scale = 1.0f / sqrtf((float)hd);
+struct att_job {
+	struct ouro_fwd_buf *b;
+	const struct ouro_config *c;
+	int64_t n;
+};
 
-	for (int64_t h = 0; h < H; h++) {
+/* Causal attention of heads [begin, end) on thread `part`. */
+static void attention_heads(void *ctx, int part, int64_t begin, int64_t end)
+{
+	const struct att_job *j = ctx;
+	const struct ouro_config *c = j->c;
+	struct ouro_fwd_buf *b = j->b;
+	int64_t H = c->num_attention_heads, KV = c->num_key_value_heads, hd = c->head_dim;
+	int64_t QD = H * hd, KD = KV * hd, group = H / KV, n = j->n;
+	float scale = 1.0f / sqrtf((float)hd), *sbuf = b->s + (size_t)part * QBLOCK * (size_t)n;
+
+	for (int64_t h = begin; h < end; h++) {
 		const float *kh = b->k + (h / group) * hd, *vh = b->v + (h / group) * hd;
 		for (int64_t i0 = 0; i0 < n; i0 += QBLOCK) {
 			int64_t rows = n - i0 < QBLOCK ? n - i0 : QBLOCK, keys = i0 + rows;
@@ -106,25 +116,34 @@ static void attention(struct ouro_fwd_buf *b, const struct ouro_config *c, int64
 			/* s[r, j] = q[i0+r] . k[j] * scale for j < keys */
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)rows,
 				    (blasint)keys, (blasint)hd, scale, b->q + i0 * QD + h * hd,
-				    (blasint)QD, kh, (blasint)KD, 0.0f, b->s, (blasint)keys);
+				    (blasint)QD, kh, (blasint)KD, 0.0f, sbuf, (blasint)keys);
 			for (int64_t r = 0; r < rows; r++) {
-				float *s = b->s + r * keys, mx = -INFINITY, sum = 0;
+				float *s = sbuf + r * keys, mx = -INFINITY, sum = 0;
 				int64_t last = i0 + r;     /* causal: keys 0..last */
 
-				for (int64_t j = 0; j <= last; j++)
-					mx = s[j] > mx ? s[j] : mx;
-				for (int64_t j = 0; j <= last; j++)
-					sum += s[j] = expf(s[j] - mx);
-				for (int64_t j = 0; j <= last; j++)
-					s[j] /= sum;
-				for (int64_t j = last + 1; j < keys; j++)
-					s[j] = 0;
+				for (int64_t k = 0; k <= last; k++)
+					mx = s[k] > mx ? s[k] : mx;
+				for (int64_t k = 0; k <= last; k++)
+					sum += s[k] = expf(s[k] - mx);
+				for (int64_t k = 0; k <= last; k++)
+					s[k] /= sum;
+				for (int64_t k = last + 1; k < keys; k++)
+					s[k] = 0;
 			}
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)rows,
-				    (blasint)hd, (blasint)keys, 1.0f, b->s, (blasint)keys, vh,
+				    (blasint)hd, (blasint)keys, 1.0f, sbuf, (blasint)keys, vh,
 				    (blasint)KD, 0.0f, b->att + i0 * QD + h * hd, (blasint)QD);
 		}
 	}
+}
+
+/* Causal attention: att[n, H*hd] from q [n, H*hd], k, v [n, KV*hd], the
+ * heads shared out among the threads. */
+static void attention(struct ouro_fwd_buf *b, const struct ouro_config *c, int64_t n)
+{
+	struct att_job j = {b, c, n};
+
+	ouro_parallel_parts(attention_heads, &j, c->num_attention_heads);
 }
 
 static void add_normed(float *h, float *out, const float *weight, int64_t n, int64_t d, float eps)
@@ -234,7 +253,7 @@ int ouro_logits(struct ouro_model *m, const float *h, int64_t n, float *logits)
 	float *wbuf = NULL;
 
 	/* one row streams the head unwidened (ouro_matvec): no scratch */
-	if (n > 1 && !(wbuf = malloc((size_t)OURO_WBUF_SIZE(m->cfg.hidden_size) * sizeof *wbuf)))
+	if (n > 1 && !(wbuf = malloc(ouro_wbuf_floats(m->cfg.hidden_size) * sizeof *wbuf)))
 		return ouro_fail(OURO_ENOMEM, "out of memory for the lm_head scratch buffer");
 	ouro_matmul(logits, h, m->lm_head, n, wbuf);
 	free(wbuf);

@@ -43,18 +43,26 @@ struct ouro_model {
 	float gate_b;                     /* early_exit_gate.bias */
 };
 
-/* Size of the scratch buffer that ouro_matmul widens weights into: at
- * most this many floats, and never less than one row. */
-#define OURO_WBUF_FLOATS ((int64_t)1 << 22)
-#define OURO_WBUF_SIZE(in) ((in) > OURO_WBUF_FLOATS ? (in) : OURO_WBUF_FLOATS)
+/* Rows of W widened and multiplied as one unit: the work is split into
+ * chunks of this many output columns, whatever the thread count, so the
+ * result is the same for any number of threads. */
+#define OURO_CHUNK 64
 
-/* y[n, out] = x[n, in] * W^T for W [out, in] in any float dtype; wbuf is
- * scratch of OURO_WBUF_SIZE(in) floats. */
+/* Floats of scratch ouro_matmul needs for inputs of width `in`: one chunk
+ * of widened rows per thread. */
+size_t ouro_wbuf_floats(int64_t in);
+
+/* y[n, out] = x[n, in] * W^T for W [out, in] in any float dtype; wbuf has
+ * ouro_wbuf_floats(in) floats (unused when n is 1). */
 void ouro_matmul(float *y, const float *x, const struct ouro_tensor *w,
 		 int64_t n, float *wbuf);
 /* The number of threads the kernels use (ouro_set_threads, default: all
- * cores). */
+ * cores). Set it before anything else: buffers are sized by it. */
 int ouro_threads(void);
+/* Like ouro_parallel, and fn learns which thread's range it runs (0 is
+ * the caller), to use that thread's slice of a scratch buffer. */
+void ouro_parallel_parts(void (*fn)(void *ctx, int part, int64_t begin, int64_t end),
+			 void *ctx, int64_t n);
 /* Runs fn(ctx, begin, end) over [0, n) split into one contiguous range per
  * thread, the same split for the same thread count; returns when all are
  * done. */
@@ -83,10 +91,10 @@ struct ouro_fwd_buf {
 	float *out;    /* [n, D] sub-layer output */
 	float *g;      /* [n, F] gate_proj, then the MLP activation */
 	float *u;      /* [n, F] up_proj */
-	float *s;      /* [QBLOCK, n] attention scores */
+	float *s;      /* [threads, QBLOCK, n] attention scores */
 	float *cos;    /* [n, hd/2] */
 	float *sin;    /* [n, hd/2] */
-	float *w;      /* [OURO_WBUF_SIZE(max in)] weight rows widened to float */
+	float *w;      /* [ouro_wbuf_floats(max in)] weight rows widened to float */
 };
 
 int ouro_fwd_alloc(struct ouro_fwd_buf *b, const struct ouro_config *c, int64_t n);

@@ -3,10 +3,11 @@
  * float32: matrix products through OpenBLAS with weights read in their
  * stored dtype, and RMSNorm.
  *
- * A weight matrix in BF16 or F16 is widened, a block of rows at a time,
- * into a scratch buffer of at most OURO_WBUF_FLOATS floats just before its
+ * A weight matrix in BF16 or F16 is widened a chunk of OURO_CHUNK rows at
+ * a time into each thread's slice of a scratch buffer just before its
  * product, so no float32 copy of the model (or of one large matrix) ever
- * exists; each block's product is one sgemm over all positions. A single
+ * exists; each chunk's product is one single-threaded sgemm over all
+ * positions, and the chunks are shared out among the threads. A single
  * position (decoding) goes to ouro_matvec instead, which reads W once.
  */
 #include <cblas.h>
@@ -14,27 +15,47 @@
 
 #include "internal.h"
 
+size_t ouro_wbuf_floats(int64_t in)
+{
+	return (size_t)ouro_threads() * OURO_CHUNK * (size_t)in;
+}
+
+struct mm_job {
+	float *y;             /* [n, out] */
+	const float *x;       /* [n, in] */
+	const struct ouro_tensor *w;
+	int64_t n, in, out;
+	float *wbuf;          /* [threads, OURO_CHUNK, in] */
+};
+
+/* Chunks [begin, end) of OURO_CHUNK output columns, on thread `part`. */
+static void mm_chunks(void *ctx, int part, int64_t begin, int64_t end)
+{
+	const struct mm_job *j = ctx;
+	size_t esize = ouro_dtype_size(j->w->dtype);
+	float *buf = j->wbuf + (size_t)part * OURO_CHUNK * (size_t)j->in;
+
+	for (int64_t c = begin; c < end; c++) {
+		int64_t r0 = c * OURO_CHUNK, r = j->out - r0 < OURO_CHUNK ? j->out - r0 : OURO_CHUNK;
+
+		ouro_to_f32(buf, (const char *)j->w->data + (size_t)(r0 * j->in) * esize,
+			    j->w->dtype, (size_t)(r * j->in));
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)j->n, (blasint)r,
+			    (blasint)j->in, 1.0f, j->x, (blasint)j->in, buf, (blasint)j->in, 0.0f,
+			    j->y + r0, (blasint)j->out);
+	}
+}
+
 void ouro_matmul(float *y, const float *x, const struct ouro_tensor *w,
 		 int64_t n, float *wbuf)
 {
-	int64_t out = w->shape[0], in = w->shape[1];
-	int64_t rows = OURO_WBUF_FLOATS / in < 1 ? 1 : OURO_WBUF_FLOATS / in;
-	size_t esize = ouro_dtype_size(w->dtype);
+	struct mm_job j = {y, x, w, n, w->shape[1], w->shape[0], wbuf};
 
 	if (n == 1) {                  /* decoding: stream W once, unwidened */
 		ouro_matvec(y, x, w);
 		return;
 	}
-	/* W is widened a block of rows at a time; y[:, r0..r0+rows) per block */
-	for (int64_t r0 = 0; r0 < out; r0 += rows) {
-		int64_t r = out - r0 < rows ? out - r0 : rows;
-
-		ouro_to_f32(wbuf, (const char *)w->data + (size_t)(r0 * in) * esize, w->dtype,
-			    (size_t)(r * in));
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)n, (blasint)r,
-			    (blasint)in, 1.0f, x, (blasint)in, wbuf, (blasint)in, 0.0f, y + r0,
-			    (blasint)out);
-	}
+	ouro_parallel_parts(mm_chunks, &j, (j.out + OURO_CHUNK - 1) / OURO_CHUNK);
 }
 
 void ouro_rmsnorm(float *y, const float *x, const float *weight, int64_t n,

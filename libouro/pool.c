@@ -1,13 +1,15 @@
 /*
- * pool.c - the library's own worker threads, for the kernels that
- * OpenBLAS does not run (matrix-vector products on stored weights).
+ * pool.c - the library's worker threads: every parallel kernel runs on
+ * them, OpenBLAS's products included.
  *
  * One process-wide pool of ouro_threads()-1 workers plus the calling
  * thread. A job is split into as many contiguous ranges as there are
  * threads, always the same way for the same thread count, and each range
  * is computed by one thread in a fixed order, so results do not depend on
- * timing. Jobs run one at a time (a mutex serialises callers), and never
- * while OpenBLAS runs, so the two never oversubscribe the cores.
+ * timing or on the thread count when the ranges are fixed-size chunks.
+ * Jobs run one at a time (a mutex serialises callers). OpenBLAS is kept
+ * to one thread and called from inside the jobs, so the two never
+ * oversubscribe the cores.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -25,7 +27,7 @@ static struct {
 	int started;               /* workers running */
 	unsigned long gen;         /* job generation */
 	int pending;               /* workers still busy with this job */
-	void (*fn)(void *, int64_t, int64_t);
+	void (*fn)(void *, int, int64_t, int64_t);
 	void *ctx;
 	int64_t n;
 } pool = {
@@ -57,7 +59,7 @@ static void *worker(void *arg)
 		if (part < pool.nthreads) {     /* workers beyond the count idle */
 			range(part, pool.nthreads, pool.n, &b, &e);
 			if (b < e)
-				pool.fn(pool.ctx, b, e);
+				pool.fn(pool.ctx, part, b, e);
 		}
 		pthread_mutex_lock(&pool.mu);
 		if (--pool.pending == 0)
@@ -77,7 +79,8 @@ void ouro_set_threads(int n)
 	/* workers are only ever added; a smaller count leaves some idle */
 	pool.nthreads = n;
 	pthread_mutex_unlock(&pool.lock);
-	openblas_set_num_threads(n);
+	/* OpenBLAS runs inside the pool's jobs, one thread each */
+	openblas_set_num_threads(1);
 }
 
 int ouro_threads(void)
@@ -87,13 +90,14 @@ int ouro_threads(void)
 	return pool.nthreads;
 }
 
-void ouro_parallel(void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx, int64_t n)
+void ouro_parallel_parts(void (*fn)(void *ctx, int part, int64_t begin, int64_t end),
+			 void *ctx, int64_t n)
 {
 	int threads = ouro_threads();
 	int64_t b, e;
 
 	if (threads == 1 || n < 2) {
-		fn(ctx, 0, n);
+		fn(ctx, 0, 0, n);
 		return;
 	}
 	pthread_mutex_lock(&pool.lock);
@@ -106,7 +110,7 @@ void ouro_parallel(void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx,
 	}
 	if (pool.started < threads - 1) {        /* no threads to be had: run here */
 		pthread_mutex_unlock(&pool.lock);
-		fn(ctx, 0, n);
+		fn(ctx, 0, 0, n);
 		return;
 	}
 	pthread_mutex_lock(&pool.mu);
@@ -119,10 +123,30 @@ void ouro_parallel(void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx,
 	pthread_mutex_unlock(&pool.mu);
 	range(0, threads, n, &b, &e);
 	if (b < e)
-		fn(ctx, b, e);
+		fn(ctx, 0, b, e);
 	pthread_mutex_lock(&pool.mu);
 	while (pool.pending)
 		pthread_cond_wait(&pool.done, &pool.mu);
 	pthread_mutex_unlock(&pool.mu);
 	pthread_mutex_unlock(&pool.lock);
+}
+
+struct ranges {
+	void (*fn)(void *ctx, int64_t begin, int64_t end);
+	void *ctx;
+};
+
+static void without_part(void *ctx, int part, int64_t begin, int64_t end)
+{
+	const struct ranges *r = ctx;
+
+	(void)part;
+	r->fn(r->ctx, begin, end);
+}
+
+void ouro_parallel(void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx, int64_t n)
+{
+	struct ranges r = {fn, ctx};
+
+	ouro_parallel_parts(without_part, &r, n);
 }
