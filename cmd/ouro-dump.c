@@ -1,38 +1,88 @@
 /*
- * ouro-dump - what is in a record stream or a .safetensors file.
+ * ouro-dump - what is in a record stream or a .safetensors file, and the
+ * way out of it to NumPy.
  *
  * For every record and tensor: name, dtype, shape and summary statistics.
  * With --per-step, for the loop-axis tensor `hidden` [T, n, D], one line
  * per loop step: the mean token norm, mean, max |x|, and how far the state
  * moved from the previous step (relative change and cosine similarity,
- * averaged over tokens; per token with --per-token). --json writes the
- * same facts as one JSON object per record.
+ * averaged over tokens; per token with --per-token). --text adds the
+ * values themselves (--limit of them per tensor), --json writes the same
+ * facts as one JSON object per record.
+ *
+ * --npz FILE writes the selected tensors as a NumPy .npz archive (member
+ * record<K>/<tensor>.npy, records numbered from 1 across all inputs) and
+ * --npy TENSOR one tensor of one record as a .npy file; see export.h for
+ * the format and for how BF16 is stored. --record K and --tensor NAME
+ * select what every mode shows or writes.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
 #include "cli.h"
 
-static int per_step, per_token, as_json;
+#define MAX_STEPS 256
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: ouro-dump [--per-step [--per-token]] [--json] [FILE ...]\n"
-		"Describe the records of a stream or a .safetensors file.\n"
+		"usage: ouro-dump [--per-step [--per-token]] [--text [--limit N]] [--json]\n"
+		"                 [--record K] [--tensor NAME] [-o FILE] [FILE ...]\n"
+		"       ouro-dump --npz ARCHIVE [--record K] [--tensor NAME] [FILE ...]\n"
+		"       ouro-dump --npy TENSOR [--record K] [-o FILE] [FILE ...]\n"
+		"Describe the records of a stream or a .safetensors file, or export them to NumPy.\n"
 		"\n"
 		"      --per-step      per-loop statistics of the hidden tensor [T, n, D]\n"
 		"      --per-token     with --per-step, also one line per token\n"
+		"      --text          also print the values of each tensor\n"
+		"      --limit N       with --text, at most N values per tensor (default 64; 0: all)\n"
 		"      --json          one JSON object per record instead of text\n"
-		"  -h, --help          show this help\n");
+		"      --record K      only record K (1-based, counted across all inputs)\n"
+		"      --tensor NAME   only the tensor NAME (an error if a record lacks it)\n"
+		"      --npz ARCHIVE   write the tensors to a NumPy .npz archive (atomically)\n"
+		"      --npy TENSOR    write TENSOR of the first record (or of --record K) as .npy\n"
+		"  -o, --output FILE   write to FILE (atomically) instead of stdout\n"
+		"  -h, --help          show this help\n"
+		"\n"
+		"In the .npz archive each tensor is the member record<K>/<NAME>.npy; BF16 is\n"
+		"stored as float32 (exact), since NumPy has no bfloat16.\n");
 }
+
+struct opts {
+	int per_step, per_token, as_json, text;
+	long limit;            /* --limit: values per tensor with --text, 0: all */
+	long record;           /* --record K, 0: every record */
+	const char *tensor;    /* --tensor NAME or --npy TENSOR, NULL: all */
+	const char *npz;       /* --npz ARCHIVE */
+	int npy;               /* --npy */
+	const char *output;    /* -o FILE */
+};
+
+static struct opts opt = {.limit = 64};
+
+/* Where the output goes: a text/JSON stream, a .npz archive or a .npy. */
+struct sink {
+	FILE *f;
+	const char *name;          /* for messages */
+	struct ouro_npz *npz;      /* --npz */
+	int npy_written;           /* --npy: the tensor was found */
+};
+
+/* ---- values and statistics --------------------------------------------- */
 
 struct stats {
 	double min, max, mean, std, absmax;
 	int64_t nonfinite;
 };
+
+static int is_float(enum ouro_dtype dt)
+{
+	return dt == OURO_F32 || dt == OURO_BF16 || dt == OURO_F16 || dt == OURO_F64;
+}
 
 /* Reads element i of a tensor of any dtype as a double. */
 static double elem(const struct ouro_tensor *t, int64_t i)
@@ -50,6 +100,30 @@ static double elem(const struct ouro_tensor *t, int64_t i)
 	case OURO_I32: memcpy(&u.i32, p, 4); return u.i32;
 	case OURO_I64: memcpy(&u.i64, p, 8); return (double)u.i64;
 	default: return NAN;
+	}
+}
+
+/* Element i as the shortest decimal that reads back as the stored value
+ * (F64 to 17 digits, the narrower floats to 9); integers exactly. */
+static void format_elem(char *buf, size_t len, const struct ouro_tensor *t, int64_t i)
+{
+	if (t->dtype == OURO_I64) {
+		int64_t v;
+		memcpy(&v, (const char *)t->data + (size_t)i * 8, 8);
+		snprintf(buf, len, "%lld", (long long)v);
+		return;
+	}
+	double v = elem(t, i);
+
+	if (!is_float(t->dtype) || !isfinite(v)) {
+		snprintf(buf, len, "%.17g", v);
+		return;
+	}
+	for (int prec = 1; prec <= 17; prec++) {
+		snprintf(buf, len, "%.*g", prec, v);
+		double back = strtod(buf, NULL);
+		if (t->dtype == OURO_F64 ? back == v : (float)back == (float)v)
+			return;
 	}
 }
 
@@ -127,13 +201,6 @@ static struct step step_stats(const struct ouro_tensor *t, int64_t s, double *to
 	return r;
 }
 
-static int is_loop_tensor(const struct ouro_tensor *t)
-{
-	return strcmp(t->name, "hidden") == 0 && t->ndim == 3 && t->shape[0] > 0 &&
-	       t->shape[1] > 0 && t->shape[2] > 0 &&
-	       (t->dtype == OURO_F32 || t->dtype == OURO_BF16 || t->dtype == OURO_F16);
-}
-
 static void shape_str(char *buf, size_t len, const struct ouro_tensor *t)
 {
 	size_t k = (size_t)snprintf(buf, len, "[");
@@ -143,53 +210,202 @@ static void shape_str(char *buf, size_t len, const struct ouro_tensor *t)
 		snprintf(buf + k, len - k, "]");
 }
 
-static void dump_text(const struct ouro_st *st, long index)
+/* The names of st's tensors, comma-separated, for messages. */
+static void tensor_names(char *buf, size_t len, const struct ouro_st *st)
 {
-	printf("record %ld\n", index);
+	size_t k = 0;
+
+	buf[0] = '\0';
+	for (int i = 0; i < ouro_st_count(st) && k < len; i++)
+		k += (size_t)snprintf(buf + k, len - k, "%s%s", i ? ", " : "", ouro_st_tensor(st, i)->name);
+	if (k >= len && len > 4)
+		strcpy(buf + len - 4, "...");
+}
+
+/* ---- the loop axis ----------------------------------------------------- */
+
+/* The loop-axis tensor of st for --per-step: `hidden`, a float [T, n, D]
+ * with T, n, D > 0, and its steps' numbers in steps [T] (from metadata
+ * ouro.hidden_steps, else 0..T-1). */
+static int loop_tensor(const struct ouro_st *st, const char *where, const struct ouro_tensor **out,
+		       long *steps)
+{
+	const struct ouro_tensor *t = ouro_st_find(st, "hidden");
+	const char *list = ouro_st_meta(st, "ouro.hidden_steps"), *p = list;
+	char names[200], shape[200];
+
+	*out = NULL;
+	if (!t) {
+		tensor_names(names, sizeof names, st);
+		return ouro_fail(OURO_EINPUT,
+				 "%s: no loop-axis tensor 'hidden' [T, n, D] for --per-step (the record has %s)",
+				 where, names[0] ? names : "no tensors");
+	}
+	shape_str(shape, sizeof shape, t);
+	if (!is_float(t->dtype) || t->ndim != 3 || t->shape[0] < 1 || t->shape[1] < 1 ||
+	    t->shape[2] < 1 || t->shape[0] > MAX_STEPS)
+		return ouro_fail(OURO_EINPUT,
+				 "%s: tensor 'hidden' is %s %s, expected a float [T, n, D] with 1 <= T <= %d and n, D >= 1",
+				 where, ouro_dtype_name(t->dtype), shape, MAX_STEPS);
+	for (int64_t k = 0; k < t->shape[0]; k++) {
+		char *end;
+		long v = k;
+
+		if (list) {
+			errno = 0;
+			v = strtol(p, &end, 10);
+			if (end == p || *p < '0' || *p > '9' || errno ||
+			    (k < t->shape[0] - 1 ? *end != ',' : *end != '\0'))
+				return ouro_fail(OURO_EINPUT,
+						 "%s: metadata ouro.hidden_steps '%.60s' is not a list of %lld steps",
+						 where, list, (long long)t->shape[0]);
+			p = end + 1;
+		}
+		steps[k] = v;
+	}
+	*out = t;
+	return OURO_OK;
+}
+
+/* ---- text -------------------------------------------------------------- */
+
+/* Prints up to opt.limit values of t, eight a line, each line led by the
+ * index of its first value. */
+static void text_values(FILE *f, const struct ouro_tensor *t)
+{
+	int64_t n = ouro_tensor_numel(t), shown = opt.limit && opt.limit < n ? opt.limit : n;
+	char buf[64];
+
+	for (int64_t i = 0; i < shown; i++) {
+		if (i % 8 == 0) {
+			int64_t rest = i, idx[OURO_MAX_DIMS];
+			for (int d = t->ndim - 1; d >= 0; d--) {
+				idx[d] = t->shape[d] ? rest % t->shape[d] : 0;
+				rest = t->shape[d] ? rest / t->shape[d] : 0;
+			}
+			fprintf(f, "%s    [", i ? "\n" : "");
+			for (int d = 0; d < t->ndim; d++)
+				fprintf(f, "%s%lld", d ? ", " : "", (long long)idx[d]);
+			fputs("]", f);
+		}
+		format_elem(buf, sizeof buf, t, i);
+		fprintf(f, " %s", buf);
+	}
+	if (shown)
+		fputc('\n', f);
+	if (shown < n)
+		fprintf(f, "    ... %lld more\n", (long long)(n - shown));
+}
+
+static void text_steps(FILE *f, const struct ouro_tensor *t, const long *steps)
+{
+	int64_t n = t->shape[1];
+	double *tok = opt.per_token ? malloc((size_t)n * 2 * sizeof *tok) : NULL;   /* [n, 2] */
+
+	if (opt.per_token && !tok)
+		return;
+	fprintf(f, "    step  norm        mean         max|x|      change      cosine\n");
+	for (int64_t s = 0; s < t->shape[0]; s++) {
+		struct step r = step_stats(t, s, tok);
+		fprintf(f, "    %-5ld %-11.5g %-12.5g %-11.5g ", steps[s], r.norm, r.mean, r.absmax);
+		if (s == 0)
+			fprintf(f, "-           -\n");
+		else
+			fprintf(f, "%-11.5g %.6f\n", r.change, r.cosine);
+		for (int64_t j = 0; tok && s > 0 && j < n; j++)
+			fprintf(f, "      token %-6lld change %-11.5g cosine %.6f\n", (long long)j,
+				tok[2 * j], tok[2 * j + 1]);
+	}
+	free(tok);
+}
+
+static void dump_text(FILE *f, const struct ouro_st *st, long index, const struct ouro_tensor *loop,
+		      const long *steps)
+{
+	fprintf(f, "record %ld\n", index);
 	for (int i = 0; i < ouro_st_meta_count(st); i++) {
 		const char *k, *v;
 		ouro_st_meta_at(st, i, &k, &v);
-		printf("  %s = %s\n", k, v);
+		fprintf(f, "  %s = %s\n", k, v);
 	}
 	for (int i = 0; i < ouro_st_count(st); i++) {
 		const struct ouro_tensor *t = ouro_st_tensor(st, i);
-		struct stats s = tensor_stats(t);
+		struct stats s;
 		char shape[200];
 
-		shape_str(shape, sizeof shape, t);
-		printf("  %-16s %-4s %-18s min %.6g max %.6g mean %.6g std %.6g", t->name,
-		       ouro_dtype_name(t->dtype), shape, s.min, s.max, s.mean, s.std);
-		if (s.nonfinite)
-			printf(" non-finite %lld", (long long)s.nonfinite);
-		putchar('\n');
-		if (!per_step || !is_loop_tensor(t))
+		if (opt.tensor && strcmp(t->name, opt.tensor) != 0)
 			continue;
-		int64_t n = t->shape[1];
-		double *tok = per_token ? malloc((size_t)n * 2 * sizeof *tok) : NULL;
-		printf("    step  norm        mean         max|x|      change      cosine\n");
-		for (int64_t s2 = 0; s2 < t->shape[0]; s2++) {
-			struct step r = step_stats(t, s2, tok);
-			printf("    %-5lld %-11.5g %-12.5g %-11.5g ", (long long)s2, r.norm, r.mean, r.absmax);
-			if (s2 == 0)
-				printf("-           -\n");
-			else
-				printf("%-11.5g %.6f\n", r.change, r.cosine);
-			for (int64_t j = 0; tok && s2 > 0 && j < n; j++)
-				printf("      token %-6lld change %-11.5g cosine %.6f\n", (long long)j,
-				       tok[2 * j], tok[2 * j + 1]);
-		}
-		free(tok);
+		s = tensor_stats(t);
+		shape_str(shape, sizeof shape, t);
+		fprintf(f, "  %-16s %-4s %-18s min %.6g max %.6g mean %.6g std %.6g", t->name,
+			ouro_dtype_name(t->dtype), shape, s.min, s.max, s.mean, s.std);
+		if (s.nonfinite)
+			fprintf(f, " non-finite %lld", (long long)s.nonfinite);
+		fputc('\n', f);
+		if (opt.text)
+			text_values(f, t);
+		if (t == loop)
+			text_steps(f, t, steps);
 	}
 }
+
+/* ---- JSON -------------------------------------------------------------- */
 
 static json_t *jnum(double v)
 {
 	return isfinite(v) ? json_real(v) : json_null();
 }
 
-static void dump_json(const struct ouro_st *st, long index)
+static json_t *json_steps(const struct ouro_tensor *t, const long *steps)
+{
+	json_t *arr = json_array();
+	int64_t n = t->shape[1];
+	double *tok = opt.per_token ? malloc((size_t)n * 2 * sizeof *tok) : NULL;   /* [n, 2] */
+
+	for (int64_t s = 0; s < t->shape[0]; s++) {
+		struct step r = step_stats(t, s, tok);
+		json_t *js = json_pack("{s:I, s:o, s:o, s:o, s:o, s:o}", "step", (json_int_t)steps[s],
+				       "norm", jnum(r.norm), "mean", jnum(r.mean), "absmax",
+				       jnum(r.absmax), "change", jnum(r.change), "cosine",
+				       jnum(r.cosine));
+		if (tok && s > 0) {
+			json_t *pt = json_array();
+			for (int64_t j = 0; j < n; j++)
+				json_array_append_new(pt, json_pack("{s:o, s:o}", "change",
+								    jnum(tok[2 * j]), "cosine",
+								    jnum(tok[2 * j + 1])));
+			json_object_set_new(js, "tokens", pt);
+		}
+		json_array_append_new(arr, js);
+	}
+	free(tok);
+	return arr;
+}
+
+static json_t *json_values(const struct ouro_tensor *t)
+{
+	int64_t n = ouro_tensor_numel(t), shown = opt.limit && opt.limit < n ? opt.limit : n;
+	json_t *arr = json_array();
+
+	for (int64_t i = 0; i < shown; i++) {
+		if (t->dtype == OURO_I64) {
+			int64_t v;
+			memcpy(&v, (const char *)t->data + (size_t)i * 8, 8);
+			json_array_append_new(arr, json_integer(v));
+		} else if (is_float(t->dtype)) {
+			json_array_append_new(arr, jnum(elem(t, i)));
+		} else {
+			json_array_append_new(arr, json_integer((json_int_t)elem(t, i)));
+		}
+	}
+	return arr;
+}
+
+static int dump_json(FILE *f, const char *fname, const struct ouro_st *st, long index,
+		     const struct ouro_tensor *loop, const long *steps)
 {
 	json_t *rec = json_object(), *meta = json_object(), *tensors = json_array();
+	int rc = OURO_OK;
 
 	for (int i = 0; i < ouro_st_meta_count(st); i++) {
 		const char *k, *v;
@@ -198,56 +414,97 @@ static void dump_json(const struct ouro_st *st, long index)
 	}
 	for (int i = 0; i < ouro_st_count(st); i++) {
 		const struct ouro_tensor *t = ouro_st_tensor(st, i);
-		struct stats s = tensor_stats(t);
+		struct stats s;
 		json_t *shape = json_array(), *o;
 
+		if (opt.tensor && strcmp(t->name, opt.tensor) != 0) {
+			json_decref(shape);
+			continue;
+		}
+		s = tensor_stats(t);
 		for (int d = 0; d < t->ndim; d++)
 			json_array_append_new(shape, json_integer(t->shape[d]));
 		o = json_pack("{s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:I}", "name", t->name, "dtype",
 			      ouro_dtype_name(t->dtype), "shape", shape, "min", jnum(s.min), "max",
 			      jnum(s.max), "mean", jnum(s.mean), "std", jnum(s.std), "nonfinite",
 			      (json_int_t)s.nonfinite);
-		if (per_step && is_loop_tensor(t)) {
-			json_t *steps = json_array();
-			int64_t n = t->shape[1];
-			double *tok = per_token ? malloc((size_t)n * 2 * sizeof *tok) : NULL;
-
-			for (int64_t s2 = 0; s2 < t->shape[0]; s2++) {
-				struct step r = step_stats(t, s2, tok);
-				json_t *js = json_pack("{s:I, s:o, s:o, s:o, s:o, s:o}", "step", (json_int_t)s2,
-						       "norm", jnum(r.norm), "mean", jnum(r.mean), "absmax",
-						       jnum(r.absmax), "change", jnum(r.change), "cosine",
-						       jnum(r.cosine));
-				if (tok && s2 > 0) {
-					json_t *pt = json_array();
-					for (int64_t j = 0; j < n; j++)
-						json_array_append_new(pt, json_pack("{s:o, s:o}", "change",
-										    jnum(tok[2 * j]), "cosine",
-										    jnum(tok[2 * j + 1])));
-					json_object_set_new(js, "tokens", pt);
-				}
-				json_array_append_new(steps, js);
-			}
-			free(tok);
-			json_object_set_new(o, "steps", steps);
+		if (opt.text) {
+			json_object_set_new(o, "values", json_values(t));
+			json_object_set_new(o, "values_omitted",
+					    json_integer(opt.limit && opt.limit < ouro_tensor_numel(t)
+							 ? ouro_tensor_numel(t) - opt.limit : 0));
 		}
+		if (t == loop)
+			json_object_set_new(o, "steps", json_steps(t, steps));
 		json_array_append_new(tensors, o);
 	}
 	json_object_set_new(rec, "record", json_integer(index));
 	json_object_set_new(rec, "metadata", meta);
 	json_object_set_new(rec, "tensors", tensors);
-	json_dumpf(rec, stdout, JSON_COMPACT);
-	putchar('\n');
+	if (json_dumpf(rec, f, JSON_COMPACT) || fputc('\n', f) == EOF)
+		rc = ouro_fail(OURO_ESYS, "%s: write error: %s", fname, strerror(errno));
 	json_decref(rec);
+	return rc;
 }
 
-static int dump_file(const char *path)
+/* ---- export ------------------------------------------------------------ */
+
+static int export_npz(struct sink *out, const struct ouro_st *st, long index)
+{
+	int rc = OURO_OK;
+
+	for (int i = 0; i < ouro_st_count(st) && !rc; i++) {
+		const struct ouro_tensor *t = ouro_st_tensor(st, i);
+		char *member;
+
+		if (opt.tensor && strcmp(t->name, opt.tensor) != 0)
+			continue;
+		if (asprintf(&member, "record%ld/%s", index, t->name) < 0)
+			return ouro_fail(OURO_ENOMEM, "out of memory");
+		rc = ouro_npz_add(out->npz, member, t);
+		free(member);
+	}
+	return rc;
+}
+
+/* ---- the records ------------------------------------------------------- */
+
+/* Shows or writes one record (number `index` across all inputs). */
+static int one_record(struct sink *out, const struct ouro_st *st, long index, const char *where)
+{
+	const struct ouro_tensor *loop = NULL;
+	long steps[MAX_STEPS];
+	char names[200];
+	int rc;
+
+	if (opt.tensor && !ouro_st_find(st, opt.tensor)) {
+		tensor_names(names, sizeof names, st);
+		return ouro_fail(OURO_EINPUT, "%s: no tensor '%s' (the record has %s)", where,
+				 opt.tensor, names[0] ? names : "no tensors");
+	}
+	if (opt.per_step && (rc = loop_tensor(st, where, &loop, steps)))
+		return rc;
+	if (opt.npy) {
+		out->npy_written = 1;
+		return ouro_npy_write(out->f, out->name, ouro_st_find(st, opt.tensor));
+	}
+	if (out->npz)
+		return export_npz(out, st, index);
+	if (opt.as_json)
+		return dump_json(out->f, out->name, st, index, loop, steps);
+	dump_text(out->f, st, index, loop, steps);
+	return OURO_OK;
+}
+
+/* Reads the records of path; *index counts them across inputs. Stops
+ * early once --record K has been passed. */
+static int dump_file(struct sink *out, const char *path, long *index)
 {
 	const char *name = ouro_input_name(path);
 	enum ouro_input_kind kind;
 	struct ouro_st *st;
 	FILE *f;
-	long index = 0;
+	long local = 0;
 	int rc;
 
 	if ((rc = ouro_input_open(&f, &kind, path)))
@@ -255,20 +512,22 @@ static int dump_file(const char *path)
 	if (kind != OURO_INPUT_RECORDS) {
 		ouro_input_close(f);
 		return ouro_fail(OURO_EINPUT, "%s: %s", name,
-				 kind == OURO_INPUT_EMPTY ? "empty input" : "not a record stream or a .safetensors file");
+				 kind == OURO_INPUT_EMPTY ? "empty input"
+				 : "not a record stream or a .safetensors file");
 	}
-	for (;;) {
+	while (!(opt.record && *index >= opt.record)) {
 		char what[300];
 
-		snprintf(what, sizeof what, "%s: record %ld", name, index + 1);
+		snprintf(what, sizeof what, "%s: record %ld", name, local + 1);
 		if ((rc = ouro_st_read(&st, f, what)) || !st)
 			break;
-		index++;
-		if (as_json)
-			dump_json(st, index);
-		else
-			dump_text(st, index);
+		local++;
+		++*index;
+		if (!opt.record || *index == opt.record)
+			rc = one_record(out, st, *index, what);
 		ouro_st_free(st);
+		if (rc || (opt.npy && out->npy_written))
+			break;
 	}
 	ouro_input_close(f);
 	return rc;
@@ -276,33 +535,100 @@ static int dump_file(const char *path)
 
 int main(int argc, char **argv)
 {
+	enum { OPT_PER_STEP = 256, OPT_PER_TOKEN, OPT_JSON, OPT_TEXT, OPT_LIMIT, OPT_RECORD,
+	       OPT_TENSOR, OPT_NPZ, OPT_NPY };
 	static const struct option longopts[] = {
-		{"per-step", no_argument, NULL, 's'},
-		{"per-token", no_argument, NULL, 't'},
-		{"json", no_argument, NULL, 'J'},
+		{"per-step", no_argument, NULL, OPT_PER_STEP},
+		{"per-token", no_argument, NULL, OPT_PER_TOKEN},
+		{"json", no_argument, NULL, OPT_JSON},
+		{"text", no_argument, NULL, OPT_TEXT},
+		{"limit", required_argument, NULL, OPT_LIMIT},
+		{"record", required_argument, NULL, OPT_RECORD},
+		{"tensor", required_argument, NULL, OPT_TENSOR},
+		{"npz", required_argument, NULL, OPT_NPZ},
+		{"npy", required_argument, NULL, OPT_NPY},
+		{"output", required_argument, NULL, 'o'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	int c, rc = OURO_OK;
+	struct sink out = {0};
+	struct ouro_output *o = NULL;
+	const char *path;
+	int c, rc = OURO_OK, limit_given = 0;
+	long index = 0;
 
 	cli_init("ouro-dump");
-	while ((c = cli_getopt(argc, argv, "h", longopts)) != -1) {
+	while ((c = cli_getopt(argc, argv, "o:h", longopts)) != -1) {
 		switch (c) {
-		case 's': per_step = 1; break;
-		case 't': per_token = 1; break;
-		case 'J': as_json = 1; break;
+		case OPT_PER_STEP: opt.per_step = 1; break;
+		case OPT_PER_TOKEN: opt.per_token = 1; break;
+		case OPT_JSON: opt.as_json = 1; break;
+		case OPT_TEXT: opt.text = 1; break;
+		case OPT_LIMIT:
+			if (ouro_parse_int(optarg, 0, LONG_MAX, &opt.limit, "--limit"))
+				usage_error("%s", ouro_errmsg());
+			limit_given = 1;
+			break;
+		case OPT_RECORD:
+			if (ouro_parse_int(optarg, 1, LONG_MAX, &opt.record, "--record"))
+				usage_error("%s", ouro_errmsg());
+			break;
+		case OPT_TENSOR: opt.tensor = optarg; break;
+		case OPT_NPZ: opt.npz = optarg; break;
+		case OPT_NPY: opt.npy = 1; opt.tensor = optarg; break;
+		case 'o': opt.output = optarg; break;
 		case 'h': usage(stdout); return 0;
 		}
 	}
-	if (per_token && !per_step)
+	if (opt.per_token && !opt.per_step)
 		usage_error("--per-token needs --per-step");
+	if (limit_given && !opt.text)
+		usage_error("--limit needs --text");
+	if (opt.npz && opt.npy)
+		usage_error("--npz and --npy are different outputs; give one");
+	if ((opt.npz || opt.npy) && (opt.per_step || opt.text || opt.as_json))
+		usage_error("--%s writes tensors, not statistics; it cannot go with --per-step, --text or --json",
+			    opt.npz ? "npz" : "npy");
+	if (opt.npz && opt.output)
+		usage_error("--npz names its own output file; -o is for the other modes");
+	if (opt.per_step && opt.tensor && strcmp(opt.tensor, "hidden") != 0)
+		usage_error("--per-step shows the tensor 'hidden'; --tensor selects '%s'", opt.tensor);
+	if (opt.npy && !opt.record)
+		opt.record = 1;
+	if (opt.tensor && !*opt.tensor)
+		usage_error("%s: the tensor name is empty", opt.npy ? "--npy" : "--tensor");
+
+	path = opt.npz ? opt.npz : opt.output;
+	if (opt.npz || opt.npy)
+		cli_binary_stdout(path);
+	if ((rc = ouro_output_open(&o, &out.f, path)))
+		die(rc);
+	out.name = path && strcmp(path, "-") ? path : "stdout";
+	if (opt.npz && (rc = ouro_npz_new(&out.npz, out.f, out.name, -1)))
+		goto fail;
+
 	if (optind == argc)
-		rc = dump_file("-");
-	for (int i = optind; i < argc && !rc; i++)
-		rc = dump_file(argv[i]);
-	if (fflush(stdout) || ferror(stdout))
-		rc = rc ? rc : ouro_fail(OURO_ESYS, "stdout: write error");
+		rc = dump_file(&out, "-", &index);
+	for (int i = optind; i < argc && !rc && !(opt.record && index >= opt.record); i++)
+		rc = dump_file(&out, argv[i], &index);
 	if (rc)
+		goto fail;
+	if (opt.record && index < opt.record) {
+		rc = ouro_fail(OURO_EINPUT, "--record %ld: the input holds %ld record%s", opt.record,
+			       index, index == 1 ? "" : "s");
+		goto fail;
+	}
+	if (out.npz) {
+		rc = ouro_npz_finish(out.npz);
+		out.npz = NULL;
+		if (rc)
+			goto fail;
+	}
+	if ((rc = ouro_output_commit(o)))
 		die(rc);
 	return 0;
+fail:
+	ouro_npz_free(out.npz);
+	ouro_output_abort(o);
+	die(rc);
 }

@@ -159,9 +159,9 @@ void ouro_layer_qkv(const struct ouro_model *m, const struct ouro_layer *L,
 	const struct ouro_config *c = &m->cfg;
 
 	ouro_rmsnorm(b->xn, b->h, L->attn_norm, n, c->hidden_size, (float)c->rms_norm_eps);
-	ouro_matmul(b->q, b->xn, L->wq, n, b->w);
-	ouro_matmul(b->k, b->xn, L->wk, n, b->w);
-	ouro_matmul(b->v, b->xn, L->wv, n, b->w);
+	ouro_matmul(b->q, b->xn, &L->wq, n, b->w);
+	ouro_matmul(b->k, b->xn, &L->wk, n, b->w);
+	ouro_matmul(b->v, b->xn, &L->wv, n, b->w);
 	rope_apply(b->q, b, n, c->num_attention_heads, c->head_dim);
 	rope_apply(b->k, b, n, c->num_key_value_heads, c->head_dim);
 }
@@ -173,16 +173,16 @@ void ouro_layer_finish(const struct ouro_model *m, const struct ouro_layer *L,
 	int64_t D = c->hidden_size, F = c->intermediate_size;
 	float eps = (float)c->rms_norm_eps;
 
-	ouro_matmul(b->out, b->att, L->wo, n, b->w);
+	ouro_matmul(b->out, b->att, &L->wo, n, b->w);
 	add_normed(b->h, b->out, L->attn_out_norm, n, D, eps);
 	ouro_rmsnorm(b->xn, b->h, L->mlp_norm, n, D, eps);
-	ouro_matmul(b->g, b->xn, L->wgate, n, b->w);
-	ouro_matmul(b->u, b->xn, L->wup, n, b->w);
+	ouro_matmul(b->g, b->xn, &L->wgate, n, b->w);
+	ouro_matmul(b->u, b->xn, &L->wup, n, b->w);
 	for (int64_t i = 0; i < n * F; i++) {
 		float g = b->g[i];
 		b->g[i] = g / (1.0f + expf(-g)) * b->u[i];
 	}
-	ouro_matmul(b->out, b->g, L->wdown, n, b->w);
+	ouro_matmul(b->out, b->g, &L->wdown, n, b->w);
 	add_normed(b->h, b->out, L->mlp_out_norm, n, D, eps);
 }
 
@@ -255,7 +255,7 @@ int ouro_logits(struct ouro_model *m, const float *h, int64_t n, float *logits)
 	/* one row streams the head unwidened (ouro_matvec): no scratch */
 	if (n > 1 && !(wbuf = malloc(ouro_wbuf_floats(m->cfg.hidden_size) * sizeof *wbuf)))
 		return ouro_fail(OURO_ENOMEM, "out of memory for the lm_head scratch buffer");
-	ouro_matmul(logits, h, m->lm_head, n, wbuf);
+	ouro_matmul(logits, h, &m->lm_head, n, wbuf);
 	free(wbuf);
 	return OURO_OK;
 }

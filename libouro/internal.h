@@ -7,16 +7,31 @@
 
 #include "ouro.h"
 
-/* One decoder layer's weights; matrices are views in the stored dtype,
- * PyTorch Linear layout [out, in]; norm weights converted to float. */
+/* A weight matrix [out, in] (PyTorch Linear layout) as stored: F32,
+ * BF16 or F16 in t; or q8_0, written by ouro-quantize: t is I8 [out, in]
+ * and scale F16 [out, in/32], one scale per block of 32 along a row, the
+ * weight being q * scale. */
+struct ouro_weight {
+	const struct ouro_tensor *t;
+	const struct ouro_tensor *scale;  /* q8_0 only, else NULL */
+	int64_t out, in;
+};
+
+#define OURO_Q8_BLOCK 32
+
+/* Widens rows r0..r0+r-1 of w into dst [r, in] floats. */
+void ouro_weight_rows(float *dst, const struct ouro_weight *w, int64_t r0, int64_t r);
+
+/* One decoder layer's weights; matrices are views in the stored format;
+ * norm weights converted to float. */
 struct ouro_layer {
-	const struct ouro_tensor *wq;     /* [H*hd, D] */
-	const struct ouro_tensor *wk;     /* [KV*hd, D] */
-	const struct ouro_tensor *wv;     /* [KV*hd, D] */
-	const struct ouro_tensor *wo;     /* [D, H*hd] */
-	const struct ouro_tensor *wgate;  /* [F, D] */
-	const struct ouro_tensor *wup;    /* [F, D] */
-	const struct ouro_tensor *wdown;  /* [D, F] */
+	struct ouro_weight wq;     /* [H*hd, D] */
+	struct ouro_weight wk;     /* [KV*hd, D] */
+	struct ouro_weight wv;     /* [KV*hd, D] */
+	struct ouro_weight wo;     /* [D, H*hd] */
+	struct ouro_weight wgate;  /* [F, D] */
+	struct ouro_weight wup;    /* [F, D] */
+	struct ouro_weight wdown;  /* [D, F] */
 	float *attn_norm;                 /* [D] input_layernorm */
 	float *attn_out_norm;             /* [D] input_layernorm_2 */
 	float *mlp_norm;                  /* [D] post_attention_layernorm */
@@ -36,7 +51,7 @@ struct ouro_model {
 	int nmaps;
 	struct ouro_mapping *maps;        /* [nmaps] mapped safetensors files */
 	const struct ouro_tensor *embed;  /* [V, D] */
-	const struct ouro_tensor *lm_head;/* [V, D]; the embedding when tied */
+	struct ouro_weight lm_head;       /* [V, D]; the embedding when tied */
 	struct ouro_layer *layers;        /* [N] */
 	float *final_norm;                /* [D] model.norm */
 	float *gate_w;                    /* [D] early_exit_gate.weight */
@@ -52,9 +67,9 @@ struct ouro_model {
  * of widened rows per thread. */
 size_t ouro_wbuf_floats(int64_t in);
 
-/* y[n, out] = x[n, in] * W^T for W [out, in] in any float dtype; wbuf has
- * ouro_wbuf_floats(in) floats (unused when n is 1). */
-void ouro_matmul(float *y, const float *x, const struct ouro_tensor *w,
+/* y[n, out] = x[n, in] * W^T; wbuf has ouro_wbuf_floats(in) floats
+ * (unused when n is 1). */
+void ouro_matmul(float *y, const float *x, const struct ouro_weight *w,
 		 int64_t n, float *wbuf);
 /* The number of threads the kernels use (ouro_set_threads, default: all
  * cores). Set it before anything else: buffers are sized by it. */
@@ -67,9 +82,9 @@ void ouro_parallel_parts(void (*fn)(void *ctx, int part, int64_t begin, int64_t 
  * thread, the same split for the same thread count; returns when all are
  * done. */
 void ouro_parallel(void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx, int64_t n);
-/* y[out] = W x for one vector x [in], W [out, in] in its stored dtype,
- * rows split across the threads. */
-void ouro_matvec(float *y, const float *x, const struct ouro_tensor *w);
+/* y[out] = W x for one vector x [in], W read in its stored format, rows
+ * split across the threads. */
+void ouro_matvec(float *y, const float *x, const struct ouro_weight *w);
 
 /* y[n, D] = x / rms(x) * weight, row by row; y may equal x. */
 void ouro_rmsnorm(float *y, const float *x, const float *weight, int64_t n,

@@ -12,6 +12,7 @@
  */
 #include <cblas.h>
 #include <math.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -20,10 +21,32 @@ size_t ouro_wbuf_floats(int64_t in)
 	return (size_t)ouro_threads() * OURO_CHUNK * (size_t)in;
 }
 
+void ouro_weight_rows(float *dst, const struct ouro_weight *w, int64_t r0, int64_t r)
+{
+	size_t esize = ouro_dtype_size(w->t->dtype);
+	const char *src = (const char *)w->t->data + (size_t)(r0 * w->in) * esize;
+
+	if (!w->scale) {
+		ouro_to_f32(dst, src, w->t->dtype, (size_t)(r * w->in));
+		return;
+	}
+	int64_t blocks = r * w->in / OURO_Q8_BLOCK;
+	const char *sc = (const char *)w->scale->data + (size_t)(r0 * w->in / OURO_Q8_BLOCK) * 2;
+	for (int64_t b = 0; b < blocks; b++) {
+		float d;
+		int8_t q[OURO_Q8_BLOCK];
+
+		ouro_to_f32(&d, sc + 2 * b, OURO_F16, 1);
+		memcpy(q, src + b * OURO_Q8_BLOCK, OURO_Q8_BLOCK);
+		for (int i = 0; i < OURO_Q8_BLOCK; i++)
+			dst[b * OURO_Q8_BLOCK + i] = (float)q[i] * d;
+	}
+}
+
 struct mm_job {
 	float *y;             /* [n, out] */
 	const float *x;       /* [n, in] */
-	const struct ouro_tensor *w;
+	const struct ouro_weight *w;
 	int64_t n, in, out;
 	float *wbuf;          /* [threads, OURO_CHUNK, in] */
 };
@@ -32,24 +55,22 @@ struct mm_job {
 static void mm_chunks(void *ctx, int part, int64_t begin, int64_t end)
 {
 	const struct mm_job *j = ctx;
-	size_t esize = ouro_dtype_size(j->w->dtype);
 	float *buf = j->wbuf + (size_t)part * OURO_CHUNK * (size_t)j->in;
 
 	for (int64_t c = begin; c < end; c++) {
 		int64_t r0 = c * OURO_CHUNK, r = j->out - r0 < OURO_CHUNK ? j->out - r0 : OURO_CHUNK;
 
-		ouro_to_f32(buf, (const char *)j->w->data + (size_t)(r0 * j->in) * esize,
-			    j->w->dtype, (size_t)(r * j->in));
+		ouro_weight_rows(buf, j->w, r0, r);
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)j->n, (blasint)r,
 			    (blasint)j->in, 1.0f, j->x, (blasint)j->in, buf, (blasint)j->in, 0.0f,
 			    j->y + r0, (blasint)j->out);
 	}
 }
 
-void ouro_matmul(float *y, const float *x, const struct ouro_tensor *w,
+void ouro_matmul(float *y, const float *x, const struct ouro_weight *w,
 		 int64_t n, float *wbuf)
 {
-	struct mm_job j = {y, x, w, n, w->shape[1], w->shape[0], wbuf};
+	struct mm_job j = {y, x, w, n, w->in, w->out, wbuf};
 
 	if (n == 1) {                  /* decoding: stream W once, unwidened */
 		ouro_matvec(y, x, w);

@@ -3,8 +3,8 @@
  *
  * Decoding one token is bound by how fast the weights stream from memory,
  * so W is never widened into a buffer: each row is converted in registers
- * (BF16 and F16 to float exactly) and multiplied in float32 with fused
- * multiply-adds. The widest vector unit the CPU has is chosen once, at
+ * (BF16 and F16 to float exactly; q8_0 blocks of 32 int8 summed, then
+ * scaled) and multiplied in float32 with fused multiply-adds. The widest vector unit the CPU has is chosen once, at
  * run time: AVX-512F, else AVX2 with FMA and F16C, else portable C. Rows
  * are split across the library's threads; each row's sum is computed by
  * one thread in a fixed order, so the result does not depend on the
@@ -16,6 +16,8 @@
 #include "internal.h"
 
 typedef float (*dot_fn)(const void *w, const float *x, int64_t n);
+/* q8_0: w is int8 [n], scale [n/32] floats */
+typedef float (*dotq_fn)(const void *w, const float *scale, const float *x, int64_t n);
 
 static float load(const char *w, int64_t i, enum ouro_dtype dt)
 {
@@ -36,6 +38,20 @@ static float load(const char *w, int64_t i, enum ouro_dtype dt)
 PORTABLE(dot_f32_c, OURO_F32)
 PORTABLE(dot_bf16_c, OURO_BF16)
 PORTABLE(dot_f16_c, OURO_F16)
+
+static float dot_q8_c(const void *w, const float *scale, const float *x, int64_t n)
+{
+	const int8_t *q = w;
+	float s = 0;
+
+	for (int64_t b = 0; b < n / OURO_Q8_BLOCK; b++) {
+		float t = 0;
+		for (int i = 0; i < OURO_Q8_BLOCK; i++)
+			t += (float)q[b * OURO_Q8_BLOCK + i] * x[b * OURO_Q8_BLOCK + i];
+		s += t * scale[b];
+	}
+	return s;
+}
 
 /* ---- AVX-512F: 16 floats a vector, two accumulators ---------------- */
 
@@ -77,6 +93,28 @@ T512 static __m512 f32x16(const char *p)
 AVX512(dot_bf16_avx512, bf16x16, 2, OURO_BF16)
 AVX512(dot_f16_avx512, f16x16, 2, OURO_F16)
 AVX512(dot_f32_avx512, f32x16, 4, OURO_F32)
+
+T512 static __m512 i8x16(const char *p)
+{
+	__m128i b = _mm_loadu_si128((const __m128i *)(const void *)p);
+	return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b));
+}
+
+/* Per block: the 32 products summed in a vector, then scaled once. */
+T512 static float dot_q8_avx512(const void *w, const float *scale, const float *x, int64_t n)
+{
+	const char *p = w;
+	__m512 acc = _mm512_setzero_ps();
+
+	for (int64_t b = 0; b < n / OURO_Q8_BLOCK; b++) {
+		const char *q = p + b * OURO_Q8_BLOCK;
+		const float *xb = x + b * OURO_Q8_BLOCK;
+		__m512 t = _mm512_mul_ps(i8x16(q), _mm512_loadu_ps(xb));
+		t = _mm512_fmadd_ps(i8x16(q + 16), _mm512_loadu_ps(xb + 16), t);
+		acc = _mm512_fmadd_ps(t, _mm512_set1_ps(scale[b]), acc);
+	}
+	return _mm512_reduce_add_ps(acc);
+}
 
 /* ---- AVX2 + FMA + F16C: 8 floats a vector -------------------------- */
 
@@ -127,16 +165,34 @@ AVX2(dot_bf16_avx2, bf16x8, 2, OURO_BF16)
 AVX2(dot_f16_avx2, f16x8, 2, OURO_F16)
 AVX2(dot_f32_avx2, f32x8, 4, OURO_F32)
 
+T256 static __m256 i8x8(const char *p)
+{
+	__m128i b = _mm_loadl_epi64((const __m128i *)(const void *)p);
+	return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+}
+
+T256 static float dot_q8_avx2(const void *w, const float *scale, const float *x, int64_t n)
+{
+	const char *p = w;
+	__m256 acc = _mm256_setzero_ps();
+
+	for (int64_t b = 0; b < n / OURO_Q8_BLOCK; b++) {
+		const char *q = p + b * OURO_Q8_BLOCK;
+		const float *xb = x + b * OURO_Q8_BLOCK;
+		__m256 t = _mm256_mul_ps(i8x8(q), _mm256_loadu_ps(xb));
+		t = _mm256_fmadd_ps(i8x8(q + 8), _mm256_loadu_ps(xb + 8), t);
+		t = _mm256_fmadd_ps(i8x8(q + 16), _mm256_loadu_ps(xb + 16), t);
+		t = _mm256_fmadd_ps(i8x8(q + 24), _mm256_loadu_ps(xb + 24), t);
+		acc = _mm256_fmadd_ps(t, _mm256_set1_ps(scale[b]), acc);
+	}
+	return hsum256(acc);
+}
+
 /* ---- dispatch ------------------------------------------------------- */
 
-static dot_fn pick(enum ouro_dtype dt)
+static int cpu_level(void)
 {
 	static int level = -1;   /* 2: AVX-512F, 1: AVX2, 0: portable */
-	static const dot_fn table[3][3] = {
-		{dot_f32_c, dot_bf16_c, dot_f16_c},
-		{dot_f32_avx2, dot_bf16_avx2, dot_f16_avx2},
-		{dot_f32_avx512, dot_bf16_avx512, dot_f16_avx512},
-	};
 
 	if (level < 0) {
 		__builtin_cpu_init();
@@ -144,37 +200,66 @@ static dot_fn pick(enum ouro_dtype dt)
 			: __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
 			  __builtin_cpu_supports("f16c") ? 1 : 0;
 	}
-	return table[level][dt == OURO_F32 ? 0 : dt == OURO_BF16 ? 1 : 2];
+	return level;
+}
+
+static dot_fn pick(enum ouro_dtype dt)
+{
+	static const dot_fn table[3][3] = {
+		{dot_f32_c, dot_bf16_c, dot_f16_c},
+		{dot_f32_avx2, dot_bf16_avx2, dot_f16_avx2},
+		{dot_f32_avx512, dot_bf16_avx512, dot_f16_avx512},
+	};
+
+	return table[cpu_level()][dt == OURO_F32 ? 0 : dt == OURO_BF16 ? 1 : 2];
+}
+
+static dotq_fn pick_q8(void)
+{
+	static const dotq_fn table[3] = {dot_q8_c, dot_q8_avx2, dot_q8_avx512};
+
+	return table[cpu_level()];
 }
 
 struct job {
 	float *y;              /* [out] */
 	const float *x;        /* [in] */
-	const char *w;         /* [out, in] stored dtype */
-	int64_t in;
+	const struct ouro_weight *w;
 	size_t row_bytes;
 	dot_fn dot;
+	dotq_fn dotq;          /* q8_0 */
 };
 
 static void rows(void *ctx, int64_t begin, int64_t end)
 {
 	const struct job *j = ctx;
+	const char *data = j->w->t->data;
+	int64_t in = j->w->in, nb = in / OURO_Q8_BLOCK;
+	float scale[nb ? nb : 1];
 
-	for (int64_t r = begin; r < end; r++)
-		j->y[r] = j->dot(j->w + (size_t)r * j->row_bytes, j->x, j->in);
+	for (int64_t r = begin; r < end; r++) {
+		if (!j->dotq) {
+			j->y[r] = j->dot(data + (size_t)r * j->row_bytes, j->x, in);
+			continue;
+		}
+		ouro_to_f32(scale, (const char *)j->w->scale->data + (size_t)(r * nb) * 2, OURO_F16,
+			    (size_t)nb);
+		j->y[r] = j->dotq(data + (size_t)r * j->row_bytes, scale, j->x, in);
+	}
 }
 
-void ouro_matvec(float *y, const float *x, const struct ouro_tensor *w)
+void ouro_matvec(float *y, const float *x, const struct ouro_weight *w)
 {
 	struct job j = {
-		.y = y, .x = x, .w = w->data, .in = w->shape[1],
-		.row_bytes = (size_t)w->shape[1] * ouro_dtype_size(w->dtype),
-		.dot = pick(w->dtype),
+		.y = y, .x = x, .w = w,
+		.row_bytes = (size_t)w->in * ouro_dtype_size(w->t->dtype),
+		.dot = w->scale ? NULL : pick(w->t->dtype),
+		.dotq = w->scale ? pick_q8() : NULL,
 	};
 
 	/* small matrices are not worth waking the threads for */
-	if (w->shape[0] * w->shape[1] < (1 << 16))
-		rows(&j, 0, w->shape[0]);
+	if (w->out * w->in < (1 << 16))
+		rows(&j, 0, w->out);
 	else
-		ouro_parallel(rows, &j, w->shape[0]);
+		ouro_parallel(rows, &j, w->out);
 }

@@ -126,23 +126,36 @@ static int map_shards(struct ouro_model *m, const char *index)
 	return rc;
 }
 
-/* Finds a tensor by name in any mapped file and checks dtype and shape. */
-static int find(struct ouro_model *m, const struct ouro_tensor **out, const char *name,
-		int ndim, int64_t d0, int64_t d1)
+/* The tensor called name in any mapped file, or NULL; *file its file. */
+static const struct ouro_tensor *lookup(struct ouro_model *m, const char *name, const char **file)
 {
-	const struct ouro_tensor *t = NULL;
+	for (int i = 0; i < m->nmaps; i++) {
+		const struct ouro_tensor *t = ouro_st_find(m->maps[i].st, name);
+		if (t) {
+			*file = m->maps[i].path;
+			return t;
+		}
+	}
+	return NULL;
+}
+
+/* Finds a tensor by name, of dtype `dtype` (or any float dtype if -1),
+ * and checks its shape. */
+static int find_typed(struct ouro_model *m, const struct ouro_tensor **out, const char *name,
+		      int dtype, int ndim, int64_t d0, int64_t d1)
+{
 	const char *file = NULL;
+	const struct ouro_tensor *t = lookup(m, name, &file);
 	int64_t want[2] = {d0, d1};
 
-	for (int i = 0; i < m->nmaps && !t; i++) {
-		t = ouro_st_find(m->maps[i].st, name);
-		file = m->maps[i].path;
-	}
 	if (!t)
 		return ouro_fail(OURO_EMODEL, "%s: tensor %s is missing", m->dir, name);
-	if (t->dtype != OURO_F32 && t->dtype != OURO_BF16 && t->dtype != OURO_F16)
+	if (dtype < 0 && t->dtype != OURO_F32 && t->dtype != OURO_BF16 && t->dtype != OURO_F16)
 		return ouro_fail(OURO_EMODEL, "%s: tensor %s has dtype %s, expected F32, BF16 or F16",
 				 file, name, ouro_dtype_name(t->dtype));
+	if (dtype >= 0 && t->dtype != (enum ouro_dtype)dtype)
+		return ouro_fail(OURO_EMODEL, "%s: tensor %s has dtype %s, expected %s", file, name,
+				 ouro_dtype_name(t->dtype), ouro_dtype_name(dtype));
 	int ok = t->ndim == ndim;
 	for (int i = 0; ok && i < ndim; i++)
 		ok = t->shape[i] == want[i];
@@ -162,6 +175,35 @@ static int find(struct ouro_model *m, const struct ouro_tensor **out, const char
 	}
 	*out = t;
 	return OURO_OK;
+}
+
+static int find(struct ouro_model *m, const struct ouro_tensor **out, const char *name,
+		int ndim, int64_t d0, int64_t d1)
+{
+	return find_typed(m, out, name, -1, ndim, d0, d1);
+}
+
+/* Finds the weight matrix called name, [out, in]: stored as a float tensor
+ * of that name, or quantized (q8_0) as name.q8_0 and name.q8_0_scale. */
+static int find_weight(struct ouro_model *m, struct ouro_weight *w, const char *name,
+		       int64_t out, int64_t in)
+{
+	char q[160], sc[176];
+	const char *file;
+
+	w->out = out;
+	w->in = in;
+	w->scale = NULL;
+	snprintf(q, sizeof q, "%s.q8_0", name);
+	snprintf(sc, sizeof sc, "%s.q8_0_scale", name);
+	if (lookup(m, name, &file) || !lookup(m, q, &file))
+		return find(m, &w->t, name, 2, out, in);
+	if (in % OURO_Q8_BLOCK)
+		return ouro_fail(OURO_EMODEL, "%s: tensor %s is q8_0 but its rows of %lld are not a multiple of %d",
+				 file, q, (long long)in, OURO_Q8_BLOCK);
+	return find_typed(m, &w->t, q, OURO_I8, 2, out, in) ||
+	       find_typed(m, &w->scale, sc, OURO_F16, 2, out, in / OURO_Q8_BLOCK)
+		       ? OURO_EMODEL : OURO_OK;
 }
 
 /* Looks up a vector tensor and converts it to a new float array. */
@@ -188,13 +230,13 @@ static int load_layer(struct ouro_model *m, int64_t l)
 	int rc;
 
 #define NAME(suffix) (snprintf(name, sizeof name, "model.layers.%lld.%s", (long long)l, suffix), name)
-	if ((rc = find(m, &L->wq, NAME("self_attn.q_proj.weight"), 2, QD, D)) ||
-	    (rc = find(m, &L->wk, NAME("self_attn.k_proj.weight"), 2, KD, D)) ||
-	    (rc = find(m, &L->wv, NAME("self_attn.v_proj.weight"), 2, KD, D)) ||
-	    (rc = find(m, &L->wo, NAME("self_attn.o_proj.weight"), 2, D, QD)) ||
-	    (rc = find(m, &L->wgate, NAME("mlp.gate_proj.weight"), 2, F, D)) ||
-	    (rc = find(m, &L->wup, NAME("mlp.up_proj.weight"), 2, F, D)) ||
-	    (rc = find(m, &L->wdown, NAME("mlp.down_proj.weight"), 2, D, F)) ||
+	if ((rc = find_weight(m, &L->wq, NAME("self_attn.q_proj.weight"), QD, D)) ||
+	    (rc = find_weight(m, &L->wk, NAME("self_attn.k_proj.weight"), KD, D)) ||
+	    (rc = find_weight(m, &L->wv, NAME("self_attn.v_proj.weight"), KD, D)) ||
+	    (rc = find_weight(m, &L->wo, NAME("self_attn.o_proj.weight"), D, QD)) ||
+	    (rc = find_weight(m, &L->wgate, NAME("mlp.gate_proj.weight"), F, D)) ||
+	    (rc = find_weight(m, &L->wup, NAME("mlp.up_proj.weight"), F, D)) ||
+	    (rc = find_weight(m, &L->wdown, NAME("mlp.down_proj.weight"), D, F)) ||
 	    (rc = find_vec(m, &L->attn_norm, NAME("input_layernorm.weight"), D)) ||
 	    (rc = find_vec(m, &L->attn_out_norm, NAME("input_layernorm_2.weight"), D)) ||
 	    (rc = find_vec(m, &L->mlp_norm, NAME("post_attention_layernorm.weight"), D)) ||
@@ -213,8 +255,8 @@ static int load_weights(struct ouro_model *m)
 	if ((rc = find(m, &m->embed, "model.embed_tokens.weight", 2, c->vocab_size, c->hidden_size)))
 		return rc;
 	if (c->tie_word_embeddings)
-		m->lm_head = m->embed;
-	else if ((rc = find(m, &m->lm_head, "lm_head.weight", 2, c->vocab_size, c->hidden_size)))
+		m->lm_head = (struct ouro_weight){m->embed, NULL, c->vocab_size, c->hidden_size};
+	else if ((rc = find_weight(m, &m->lm_head, "lm_head.weight", c->vocab_size, c->hidden_size)))
 		return rc;
 	if (!(m->layers = calloc((size_t)c->num_hidden_layers, sizeof *m->layers)))
 		return ouro_fail(OURO_ENOMEM, "out of memory");

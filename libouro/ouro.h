@@ -187,6 +187,11 @@ void ouro_model_free(struct ouro_model *m);
 const struct ouro_config *ouro_model_config(const struct ouro_model *m);
 const char *ouro_model_dir(const struct ouro_model *m);
 
+/* Writes the model's weights to out as one safetensors file with every
+ * layer matrix and lm_head quantized to q8_0 (see ouro-quantize(1)); other
+ * tensors are copied unchanged. */
+int ouro_model_quantize(const struct ouro_model *m, FILE *out, const char *what);
+
 /* The directory to use: dir if not NULL, else $OURO_MODEL, else the
  * bundled default model. */
 const char *ouro_model_path(const char *dir);
@@ -242,5 +247,10 @@ int ouro_gen_prefill(struct ouro_gen *g, const int32_t *ids, int64_t n, float *h
 /* Feeds the next token; h and *exit_step as for the prefill. */
 int ouro_gen_step(struct ouro_gen *g, int32_t id, float *h, int *exit_step);
 const struct ouro_gen_stats *ouro_gen_stats(const struct ouro_gen *g);
+
+/* ---- NumPy export ------------------------------------------------------
+ * .npy files and .npz archives of tensors (npy.c); see export.h. */
+
+#include "export.h"
 
 #endif

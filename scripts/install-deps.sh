@@ -6,7 +6,8 @@ set -eu
 # Build: compiler, BLAS, JSON, Unicode tables, compression, pkg-config.
 # Tests: NumPy for the independent reference, mandoc to check man pages.
 packages="build-essential pkg-config libopenblas-dev libjansson-dev
-libutf8proc-dev zlib1g-dev python3 python3-numpy mandoc"
+libutf8proc-dev zlib1g-dev python3 python3-numpy mandoc libpcre2-dev
+sentencepiece"
 
 missing=""
 for p in $packages; do

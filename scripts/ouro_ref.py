@@ -22,6 +22,8 @@ As a module it provides:
   exit_choice(p, cdf, hidden, rule)  exit steps and exit states of a rule
   step_losses(head, hidden, tokens)  per-step next-token cross-entropy [T, n-1]
   stage2_loss(w, b, hidden, losses)  the Stage II focused adaptive gate loss
+  rolling_windows(tokens, ...)  lm-evaluation-harness loglikelihood_rolling windows
+  eval_ppl(...), eval_choice(...)  per-loop, per-rule NLL and choice accuracy
 
 As a program:
   ouro_ref.py check --model DIR [--steps T] --ids FILE --records FILE [--tol X]
@@ -38,6 +40,13 @@ As a program:
   ouro_ref.py stage2 --model DIR [--gate FILE] --records FILE [-q Q]
       prints the Stage II loss of a gate on ouro-forward records and the
       mean exit step at threshold Q.
+  ouro_ref.py eval-ppl --model DIR --ids FILE --window W [--context C]
+             [--prefix ID] [--beta B] [-q Q,...] [-e EPS,...]
+      prints as JSON the means ouro-eval ppl reports, one document of ids
+      a line.
+  ouro_ref.py eval-choice --model DIR --requests FILE --window W [-q ..] [-e ..]
+      prints as JSON the accuracies ouro-eval choice reports, for requests
+      already tokenized.
   ouro_ref.py selftest
       checks the reference against itself: token-by-token decoding with
       one KV slot per (loop, layer) against the batched pass, the
@@ -835,6 +844,167 @@ def cmd_stage2(args):
     return 0
 
 
+# ---- evaluation: per-loop perplexity and multiple choice (ouro-eval) -------
+#
+# Written from lm-evaluation-harness's definitions, not from ouro-eval's C:
+# loglikelihood_rolling windows as get_rolling_token_windows followed by
+# make_disjoint_window, every request scored as HFLM scores one (the input
+# is (context + continuation)[-(max_len + 1):][:-1], the continuation's
+# tokens are the last ones), and the exit rules of exit_choice().
+
+def rolling_windows(tokens, prefix, max_len, context_len=1):
+    """The (context, continuation) token lists of loglikelihood_rolling
+    over one document: every token is in exactly one continuation."""
+    tokens = [int(x) for x in tokens]
+    if not tokens:
+        return []
+    pred_len = max_len - context_len + 1
+    first = min(max_len, len(tokens))
+    pairs = [([prefix] + tokens[:first - 1], tokens[:first])]
+    predicted = first
+    while predicted < len(tokens):
+        take = min(len(tokens) - predicted, pred_len)
+        end = predicted + take
+        pairs.append((tokens[end - max_len - 1:end - 1], tokens[end - take:end]))
+        predicted += take
+    # make_disjoint_window: the context loses what the continuation repeats
+    return [(a[:len(a) - (len(b) - 1)], b) for a, b in pairs]
+
+
+def score_request(m, head, gm, context, continuation, max_len, steps, rules):
+    """One loglikelihood request at every loop and under every rule.
+
+    Returns (loss [T, k], greedy [T, k], pdf [T, k], exits [R, k]) for the k
+    continuation tokens: the cross-entropy of each from hidden[t] of the
+    position before it, whether it is the argmax there, the exit pdf of
+    that position and its exit step (0-based) under each rule."""
+    whole = (list(context) + list(continuation))[-(max_len + 1):]
+    inp = whole[:-1]
+    n, k = len(inp), len(continuation)
+    hidden = forward(m, inp, steps)
+    _, p, cdf = gate(gm, hidden)
+    pos = np.arange(n - k, n)
+    target = np.asarray(continuation, dtype=np.int64)
+    loss = np.empty((steps, k))
+    greedy = np.empty((steps, k), dtype=bool)
+    for t in range(steps):
+        logits = hidden[t, pos] @ head.T                    # [k, V]
+        for j in range(k):
+            lp = log_softmax(logits[j])
+            loss[t, j] = -lp[target[j]]
+            greedy[t, j] = int(np.argmax(logits[j])) == target[j]
+    exits = np.array([exit_choice(p, cdf, hidden, r)[0][pos] for r in rules],
+                     dtype=np.int64).reshape(len(rules), k)
+    return loss, greedy, p[:, pos], exits
+
+
+def eval_ppl(m, head, gm, docs, steps, max_len, context_len, prefix, beta, rules):
+    """Means over every token of every document: per-loop NLL, the exit
+    distribution's entropy, expected NLL and loops, the Stage I objective
+    (expected NLL - beta * entropy) and, per rule, NLL and average loops."""
+    T = steps
+    nll = np.zeros(T)
+    ent = exp_nll = exp_loops = 0.0
+    rule_nll = np.zeros(len(rules))
+    rule_loops = np.zeros(len(rules))
+    ntok = 0
+    for doc in docs:
+        for ctx, cont in rolling_windows(doc, prefix, max_len, context_len):
+            loss, _, p, exits = score_request(m, head, gm, ctx, cont, max_len, T, rules)
+            ntok += len(cont)
+            nll += loss.sum(axis=1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ent += float(-np.sum(np.where(p > 0, p * np.log(p), 0.0)))
+            exp_nll += float(np.sum(p * loss))
+            exp_loops += float(np.sum(p * np.arange(1, T + 1)[:, None]))
+            for r in range(len(rules)):
+                rule_nll[r] += loss[exits[r], np.arange(len(cont))].sum()
+                rule_loops[r] += (exits[r] + 1).sum()
+    return {"tokens": ntok,
+            "nll": list(nll / ntok),
+            "entropy": ent / ntok,
+            "expected_nll": exp_nll / ntok,
+            "stage1": (exp_nll - beta * ent) / ntok,
+            "expected_loops": exp_loops / ntok,
+            "rule_nll": list(rule_nll / ntok),
+            "rule_loops": list(rule_loops / ntok)}
+
+
+def eval_choice(m, head, gm, examples, steps, max_len, rules):
+    """Multiple choice as lm-evaluation-harness scores it. examples: dicts
+    with "gold" and "pairs", each pair {"context": ids, "continuation":
+    ids, "chars": length of the choice}. For every loop and then every rule
+    (columns c = 0..T+R-1): acc (argmax of the summed log-likelihoods is
+    gold), acc_norm (argmax of log-likelihood / chars), greedy (the gold
+    continuation is the greedy decode), the gold log-likelihood, and per
+    rule the average loops per continuation token; plus every example's
+    log-likelihoods [choices, T+R]."""
+    T, R = steps, len(rules)
+    acc = np.zeros(T + R)
+    acc_norm = np.zeros(T + R)
+    greedy = np.zeros(T + R)
+    gold_ll = np.zeros(T + R)
+    loops = np.zeros(R)
+    ntok = 0
+    lls = []
+    for ex in examples:
+        ll = np.empty((len(ex["pairs"]), T + R))
+        gr = np.empty((len(ex["pairs"]), T + R), dtype=bool)
+        for c, pair in enumerate(ex["pairs"]):
+            loss, g, _, exits = score_request(m, head, gm, pair["context"],
+                                              pair["continuation"], max_len, T, rules)
+            k = len(pair["continuation"])
+            ntok += k
+            ll[c, :T] = -loss.sum(axis=1)
+            gr[c, :T] = g.all(axis=1)
+            for r in range(R):
+                ll[c, T + r] = -loss[exits[r], np.arange(k)].sum()
+                gr[c, T + r] = g[exits[r], np.arange(k)].all()
+                loops[r] += (exits[r] + 1).sum()
+        chars = np.array([float(pair["chars"]) for pair in ex["pairs"]])
+        gold = ex["gold"]
+        for col in range(T + R):
+            acc[col] += int(np.argmax(ll[:, col])) == gold
+            acc_norm[col] += int(np.argmax(ll[:, col] / chars)) == gold
+            greedy[col] += gr[gold, col]
+            gold_ll[col] += ll[gold, col]
+        lls.append(ll.tolist())
+    E = len(examples)
+    return {"examples": E, "tokens": ntok, "acc": list(acc / E),
+            "acc_norm": list(acc_norm / E), "greedy": list(greedy / E),
+            "gold_ll": list(gold_ll / E), "avg_loops": list(loops / max(ntok, 1)),
+            "ll": lls}
+
+
+def eval_rules(args):
+    return ([("threshold", float(q)) for q in args.q.split(",") if q] +
+            [("diff", float(e)) for e in args.e.split(",") if e])
+
+
+def cmd_eval_ppl(args):
+    m = load_model(args.model)
+    gm = GateModel(*load_gate(args.model, args.gate)) if args.gate else m
+    steps = m.T if args.steps is None else args.steps
+    res = eval_ppl(m, load_lm_head(args.model), gm, read_ids(args.ids), steps,
+                   args.window, args.context, args.prefix, args.beta, eval_rules(args))
+    json.dump(res, sys.stdout, indent=1)
+    print()
+    return 0
+
+
+def cmd_eval_choice(args):
+    m = load_model(args.model)
+    gm = GateModel(*load_gate(args.model, args.gate)) if args.gate else m
+    steps = m.T if args.steps is None else args.steps
+    with open(args.requests, encoding="utf-8") as f:
+        examples = json.load(f)
+    res = eval_choice(m, load_lm_head(args.model), gm, examples, steps, args.window,
+                      eval_rules(args))
+    json.dump(res, sys.stdout, indent=1)
+    print()
+    return 0
+
+
 # ---- self-test ---------------------------------------------------------------
 
 def random_model(rng, V=50, D=24, F=40, N=2, H=4, KV=2, hd=8, T=3,
@@ -1072,13 +1242,35 @@ def main(argv):
     p.add_argument("--gate", metavar="FILE", help="gate weights instead of the model's")
     p.add_argument("--records", required=True, metavar="FILE")
     p.add_argument("-q", type=float, default=1.0, help="threshold for the mean exit step")
+    p = sub.add_parser("eval-ppl", help="per-loop perplexity as ouro-eval ppl")
+    p.add_argument("--model", required=True, metavar="DIR")
+    p.add_argument("--gate", metavar="FILE", help="gate weights instead of the model's")
+    p.add_argument("--steps", type=positive, metavar="T")
+    p.add_argument("--ids", required=True, metavar="FILE", help="one document of ids a line")
+    p.add_argument("--window", type=positive, required=True, metavar="W")
+    p.add_argument("--context", type=positive, default=1, metavar="C")
+    p.add_argument("--prefix", type=int, default=0, metavar="ID")
+    p.add_argument("--beta", type=float, default=0.1)
+    p.add_argument("-q", default="", metavar="Q,...", help="threshold rules")
+    p.add_argument("-e", default="", metavar="EPS,...", help="hidden-difference rules")
+    p = sub.add_parser("eval-choice", help="multiple-choice scores as ouro-eval choice")
+    p.add_argument("--model", required=True, metavar="DIR")
+    p.add_argument("--gate", metavar="FILE", help="gate weights instead of the model's")
+    p.add_argument("--steps", type=positive, metavar="T")
+    p.add_argument("--requests", required=True, metavar="FILE",
+                   help='JSON: [{"gold": g, "pairs": [{"context": ids, '
+                   '"continuation": ids, "chars": n}, ...]}, ...]')
+    p.add_argument("--window", type=positive, required=True, metavar="W")
+    p.add_argument("-q", default="", metavar="Q,...", help="threshold rules")
+    p.add_argument("-e", default="", metavar="EPS,...", help="hidden-difference rules")
     p = sub.add_parser("selftest", help="check the reference against itself")
     p.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
     try:
         return {"check": cmd_check, "forward": cmd_forward,
                 "selftest": cmd_selftest,
-                "gate": cmd_gate, "stage2": cmd_stage2}[args.cmd](args)
+                "gate": cmd_gate, "stage2": cmd_stage2,
+                "eval-ppl": cmd_eval_ppl, "eval-choice": cmd_eval_choice}[args.cmd](args)
     except (FormatError, OSError, ValueError, KeyError) as e:
         print("%s: %s" % (PROG, e), file=sys.stderr)
         return 2

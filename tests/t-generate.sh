@@ -1,0 +1,149 @@
+#!/bin/sh
+# t-generate - ouro-generate against the staged pipeline and the reference.
+#
+#   1. Greedy ouro-generate (all loops, q = 1, --kv full) gives the same
+#      tokens as running ouro-forward | ouro-gate | ouro-sample once per
+#      new token, and as the independent NumPy reference (argmax of the
+#      lm_head over the reference's last-step state of the whole sequence),
+#      on the bundled fixture and on a fresh random model.
+#   2. With a sampling temperature and a seed, generate and the pipeline
+#      (same seed) draw the same tokens: randomness depends only on the
+#      seed and the position.
+#   3. A static exit at step s needs s+1 loops per decoded token, and a
+#      threshold exit does fewer layer passes than the full loop; --kv last
+#      keeps a smaller cache than --kv full (figures printed as '#').
+#   4. Bad option values and prompts: one stderr line, exit status 2 or 1.
+set -u
+: "${PYTHON:=/usr/bin/python3}"
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/t-generate.XXXXXX") || exit 1
+trap 'rm -rf "$tmp"' EXIT
+seed=${OURO_TEST_SEED:-$(( ($$ * 7919 + $(date +%s)) % 1000000007 ))}
+echo "# seed $seed (rerun with OURO_TEST_SEED=$seed)"
+failed=0
+fail() {
+	echo "FAIL: $*"
+	failed=1
+}
+
+# pipeline MODEL N SEQ [sample options]: extends the id sequence SEQ by N
+# tokens, one process chain per token; prints the new ids.
+pipeline() {
+	model=$1 n=$2 seq=$3
+	shift 3
+	start=$(echo "$seq" | wc -w)
+	i=0
+	while [ "$i" -lt "$n" ]; do
+		seq=$(echo "$seq" | ouro-forward -m "$model" | ouro-gate -m "$model" -q 1 |
+			ouro-sample -m "$model" -t "$@") || return 1
+		i=$((i + 1))
+	done
+	echo "$seq" | cut -d' ' -f$((start + 1))-
+}
+
+# reference MODEL N SEQ: the reference's greedy continuation.
+reference() {
+	"$PYTHON" - "$1" "$2" "$3" <<'PY'
+import sys
+sys.path.insert(0, "scripts")
+import numpy as np
+import ouro_ref as R
+m = R.load_model(sys.argv[1])
+head = R.load_lm_head(sys.argv[1])
+seq = [int(x) for x in sys.argv[3].split()]
+new = []
+for _ in range(int(sys.argv[2])):
+    hidden = R.forward(m, seq)
+    logits = head @ hidden[-1][-1]
+    tok = int(np.argmax(logits))
+    new.append(tok)
+    seq.append(tok)
+print(" ".join(map(str, new)))
+PY
+}
+
+# compare NAME MODEL PROMPT: generate vs pipeline vs reference, 5 tokens.
+compare() {
+	gen=$(echo "$3" | ouro-generate -m "$2" --prompt-ids -t -n 5 -q 1 --kv full) ||
+		{ fail "$1: ouro-generate failed"; return; }
+	pipe=$(pipeline "$2" 5 "$3") || { fail "$1: pipeline failed"; return; }
+	ref=$(reference "$2" 5 "$3") || { fail "$1: reference failed"; return; }
+	# generate stops early at an end-of-turn id that the pipeline emits
+	case "$pipe" in
+	"$gen"*) ;;
+	*) fail "$1: generate '$gen' != pipeline '$pipe'" ;;
+	esac
+	[ "$pipe" = "$ref" ] || fail "$1: pipeline '$pipe' != reference '$ref'"
+	echo "# $1: generate, pipeline and reference agree: $gen"
+}
+
+fixture=models/ouro-fixture
+compare "fixture" "$fixture" "19556 905 17 216 33 34 35"
+
+rnd=$tmp/rnd
+"$PYTHON" scripts/make-model --out "$rnd" --vocab 500 --hidden 48 --heads 4 --kv-heads 2 \
+	--head-dim 12 --ffn 64 --layers 2 --steps 4 --max-pos 256 --dtype bf16 \
+	--seed "$seed" >/dev/null || fail "make-model"
+prompt=$("$PYTHON" -c "import random; r=random.Random($seed); print(' '.join(str(r.randrange(3, 500)) for _ in range(r.randrange(1, 40))))")
+compare "random model" "$rnd" "$prompt"
+
+# sampled: generate and pipeline draw the same tokens for the same seed
+gen=$(echo "$prompt" | ouro-generate -m "$rnd" --prompt-ids -t -n 4 -q 1 \
+	--temperature 1.5 --top-k 50 --seed "$seed")
+pipe=$(pipeline "$rnd" 4 "$prompt" --temperature 1.5 --top-k 50 --seed "$seed")
+case "$pipe" in
+"$gen"*) echo "# sampled at temperature 1.5: generate and pipeline agree: $gen" ;;
+*) fail "sampled: generate '$gen' != pipeline '$pipe'" ;;
+esac
+
+# loops and cache: -v reports them
+stats() {
+	echo "$prompt" | ouro-generate -m "$rnd" --prompt-ids -t -n 20 -v "$@" 2>&1 >/dev/null
+}
+loops() {
+	sed -n 's/.* \([0-9.]*\) loops per decoded token (\([0-9]*\) layer passes).*/\1 \2/p'
+}
+for s in 0 1 2 3; do
+	set -- $(stats -s "$s" | loops)
+	[ "${1:-}" = "$((s + 1)).00" ] || fail "-s $s: $* loops per token, expected $((s + 1))"
+done
+full=$(stats -q 1 | loops)
+half=$(stats -q 0.6 | loops)
+echo "# loops per decoded token and layer passes: -q 1: $full; -q 0.6: $half"
+[ "${half#* }" -lt "${full#* }" ] || fail "-q 0.6 did not save layer passes"
+kvf=$(stats -s 1 --kv full | sed -n 's/.*KV cache \([0-9.]*\) KiB.*/\1/p')
+kvl=$(stats -s 1 --kv last | sed -n 's/.*KV cache \([0-9.]*\) KiB.*/\1/p')
+kvm=$(stats -s 1 --kv mean | sed -n 's/.*KV cache \([0-9.]*\) KiB.*/\1/p')
+echo "# KV cache KiB: full $kvf, last $kvl, mean $kvm"
+[ "$kvl" = "$kvm" ] && awk -v f="$kvf" -v l="$kvl" 'BEGIN { exit !(l < f) }' ||
+	fail "--kv last/mean cache not smaller than full"
+
+# bad input: one line on stderr, documented status, nothing on stdout
+bad() {
+	want=$1
+	shift
+	echo "19556 905" | ouro-generate "$@" >"$tmp/out" 2>"$tmp/err"
+	rc=$?
+	[ "$rc" -eq "$want" ] || fail "ouro-generate $*: exit $rc, expected $want"
+	[ "$(wc -l <"$tmp/err")" -eq 1 ] || fail "ouro-generate $*: stderr is not one line: $(cat "$tmp/err")"
+	grep -q '^ouro-generate: ' "$tmp/err" || fail "ouro-generate $*: stderr: $(cat "$tmp/err")"
+	[ ! -s "$tmp/out" ] || fail "ouro-generate $*: wrote to stdout"
+}
+bad 2 -q 1.5
+bad 2 -s 4 --prompt-ids
+bad 2 -e -1
+bad 2 -q 0.5 -s 1
+bad 2 --kv some
+bad 2 --temperature -1
+bad 2 --top-p 0
+bad 2 --seed x
+bad 2 --system hi
+bad 2 --no-such-option
+echo "x y" | ouro-generate --prompt-ids >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "not a token id" "$tmp/err" || fail "non-numeric prompt ids: $(cat "$tmp/err")"
+echo "99999999" | ouro-generate --prompt-ids -t >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "outside the vocabulary" "$tmp/err" || fail "id out of range: $(cat "$tmp/err")"
+printf '' | ouro-generate >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "empty" "$tmp/err" || fail "empty prompt: $(cat "$tmp/err")"
+ouro-generate -m "$tmp/none" hi >/dev/null 2>"$tmp/err"
+[ $? -eq 3 ] || fail "missing model dir: $(cat "$tmp/err")"
+exit $failed
