@@ -378,7 +378,26 @@ def load_model(path):
     else:
         raise FormatError("%s: neither model.safetensors nor "
                           "model.safetensors.index.json" % path)
-    return Model(config, weights, path)
+    return Model(config, dequantize_q8_0(weights), path)
+
+
+def dequantize_q8_0(weights):
+    """Replaces every q8_0 pair (NAME.q8_0 int8 [out, in], NAME.q8_0_scale
+    [out, in/32]) by NAME = q * scale, each scale applying to a block of 32
+    consecutive weights of a row (the format ouro-quantize writes)."""
+    out = {}
+    for name, value in weights.items():
+        if name.endswith(".q8_0_scale"):
+            continue
+        if name.endswith(".q8_0"):
+            scale = weights[name + "_scale"].floats(np.float32)
+            q = value.ints().astype(np.float32)
+            blocks = q.reshape(q.shape[0], -1, 32) * scale[:, :, None]
+            out[name[:-len(".q8_0")]] = Tensor("F32", tuple(q.shape),
+                                               blocks.reshape(q.shape))
+        else:
+            out[name] = value
+    return out
 
 
 # ---- forward pass ---------------------------------------------------------
