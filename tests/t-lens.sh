@@ -189,7 +189,7 @@ expect_fail 2 "^ouro-lens: -k: '0' is not an integer in 1..1000$" ouro-lens -k 0
 expect_fail 2 "^ouro-lens: -q: '1.5' is not a number in 0..1$" ouro-lens -q 1.5 hello
 expect_fail 2 "^ouro-lens: -T: 'x' is not an integer" ouro-lens -T x hello
 expect_fail 2 "^ouro-lens: --bogus: unknown option" ouro-lens --bogus hello
-expect_fail 1 "^ouro-lens: the prompt is empty$" ouro-lens </dev/null
+expect_fail 1 "^ouro-lens: the prompt is empty$" sh -c "ouro-lens </dev/null"
 expect_fail 1 "^ouro-lens: prompt: 'x1' is not a token id$" ouro-lens --prompt-ids 1 x1
 expect_fail 1 "outside the vocabulary" ouro-lens --prompt-ids 1 49152
 ouro-gate --drop-hidden "$tmp/gate.rec" >"$tmp/nohidden.rec"

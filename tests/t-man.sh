@@ -24,7 +24,7 @@ OURO_MODEL=$root/models/ouro-fixture
 export PATH OURO_MODEL
 
 # Pages whose examples are run (add a page once its programs exist).
-example_pages="man/ouro-forward.1 man/ouro-generate.1 man/ouro-dump.1 man/ouro-gate.1 man/ouro-sample.1 man/ouro-lens.1 man/ouro-tokenize.1 man/ouro-quantize.1"
+example_pages="man/ouro-forward.1 man/ouro-generate.1 man/ouro-dump.1 man/ouro-gate.1 man/ouro-sample.1 man/ouro-lens.1 man/ouro-eval.1 man/ouro-tokenize.1 man/ouro-quantize.1"
 
 status=0
 fail() {
