@@ -40,7 +40,7 @@ struct ouro_gen {
 	float **kslot, **vslot;     /* [T*N] -> [rows, KD]: cap rows (full) or P rows */
 	float **kshare, **vshare;   /* [N] -> [cap - P, KD] (last, mean) */
 	struct ouro_fwd_buf b;      /* buffers for one position */
-	float *scores;              /* [cap] */
+	float *scores;              /* [threads, cap] */
 	float *hprev;               /* [D] state after the previous loop */
 	float *hmix;                /* [D] pdf-weighted mixture (weighted exit) */
 	float *kacc, *vacc;         /* [N, KD] sums over loops (mean) */
@@ -83,7 +83,7 @@ int ouro_gen_new(struct ouro_gen **out, struct ouro_model *m, const struct ouro_
 	if ((!o->gate && (rc = ouro_gate_from_model(&g->own_gate, m))) ||
 	    (rc = ouro_fwd_alloc(&g->b, c, 1)))
 		goto fail;
-	g->scores = malloc((size_t)g->cap * sizeof *g->scores);
+	g->scores = malloc((size_t)ouro_threads() * (size_t)g->cap * sizeof *g->scores);
 	g->hprev = malloc((size_t)g->D * sizeof *g->hprev);
 	g->hmix = malloc((size_t)g->D * sizeof *g->hmix);
 	g->kacc = malloc((size_t)(g->N * g->KD) * sizeof *g->kacc);
@@ -215,46 +215,65 @@ int ouro_gen_prefill(struct ouro_gen *g, const int32_t *ids, int64_t n, float *h
 	return rc;
 }
 
-/* Attention of the one query in g->b.q over the keys of slot (t, l):
- * the prompt's rows, the decoded tokens' rows (the slot itself under
- * full, the layer's shared cache otherwise), and the token's own. */
-static void attend(struct ouro_gen *g, int t, int64_t l)
-{
-	const struct ouro_config *c = ouro_model_config(g->m);
-	int64_t H = c->num_attention_heads, hd = c->head_dim, group = H / c->num_key_value_heads;
-	int64_t slot = t * g->N + l, KD = g->KD, P = g->prompt, nd = g->pos - P;
-	int full = g->o.kv == OURO_KV_FULL;
-	const float *seg_k[3] = {g->kslot[slot], full ? g->kslot[slot] + P * KD : g->kshare[l], g->b.k};
-	const float *seg_v[3] = {g->vslot[slot], full ? g->vslot[slot] + P * KD : g->vshare[l], g->b.v};
-	int64_t seg_n[3] = {P, nd, 1};
-	float scale = 1.0f / sqrtf((float)hd);
+struct attend_job {
+	struct ouro_gen *g;
+	const float *seg_k[3], *seg_v[3];   /* prompt rows, decoded rows, own */
+	int64_t seg_n[3];
+};
 
-	for (int64_t h = 0; h < H; h++) {
+/* Heads [begin, end) of the one query in g->b.q, on thread `part`. */
+static void attend_heads(void *ctx, int part, int64_t begin, int64_t end)
+{
+	const struct attend_job *a = ctx;
+	struct ouro_gen *g = a->g;
+	const struct ouro_config *c = ouro_model_config(g->m);
+	int64_t hd = c->head_dim, group = c->num_attention_heads / c->num_key_value_heads;
+	float scale = 1.0f / sqrtf((float)hd), *scores = g->scores + (size_t)part * (size_t)g->cap;
+
+	for (int64_t h = begin; h < end; h++) {
 		const float *q = g->b.q + h * hd;
 		int64_t off = (h / group) * hd, j = 0;
 		float mx = -INFINITY, sum = 0, *att = g->b.att + h * hd;
 
 		for (int s = 0; s < 3; s++)
-			for (int64_t r = 0; r < seg_n[s]; r++, j++) {
-				const float *k = seg_k[s] + r * KD + off;
+			for (int64_t r = 0; r < a->seg_n[s]; r++, j++) {
+				const float *k = a->seg_k[s] + r * g->KD + off;
 				float d = 0;
 				for (int64_t i = 0; i < hd; i++)
 					d += q[i] * k[i];
-				g->scores[j] = d * scale;
-				mx = g->scores[j] > mx ? g->scores[j] : mx;
+				scores[j] = d * scale;
+				mx = scores[j] > mx ? scores[j] : mx;
 			}
 		for (int64_t r = 0; r < j; r++)
-			sum += g->scores[r] = expf(g->scores[r] - mx);
+			sum += scores[r] = expf(scores[r] - mx);
 		memset(att, 0, (size_t)hd * sizeof *att);
 		j = 0;
 		for (int s = 0; s < 3; s++)
-			for (int64_t r = 0; r < seg_n[s]; r++, j++) {
-				const float *v = seg_v[s] + r * KD + off;
-				float p = g->scores[j] / sum;
+			for (int64_t r = 0; r < a->seg_n[s]; r++, j++) {
+				const float *v = a->seg_v[s] + r * g->KD + off;
+				float p = scores[j] / sum;
 				for (int64_t i = 0; i < hd; i++)
 					att[i] += p * v[i];
 			}
 	}
+}
+
+/* Attention of the one query in g->b.q over the keys of slot (t, l):
+ * the prompt's rows, the decoded tokens' rows (the slot itself under
+ * full, the layer's shared cache otherwise), and the token's own; the
+ * heads are shared out among the threads. */
+static void attend(struct ouro_gen *g, int t, int64_t l)
+{
+	int64_t slot = t * g->N + l, KD = g->KD, P = g->prompt;
+	int full = g->o.kv == OURO_KV_FULL;
+	struct attend_job a = {
+		.g = g,
+		.seg_k = {g->kslot[slot], full ? g->kslot[slot] + P * KD : g->kshare[l], g->b.k},
+		.seg_v = {g->vslot[slot], full ? g->vslot[slot] + P * KD : g->vshare[l], g->b.v},
+		.seg_n = {P, g->pos - P, 1},
+	};
+
+	ouro_parallel_parts(attend_heads, &a, ouro_model_config(g->m)->num_attention_heads);
 }
 
 int ouro_gen_step(struct ouro_gen *g, int32_t id, float *h, int *exit_step)
