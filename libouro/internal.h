@@ -71,6 +71,11 @@ size_t ouro_wbuf_floats(int64_t in);
  * (unused when n is 1). */
 void ouro_matmul(float *y, const float *x, const struct ouro_weight *w,
 		 int64_t n, float *wbuf);
+/* 1 when OURO_MATMUL=bf16 asks for BF16 products and AMX is usable. */
+int ouro_amx_enabled(void);
+/* ouro_matmul on AMX tiles with x rounded to BF16 (amx.c). */
+int ouro_amx_matmul(float *y, const float *x, const struct ouro_weight *w, int64_t n);
+
 /* The number of threads the kernels use (ouro_set_threads, default: all
  * cores). Set it before anything else: buffers are sized by it. */
 int ouro_threads(void);

@@ -76,6 +76,10 @@ void ouro_matmul(float *y, const float *x, const struct ouro_weight *w,
 		ouro_matvec(y, x, w);
 		return;
 	}
+	/* long inputs on AMX tiles when asked for (a failed allocation there
+	 * falls back to the float32 path) */
+	if (n >= 16 && ouro_amx_enabled() && ouro_amx_matmul(y, x, w, n) == OURO_OK)
+		return;
 	ouro_parallel_parts(mm_chunks, &j, (j.out + OURO_CHUNK - 1) / OURO_CHUNK);
 }
 
