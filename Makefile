@@ -2,9 +2,14 @@
 #
 #   make            build libouro.a and the programs into bin/
 #   make check      unit tests, differential tests against the reference,
-#                   shell tests of the programs
-#   make SANITIZE=1 the same with AddressSanitizer and UBSan
+#                   shell tests of the programs, the fuzz corpora replayed;
+#                   then all of it again built with AddressSanitizer,
+#                   UBSan and LeakSanitizer (in build-san/, bin-san/)
+#   make SANITIZE=1 build with AddressSanitizer and UBSan (into build-san/
+#                   and bin-san/ unless BUILD and BIN say otherwise)
 #   make DEBUG=1    no optimisation, full debug info
+#   make fuzz       run the libFuzzer harnesses (FUZZ_SECONDS each; clang)
+#   make valgrind   chosen shell tests with every program under valgrind
 
 CC      ?= cc
 PYTHON  ?= /usr/bin/python3
@@ -20,48 +25,142 @@ CFLAGS  += -O0
 endif
 ifeq ($(SANITIZE),1)
 CFLAGS  += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
-           -fno-sanitize-recover=undefined
+           -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=address,undefined
+BUILD   ?= build-san
+BIN     ?= bin-san
 endif
+# Where objects, the library and unit tests go (BUILD), and the programs (BIN).
+BUILD   ?= build
+BIN     ?= bin
 
 # Where the programs find the bundled model when -m and $OURO_MODEL are unset.
-DEFAULT_MODEL ?= $(CURDIR)/models/ouro-fixture
+DEFAULT_MODEL ?= $(CURDIR)/models/ouro-kjv-tiny
 CFLAGS  += -DOURO_DEFAULT_MODEL='"$(DEFAULT_MODEL)"'
 
 LIB_SRC := $(wildcard libouro/*.c)
-LIB_OBJ := $(LIB_SRC:libouro/%.c=build/libouro/%.o)
-LIB     := build/libouro.a
+LIB_OBJ := $(LIB_SRC:libouro/%.c=$(BUILD)/libouro/%.o)
+LIB     := $(BUILD)/libouro.a
 CMD_SRC := $(wildcard cmd/*.c)
-PROGS   := $(CMD_SRC:cmd/%.c=bin/%)
+PROGS   := $(CMD_SRC:cmd/%.c=$(BIN)/%)
 UNIT_SRC := $(wildcard tests/unit/*.c)
-UNITS   := $(UNIT_SRC:tests/unit/%.c=build/tests/%)
+UNITS   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 all: $(PROGS)
 
-build/libouro/%.o: libouro/%.c $(wildcard libouro/*.h) | build/libouro
+$(BUILD)/libouro/%.o: libouro/%.c $(wildcard libouro/*.h) | $(BUILD)/libouro
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(LIB): $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-bin/%: cmd/%.c $(LIB) $(wildcard libouro/*.h) | bin
+$(BIN)/%: cmd/%.c $(LIB) $(wildcard libouro/*.h) $(wildcard cmd/*.h) | $(BIN)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
-build/tests/%: tests/unit/%.c tests/unit/unit.h $(LIB) | build/tests
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(LIB) | $(BUILD)/tests
 	$(CC) $(CFLAGS) $(LDFLAGS) -Itests/unit -o $@ $< $(LIB) $(LDLIBS)
 
-build/libouro build/tests bin:
+$(BUILD)/libouro $(BUILD)/tests $(BIN):
 	mkdir -p $@
 
-check: all $(UNITS)
-	PYTHON=$(PYTHON) tests/run $(UNITS)
+# The fuzz harnesses of tests/fuzz/ with a plain main() that replays their
+# seed and crash corpora (tests/fuzz/NAME/), built like everything else.
+FUZZ_SRC  := $(filter-out tests/fuzz/fuzz.c tests/fuzz/replay.c,$(wildcard tests/fuzz/*.c))
+FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/%.c=%)
+FUZZ_REPLAY := $(FUZZ_NAMES:%=$(BUILD)/fuzz-replay/%)
+
+# (eval_jsonl includes cmd/ouro-eval.c.)
+FUZZ_DEPS := tests/fuzz/fuzz.c $(wildcard tests/fuzz/*.h) $(wildcard libouro/*.h) \
+	     $(wildcard cmd/*.h) cmd/ouro-eval.c
+
+$(BUILD)/fuzz-replay/%: tests/fuzz/%.c tests/fuzz/replay.c $(FUZZ_DEPS) $(LIB) | $(BUILD)/fuzz-replay
+	$(CC) $(CFLAGS) $(LDFLAGS) -Wno-unused-function -Icmd -DFUZZ_ROOT='"$(CURDIR)"' -o $@ \
+		$< tests/fuzz/fuzz.c tests/fuzz/replay.c $(LIB) $(LDLIBS)
+
+$(BUILD)/fuzz-replay:
+	mkdir -p $@
+
+fuzz-replay: $(FUZZ_REPLAY)
+	@for f in $(FUZZ_NAMES); do \
+		$(BUILD)/fuzz-replay/$$f tests/fuzz/$$f || { echo "FAIL fuzz replay $$f"; exit 1; }; \
+	done
+
+# The sanitizer pass: LeakSanitizer on, every report fatal (an abort, so
+# that no test mistakes it for an exit status of its own); a failed
+# allocation returns NULL, as without the sanitizers. t-install is
+# left out there: it tests make install, which builds its own programs.
+SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=1:allocator_may_return_null=1 \
+	   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:abort_on_error=1
+
+ifeq ($(SANITIZE),1)
+check: all $(UNITS) $(FUZZ_REPLAY)
+	$(SAN_ENV) $(MAKE) --no-print-directory fuzz-replay
+	$(SAN_ENV) PYTHON=$(PYTHON) OURO_BIN=$(CURDIR)/$(BIN) OURO_SKIP=t-install tests/run $(UNITS)
+else
+check: all $(UNITS) $(FUZZ_REPLAY)
+	PYTHON=$(PYTHON) OURO_BIN=$(CURDIR)/$(BIN) tests/run $(UNITS)
+	$(MAKE) --no-print-directory fuzz-replay
+	$(MAKE) --no-print-directory SANITIZE=1 BUILD=$(BUILD)-san BIN=$(BIN)-san check
+endif
 
 clean:
-	rm -rf build bin
+	rm -rf build bin build-san bin-san build-fuzz
 
-.PHONY: all check clean
+.PHONY: all check clean fuzz-replay
 .DELETE_ON_ERROR:
+
+# ---- fuzzing --------------------------------------------------------------
+#
+#   make fuzz [FUZZ_SECONDS=60] [FUZZ_JOBS=2] [FUZZ="st config ..."]
+#
+# Builds the harnesses of tests/fuzz/ with clang's libFuzzer, AddressSanitizer
+# and UBSan into build-fuzz/ and runs each for FUZZ_SECONDS, FUZZ_JOBS at a
+# time, at low priority (tests/fuzz/run-fuzz says where corpora and crashes
+# go). The library is instrumented too.
+
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_JOBS    ?= 2
+FUZZ         ?= $(FUZZ_NAMES)
+FUZZ_CFLAGS  := -O1 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -pthread \
+		-Ilibouro $(shell pkg-config --cflags $(PKGS)) -fno-omit-frame-pointer \
+		-fsanitize=address,undefined -fno-sanitize-recover=all \
+		-DOURO_DEFAULT_MODEL='"$(DEFAULT_MODEL)"'
+FUZZ_LIB_OBJ := $(LIB_SRC:libouro/%.c=build-fuzz/libouro/%.o)
+
+build-fuzz/libouro/%.o: libouro/%.c $(wildcard libouro/*.h)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+build-fuzz/libouro.a: $(FUZZ_LIB_OBJ)
+	rm -f $@
+	ar rcs $@ $^
+
+build-fuzz/%: tests/fuzz/%.c $(FUZZ_DEPS) build-fuzz/libouro.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Wno-unused-function -Icmd \
+		-DFUZZ_ROOT='"$(CURDIR)"' -o $@ $< tests/fuzz/fuzz.c build-fuzz/libouro.a $(LDLIBS)
+
+fuzz: $(FUZZ:%=build-fuzz/%)
+	tests/fuzz/run-fuzz build-fuzz $(FUZZ_SECONDS) $(FUZZ_JOBS) $(FUZZ)
+
+.PHONY: fuzz
+
+# ---- valgrind ---------------------------------------------------------------
+#
+#   make valgrind [VALGRIND_TESTS="t-generate ..."]
+#
+# Runs the chosen shell tests with every program of bin/ under valgrind
+# (memcheck, full leak check): tests/valgrind-run puts wrappers first on
+# PATH; any error or leak fails the program with status 99 and the test
+# with it, and is listed from the logs. Not part of check: it takes minutes.
+
+VALGRIND_TESTS ?= t-forward-errors t-generate t-quantize t-dump t-eval-errors t-pipes t-limits
+
+valgrind: all
+	tests/valgrind-run $(CURDIR)/$(BIN) $(VALGRIND_TESTS)
+
+.PHONY: valgrind
 
 # ---- install ------------------------------------------------------------
 #
@@ -84,7 +183,7 @@ LIBDIR  := $(PREFIX)/lib
 INCDIR  := $(PREFIX)/include/ouro
 MANDIR  := $(PREFIX)/share/man
 DATADIR := $(PREFIX)/share/ouro
-MODEL_NAME := ouro-fixture
+MODEL_NAME := ouro-kjv-tiny
 # every header of libouro but the internal ones (internal.h, tok_internal.h)
 PUBLIC_HEADERS := $(filter-out %internal.h,$(wildcard libouro/*.h))
 MAN_PAGES := $(wildcard man/*.[0-9])
@@ -142,3 +241,14 @@ uninstall:
 FORCE:
 
 .PHONY: install uninstall FORCE
+
+# make bench: speed against this machine's ceilings and PyTorch (scripts/bench;
+# BENCH_ARGS=--small for a quick run). Not part of check.
+$(BUILD)/bench-kernels: scripts/bench-kernels.c
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS)
+
+bench: all $(BUILD)/bench-kernels
+	$(PYTHON) scripts/bench --bin $(BIN) --kernels $(BUILD)/bench-kernels $(BENCH_ARGS)
+
+.PHONY: bench

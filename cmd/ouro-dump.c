@@ -565,14 +565,10 @@ int main(int argc, char **argv)
 		case OPT_JSON: opt.as_json = 1; break;
 		case OPT_TEXT: opt.text = 1; break;
 		case OPT_LIMIT:
-			if (ouro_parse_int(optarg, 0, LONG_MAX, &opt.limit, "--limit"))
-				usage_error("%s", ouro_errmsg());
+			opt.limit = cli_long(optarg, 0, LONG_MAX, "--limit");
 			limit_given = 1;
 			break;
-		case OPT_RECORD:
-			if (ouro_parse_int(optarg, 1, LONG_MAX, &opt.record, "--record"))
-				usage_error("%s", ouro_errmsg());
-			break;
+		case OPT_RECORD: opt.record = cli_long(optarg, 1, LONG_MAX, "--record"); break;
 		case OPT_TENSOR: opt.tensor = optarg; break;
 		case OPT_NPZ: opt.npz = optarg; break;
 		case OPT_NPY: opt.npy = 1; opt.tensor = optarg; break;
@@ -601,9 +597,7 @@ int main(int argc, char **argv)
 	path = opt.npz ? opt.npz : opt.output;
 	if (opt.npz || opt.npy)
 		cli_binary_stdout(path);
-	if ((rc = ouro_output_open(&o, &out.f, path)))
-		die(rc);
-	out.name = path && strcmp(path, "-") ? path : "stdout";
+	out.name = cli_output_open(&o, &out.f, path);
 	if (opt.npz && (rc = ouro_npz_new(&out.npz, out.f, out.name, -1)))
 		goto fail;
 

@@ -25,7 +25,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -93,59 +92,10 @@ static void usage(FILE *f)
 
 /* ---- small helpers ------------------------------------------------------ */
 
-/* Re-fails with `where: ` before the library's last message. */
-static int refail(int rc, const char *where)
-{
-	char msg[1024];
-
-	snprintf(msg, sizeof msg, "%s", ouro_errmsg());
-	return ouro_fail(rc, "%s: %s", where, msg);
-}
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* The shortest decimal form of v that reads back as v. */
-static void format_double(char *buf, size_t len, double v)
-{
-	for (int prec = 1; prec <= 17; prec++) {
-		snprintf(buf, len, "%.*g", prec, v);
-		if (strtod(buf, NULL) == v)
-			return;
-	}
-}
-
 /* A JSON number, or null when v is not finite (JSON has no inf/nan). */
 static json_t *jreal(double v)
 {
 	return isfinite(v) ? json_real(v) : json_null();
-}
-
-/* Parses a whole finite number in lo..hi or dies with a usage error. */
-static double parse_double(const char *s, double lo, double hi, const char *what)
-{
-	char *end;
-	double v;
-
-	errno = 0;
-	v = strtod(s, &end);
-	if (!*s || *end || errno || !isfinite(v) || v < lo || v > hi)
-		usage_error("%s: '%s' is not a number in %g..%g", what, s, lo, hi);
-	return v;
-}
-
-static long parse_long(const char *s, long lo, long hi, const char *what)
-{
-	long v;
-
-	if (ouro_parse_int(s, lo, hi, &v, what))
-		usage_error("%s", ouro_errmsg());
-	return v;
 }
 
 /* Reads a whole file ("-": stdin) into a NUL-terminated buffer. */
@@ -358,9 +308,9 @@ static void add_rules(struct opts *o, const char *list, enum ouro_exit_kind kind
 		memset(r, 0, sizeof *r);
 		r->kind = kind;
 		if (kind == OURO_EXIT_THRESHOLD)
-			r->q = parse_double(item, 0, 1, "--threshold");
+			r->q = cli_real(item, 0, 1, "--threshold");
 		else
-			r->eps = parse_double(item, 0, INFINITY, "--eps");
+			r->eps = cli_real(item, 0, INFINITY, "--eps");
 		if (!p[len])
 			break;
 		p += len + 1;
@@ -371,7 +321,7 @@ static void rule_text(char *buf, size_t len, const struct ouro_exit_rule *r)
 {
 	char num[40];
 
-	format_double(num, sizeof num, r->kind == OURO_EXIT_THRESHOLD ? r->q : r->eps);
+	cli_format_double(num, sizeof num, r->kind == OURO_EXIT_THRESHOLD ? r->q : r->eps);
 	snprintf(buf, len, "%s %s", r->kind == OURO_EXIT_THRESHOLD ? "threshold" : "diff", num);
 }
 
@@ -383,8 +333,8 @@ static void parse_shard(struct opts *o, const char *s)
 		usage_error("--shard: '%s' is not K/N", s);
 	memcpy(k, s, (size_t)(slash - s));
 	k[slash - s] = '\0';
-	o->shard_n = parse_long(slash + 1, 1, 1L << 30, "--shard N");
-	o->shard_k = parse_long(k, 0, o->shard_n - 1, "--shard K");
+	o->shard_n = cli_long(slash + 1, 1, 1L << 30, "--shard N");
+	o->shard_k = cli_long(k, 0, o->shard_n - 1, "--shard K");
 }
 
 static void parse_run_options(struct opts *o, int argc, char **argv)
@@ -425,13 +375,13 @@ static void parse_run_options(struct opts *o, int argc, char **argv)
 		switch (c) {
 		case 'm': o->model_dir = optarg; break;
 		case 'G': o->gate_file = optarg; break;
-		case 'T': o->steps = parse_long(optarg, 1, MAX_STEPS, "--steps"); break;
+		case 'T': o->steps = cli_long(optarg, 1, MAX_STEPS, "--steps"); break;
 		case 'q': add_rules(o, optarg, OURO_EXIT_THRESHOLD); break;
 		case 'e': add_rules(o, optarg, OURO_EXIT_DIFF); break;
-		case 'B': o->beta = parse_double(optarg, 0, 1e6, "--beta"); break;
-		case 'W': o->window = parse_long(optarg, 1, 1L << 24, "--window"); break;
-		case 'C': o->context = parse_long(optarg, 1, 1L << 24, "--context"); break;
-		case 'P': o->prefix = parse_long(optarg, 0, INT32_MAX, "--prefix-token"); break;
+		case 'B': o->beta = cli_real(optarg, 0, 1e6, "--beta"); break;
+		case 'W': o->window = cli_long(optarg, 1, 1L << 24, "--window"); break;
+		case 'C': o->context = cli_long(optarg, 1, 1L << 24, "--context"); break;
+		case 'P': o->prefix = cli_long(optarg, 0, INT32_MAX, "--prefix-token"); break;
 		case 'f':
 			for (o->format = FMT_AUTO; o->format <= FMT_IDS; o->format++)
 				if (strcmp(optarg, format_names[o->format]) == 0)
@@ -441,7 +391,7 @@ static void parse_run_options(struct opts *o, int argc, char **argv)
 			break;
 		case 'F': o->field = optarg; break;
 		case 'K': o->per_token = optarg; break;
-		case 'L': o->limit = parse_long(optarg, 0, LONG_MAX, "--limit"); break;
+		case 'L': o->limit = cli_long(optarg, 0, LONG_MAX, "--limit"); break;
 		case 'S': parse_shard(o, optarg); break;
 		case 'l': o->log = optarg; break;
 		case 'r': o->resume = 1; break;
@@ -465,13 +415,7 @@ static void parse_run_options(struct opts *o, int argc, char **argv)
 		usage_error("--per-token cannot be resumed; run without --resume or without --per-token");
 	if (o->per_token)
 		cli_binary_stdout(o->per_token);
-	o->inputs = argv + optind;
-	o->ninputs = argc - optind;
-	if (o->ninputs == 0) {
-		static char *stdin_only[] = {"-"};
-		o->inputs = stdin_only;
-		o->ninputs = 1;
-	}
+	o->inputs = cli_inputs(argc, argv, &o->ninputs);
 }
 
 /* ---- examples ------------------------------------------------------------ */
@@ -551,60 +495,85 @@ static int json_line(const char *line, size_t len, const char *where, json_t **o
 	return OURO_OK;
 }
 
+/* The lines of a file's contents buf[0..len), one after the other. */
+struct lines {
+	char *buf;
+	size_t len, pos;
+	const char *name;     /* the file, for messages */
+	long lineno;
+	char where[300];      /* "NAME: line N" of the current line */
+};
+
+/* The next line, without its newline, in *line [*n]; 0 at the end. */
+static int next_line(struct lines *L, char **line, size_t *n)
+{
+	if (L->pos >= L->len)
+		return 0;
+	char *nl = memchr(L->buf + L->pos, '\n', L->len - L->pos);
+	size_t end = nl ? (size_t)(nl - L->buf) : L->len;
+
+	*line = L->buf + L->pos;
+	*n = end - L->pos;
+	L->pos = end + 1;
+	L->lineno++;
+	snprintf(L->where, sizeof L->where, "%s: line %ld", L->name, L->lineno);
+	return 1;
+}
+
+/* The next line that is not blank, parsed as JSON; *out NULL at the end. */
+static int next_json(struct lines *L, json_t **out)
+{
+	char *line;
+	size_t n;
+	int rc;
+
+	*out = NULL;
+	while (next_line(L, &line, &n))
+		if ((rc = json_line(line, n, L->where, out)) || *out)
+			return rc;
+	return OURO_OK;
+}
+
 static int ppl_add_jsonl(struct corpus *c, const char *name, char *buf, size_t len, const char *field)
 {
-	long lineno = 0;
+	struct lines L = {.buf = buf, .len = len, .name = name};
+	json_t *j, *t;
+	int rc;
 
-	for (size_t pos = 0; pos < len;) {
-		char *nl = memchr(buf + pos, '\n', len - pos);
-		size_t end = nl ? (size_t)(nl - buf) : len;
-		char where[300];
-		json_t *j, *t;
-		int rc;
-
-		lineno++;
-		snprintf(where, sizeof where, "%s: line %ld", name, lineno);
-		if ((rc = json_line(buf + pos, end - pos, where, &j)))
-			return rc;
-		pos = end + 1;
-		if (!j)
-			continue;
+	while (!(rc = next_json(&L, &j)) && j) {
 		t = json_is_object(j) ? json_object_get(j, field) : j;
 		if (!json_is_string(t)) {
 			json_decref(j);
 			return ouro_fail(OURO_EINPUT, "%s: expected a JSON string or an object with a string \"%s\"",
-					 where, field);
+					 L.where, field);
 		}
 		struct example *e = corpus_add(c);
 		char *s = e ? malloc(json_string_length(t) + 1) : NULL;
 		if (!s) {
 			json_decref(j);
-			return ouro_fail(OURO_ENOMEM, "%s: out of memory", where);
+			return ouro_fail(OURO_ENOMEM, "%s: out of memory", L.where);
 		}
 		memcpy(s, json_string_value(t), json_string_length(t) + 1);
 		e->strings = s;
 		e->text = s;
 		e->len = json_string_length(t);
-		snprintf(e->where, sizeof e->where, "%s", where);
+		snprintf(e->where, sizeof e->where, "%s", L.where);
 		json_decref(j);
 	}
-	return OURO_OK;
+	return rc;
 }
 
 static int ppl_add_ids(struct corpus *c, const char *name, char *buf, size_t len, int64_t V)
 {
-	long lineno = 0;
+	struct lines L = {.buf = buf, .len = len, .name = name};
+	char *line;
+	size_t n;
 
-	for (size_t pos = 0; pos < len;) {
-		char *nl = memchr(buf + pos, '\n', len - pos);
-		size_t end = nl ? (size_t)(nl - buf) : len;
+	while (next_line(&L, &line, &n)) {
 		struct example *e = NULL;
-		char where[300];
 
-		lineno++;
-		snprintf(where, sizeof where, "%s: line %ld", name, lineno);
-		buf[end] = '\0';
-		for (char *p = buf + pos;;) {
+		line[n] = '\0';
+		for (char *p = line;;) {
 			while (*p == ' ' || *p == '\t' || *p == '\r')
 				p++;
 			if (!*p)
@@ -613,17 +582,16 @@ static int ppl_add_ids(struct corpus *c, const char *name, char *buf, size_t len
 			errno = 0;
 			long v = strtol(p, &q, 10);
 			if (*p < '0' || *p > '9' || errno || v >= V || (*q && *q != ' ' && *q != '\t' && *q != '\r'))
-				return ouro_fail(OURO_EINPUT, "%s: '%.*s' is not a token id in 0..%lld", where,
+				return ouro_fail(OURO_EINPUT, "%s: '%.*s' is not a token id in 0..%lld", L.where,
 						 (int)strcspn(p, " \t\r"), p, (long long)V - 1);
 			if (!e && !(e = corpus_add(c)))
-				return ouro_fail(OURO_ENOMEM, "%s: out of memory", where);
+				return ouro_fail(OURO_ENOMEM, "%s: out of memory", L.where);
 			if (ouro_ids_push(&e->ids, (int32_t)v))
-				return refail(OURO_ENOMEM, where);
+				return cli_refail(OURO_ENOMEM, L.where);
 			p = q;
 		}
 		if (e)
-			snprintf(e->where, sizeof e->where, "%s", where);
-		pos = end + 1;
+			snprintf(e->where, sizeof e->where, "%s", L.where);
 	}
 	return OURO_OK;
 }
@@ -756,28 +724,17 @@ out:
 
 static int choice_add_jsonl(struct corpus *c, const char *name, char *buf, size_t len)
 {
-	long lineno = 0;
+	struct lines L = {.buf = buf, .len = len, .name = name};
+	json_t *j;
+	int rc;
 
-	for (size_t pos = 0; pos < len;) {
-		char *nl = memchr(buf + pos, '\n', len - pos);
-		size_t end = nl ? (size_t)(nl - buf) : len;
-		char where[300];
-		json_t *j;
-		int rc;
-
-		lineno++;
-		snprintf(where, sizeof where, "%s: line %ld", name, lineno);
-		if ((rc = json_line(buf + pos, end - pos, where, &j)))
-			return rc;
-		pos = end + 1;
-		if (!j)
-			continue;
-		rc = choice_add(c, j, where);
+	while (!(rc = next_json(&L, &j)) && j) {
+		rc = choice_add(c, j, L.where);
 		json_decref(j);
 		if (rc)
 			return rc;
 	}
-	return OURO_OK;
+	return rc;
 }
 
 static enum format format_of(const struct opts *o, const char *path)
@@ -853,7 +810,7 @@ static int tokenize(struct example *e, struct ouro_tok *tok, enum task task, int
 
 	if (task == TASK_PPL) {
 		if (e->text && (rc = ouro_tok_encode(tok, e->text, e->len, &e->ids)))
-			return refail(rc, e->where);
+			return cli_refail(rc, e->where);
 		return OURO_OK;
 	}
 	for (int k = 0; k < e->npairs; k++) {
@@ -862,7 +819,7 @@ static int tokenize(struct example *e, struct ouro_tok *tok, enum task task, int
 					      &p->cids, &p->kids))) {
 			char where[340];
 			snprintf(where, sizeof where, "%s: choice %d", e->where, k);
-			return refail(rc, where);
+			return cli_refail(rc, where);
 		}
 		if ((int64_t)p->kids.n > window)
 			return ouro_fail(OURO_EINPUT, "%s: choice %d: the continuation has %zu tokens, more than the window of %lld",
@@ -981,7 +938,7 @@ static int score_document(struct run *r, const struct example *e, int64_t idx, d
 		int64_t n = w->len, lo = r->per_token ? 0 : w->first;
 
 		if ((rc = ouro_score_window(r->scorer, ids, ids + 1, n, lo, &s))) {
-			rc = refail(rc, e->where);
+			rc = cli_refail(rc, e->where);
 			break;
 		}
 		r->input_tokens += n;
@@ -1054,7 +1011,7 @@ static int score_choice(struct run *r, const struct example *e, double *d, doubl
 		if ((rc = ouro_score_window(r->scorer, r->buf + start, r->buf + start + 1, n, lo, &s))) {
 			char where[340];
 			snprintf(where, sizeof where, "%s: choice %d", e->where, c);
-			rc = refail(rc, where);
+			rc = cli_refail(rc, where);
 			goto out;
 		}
 		r->input_tokens += n;
@@ -1259,6 +1216,9 @@ static int config_layout(json_t *config, struct layout *L, const char *where)
 	    (strcmp(json_string_value(task), "ppl") && strcmp(json_string_value(task), "choice")))
 		return ouro_fail(OURO_EINPUT, "%s: \"config\" lacks a task of ppl or choice", where);
 	ppl = strcmp(json_string_value(task), "ppl") == 0;
+	/* the table prints them */
+	if (!json_is_string(jget(config, "model")) || !json_is_string(jget(config, "gate")))
+		return ouro_fail(OURO_EINPUT, "%s: config.model or config.gate is not a string", where);
 	if (!json_is_integer(steps) || json_integer_value(steps) < 1 || json_integer_value(steps) > MAX_STEPS)
 		return ouro_fail(OURO_EINPUT, "%s: config.steps is not an integer in 1..%d", where, MAX_STEPS);
 	if (!json_is_array(rules) || json_array_size(rules) > MAX_RULES)
@@ -1288,8 +1248,25 @@ static void print_num(FILE *f, double v, const char *fmt)
 		fprintf(f, "%*s", atoi(fmt + 1), "-");
 }
 
+/* The rest of a table row: the numbers of x named by cols, each in the
+ * format after its name, separated by blanks. */
+static void print_row(FILE *f, json_t *x, const char *const *cols)
+{
+	for (int k = 0; cols[k]; k += 2) {
+		if (k)
+			fputc(' ', f);
+		print_num(f, num(x, cols[k]), cols[k + 1]);
+	}
+	fputc('\n', f);
+}
+
 static void table_print(FILE *f, json_t *report)
 {
+	static const char *const ppl_cols[] = {"nll", "%10.4f", "ppl", "%14.6g", "bits_per_byte", "%10.4f",
+					       NULL};
+	static const char *const choice_cols[] = {"acc", "%8.4f", "acc_stderr", "%8.4f", "acc_norm", "%8.4f",
+						  "acc_norm_stderr", "%8.4f", "greedy", "%8.4f", "ppl", "%12.6g",
+						  NULL};
 	json_t *cfg = jget(report, "config"), *res = jget(report, "results"), *x;
 	int ppl = strcmp(json_string_value(jget(cfg, "task")), "ppl") == 0;
 	size_t i;
@@ -1308,27 +1285,18 @@ static void table_print(FILE *f, json_t *report)
 			(long long)json_integer_value(jget(res, "bytes")),
 			(long long)json_integer_value(jget(res, "words")));
 		fprintf(f, "%-16s %10s %10s %14s %10s\n", "loop", "avg loops", "nll", "ppl", "bits/byte");
-		json_array_foreach(jget(res, "loops"), i, x) {
-			fprintf(f, "%-16lld %10lld ", (long long)json_integer_value(jget(x, "loop")),
-				(long long)json_integer_value(jget(x, "loop")));
-			print_num(f, num(x, "nll"), "%10.4f");
-			fputc(' ', f);
-			print_num(f, num(x, "ppl"), "%14.6g");
-			fputc(' ', f);
-			print_num(f, num(x, "bits_per_byte"), "%10.4f");
-			fputc('\n', f);
-		}
-		json_array_foreach(jget(res, "exit_rules"), i, x) {
-			fprintf(f, "%-16s ", json_string_value(jget(x, "rule")));
-			print_num(f, num(x, "avg_loops"), "%10.3f");
-			fputc(' ', f);
-			print_num(f, num(x, "nll"), "%10.4f");
-			fputc(' ', f);
-			print_num(f, num(x, "ppl"), "%14.6g");
-			fputc(' ', f);
-			print_num(f, num(x, "bits_per_byte"), "%10.4f");
-			fputc('\n', f);
-		}
+		for (int part = 0; part < 2; part++)
+			json_array_foreach(jget(res, part ? "exit_rules" : "loops"), i, x) {
+				if (part) {
+					fprintf(f, "%-16s ", json_string_value(jget(x, "rule")));
+					print_num(f, num(x, "avg_loops"), "%10.3f");
+					fputc(' ', f);
+				} else {
+					fprintf(f, "%-16lld %10lld ", (long long)json_integer_value(jget(x, "loop")),
+						(long long)json_integer_value(jget(x, "loop")));
+				}
+				print_row(f, x, ppl_cols);
+			}
 		json_t *ex = jget(res, "exit");
 		fprintf(f, "\nexit distribution: entropy %.4f nats, expected loops %.3f, expected nll %.4f,\n"
 			"Stage I objective (beta %g) %.4f\n\n", num(ex, "entropy"), num(ex, "expected_loops"),
@@ -1348,18 +1316,7 @@ static void table_print(FILE *f, json_t *report)
 				fprintf(f, "%-16lld ", (long long)json_integer_value(jget(x, "loop")));
 			print_num(f, part ? num(x, "avg_loops") : num(x, "loop"), part ? "%10.3f" : "%10.0f");
 			fputc(' ', f);
-			print_num(f, num(x, "acc"), "%8.4f");
-			fputc(' ', f);
-			print_num(f, num(x, "acc_stderr"), "%8.4f");
-			fputc(' ', f);
-			print_num(f, num(x, "acc_norm"), "%8.4f");
-			fputc(' ', f);
-			print_num(f, num(x, "acc_norm_stderr"), "%8.4f");
-			fputc(' ', f);
-			print_num(f, num(x, "greedy"), "%8.4f");
-			fputc(' ', f);
-			print_num(f, num(x, "ppl"), "%12.6g");
-			fputc('\n', f);
+			print_row(f, x, choice_cols);
 		}
 }
 
@@ -1697,7 +1654,7 @@ struct progress {
 
 static void progress_show(struct progress *p, int64_t done, int64_t tokens, int final)
 {
-	double t = now(), el = t - p->t0;
+	double t = cli_now(), el = t - p->t0;
 	char eta[32] = "--:--";
 	int width = 24, fill;
 
@@ -1844,7 +1801,7 @@ static int cmd_run(enum task task, int argc, char **argv)
 		}
 	}
 
-	struct progress prog = {.on = isatty(2), .t0 = now(), .total = todo};
+	struct progress prog = {.on = isatty(2), .t0 = cli_now(), .total = todo};
 	int64_t count = 0;
 	for (int64_t i = 0; i < total; i++) {
 		struct example *e = &corpus.ex[i];
@@ -1879,7 +1836,7 @@ static int cmd_run(enum task task, int argc, char **argv)
 		count++;
 		progress_show(&prog, count, r.input_tokens, count == todo);
 	}
-	double el = now() - prog.t0;
+	double el = cli_now() - prog.t0;
 	if (o.verbose)
 		fprintf(stderr, "%s: %lld examples (and %lld from the log), %lld tokens through the forward pass in %.2f s: %.0f tokens/s (%d loops each)\n",
 			progname, (long long)count, (long long)ndone, (long long)r.input_tokens, el,

@@ -76,12 +76,8 @@ static int emit(FILE *out, const char *outname, const struct ouro_model *m,
 
 	if (!r)
 		return ouro_fail(OURO_ENOMEM, "out of memory");
-	for (int i = 0; in && i < ouro_st_meta_count(in); i++) {
-		const char *k, *v;
-		ouro_st_meta_at(in, i, &k, &v);
-		if ((rc = ouro_record_meta(r, k, v)))
-			goto out;
-	}
+	if ((rc = ouro_record_meta_copy(r, in)))
+		goto out;
 	for (int t = 0; t < steps; t++) {
 		if (!keep[t])
 			continue;
@@ -130,10 +126,7 @@ int main(int argc, char **argv)
 	while ((c = cli_getopt(argc, argv, "m:T:k:j:o:h", longopts)) != -1) {
 		switch (c) {
 		case 'm': model_dir = optarg; break;
-		case 'T':
-			if (ouro_parse_int(optarg, 1, MAX_STEPS, &steps, "--steps"))
-				usage_error("%s", ouro_errmsg());
-			break;
+		case 'T': steps = cli_long(optarg, 1, MAX_STEPS, "--steps"); break;
 		case 'k': keep_list = optarg; break;
 		case 'D':
 			if (strcmp(optarg, "f32") == 0)
@@ -167,56 +160,38 @@ int main(int argc, char **argv)
 
 	struct ouro_output *o;
 	FILE *out;
-	if ((rc = ouro_output_open(&o, &out, outpath)))
-		die(rc);
-	const char *outname = outpath && strcmp(outpath, "-") ? outpath : "stdout";
-	char *defaults[] = {"-"};
-	char **inputs = optind < argc ? argv + optind : defaults;
-	int ninputs = optind < argc ? argc - optind : 1;
+	const char *outname = cli_output_open(&o, &out, outpath);
+	struct cli_seqs in;
+	const struct ouro_st *rec;
+	const int32_t *ids;
+	int64_t n;
 	float *hidden = NULL;
 	size_t cap = 0;
 
-	for (int i = 0; i < ninputs && !rc; i++) {
-		struct ouro_seq_reader *in;
-		const struct ouro_st *rec;
-		const int32_t *ids;
-		int64_t n;
-
-		if ((rc = ouro_seq_open(&in, inputs[i])))
-			break;
-		while (!(rc = ouro_seq_next(in, &ids, &n, &rec)) && ids) {
-			size_t need = (size_t)steps * (size_t)n * (size_t)cfg->hidden_size;
-			if (need > cap) {
-				free(hidden);
-				if (!(hidden = malloc(need * sizeof *hidden))) {
-					cap = 0;
-					rc = ouro_fail(OURO_ENOMEM, "%s: %lld tokens need %.1f MiB for hidden states",
-						       ouro_seq_where(in), (long long)n,
-						       (double)need * 4 / (1 << 20));
-					break;
-				}
-				cap = need;
-			}
-			if ((rc = ouro_forward(m, ids, n, (int)steps, hidden))) {
-				char msg[1024];
-				snprintf(msg, sizeof msg, "%s", ouro_errmsg());
-				rc = ouro_fail(rc, "%s: %s", ouro_seq_where(in), msg);
+	cli_seqs_open(&in, argc, argv);
+	while (!(rc = cli_seqs_next(&in, &ids, &n, &rec)) && ids) {
+		size_t need = (size_t)steps * (size_t)n * (size_t)cfg->hidden_size;
+		if (need > cap) {
+			free(hidden);
+			if (!(hidden = malloc(need * sizeof *hidden))) {
+				cap = 0;
+				rc = ouro_fail(OURO_ENOMEM, "%s: %lld tokens need %.1f MiB for hidden states",
+					       ouro_seq_where(in.in), (long long)n, (double)need * 4 / (1 << 20));
 				break;
 			}
-			/* hidden doubles as the conversion target: kept steps are
-			 * packed in order, never overtaking their source */
-			if ((rc = emit(out, outname, m, rec, ids, n, (int)steps, keep, dt, hidden, hidden)))
-				break;
+			cap = need;
 		}
-		ouro_seq_close(in);
+		if ((rc = ouro_forward(m, ids, n, (int)steps, hidden))) {
+			rc = cli_refail(rc, ouro_seq_where(in.in));
+			break;
+		}
+		/* hidden doubles as the conversion target: kept steps are
+		 * packed in order, never overtaking their source */
+		if ((rc = emit(out, outname, m, rec, ids, n, (int)steps, keep, dt, hidden, hidden)))
+			break;
 	}
+	cli_seqs_close(&in);
 	free(hidden);
 	ouro_model_free(m);
-	if (rc) {
-		ouro_output_abort(o);
-		die(rc);
-	}
-	if ((rc = ouro_output_commit(o)))
-		die(rc);
-	return 0;
+	return cli_output_end(o, rc);
 }

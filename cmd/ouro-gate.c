@@ -64,29 +64,6 @@ static void usage(FILE *f)
 		"train also reads step_loss F32 [T, n-1] where present.\n");
 }
 
-/* Parses a whole finite number in lo..hi or dies with a usage error. */
-static double parse_double(const char *s, double lo, double hi, const char *what)
-{
-	char *end;
-	double v;
-
-	errno = 0;
-	v = strtod(s, &end);
-	if (!*s || *end || errno || !isfinite(v) || v < lo || v > hi)
-		usage_error("%s: '%s' is not a number in %g..%g", what, s, lo, hi);
-	return v;
-}
-
-/* The shortest decimal form of v that reads back as v. */
-static void format_double(char *buf, size_t len, double v)
-{
-	for (int prec = 1; prec <= 17; prec++) {
-		snprintf(buf, len, "%.*g", prec, v);
-		if (strtod(buf, NULL) == v)
-			return;
-	}
-}
-
 /* ---- the loop states of one record ------------------------------------ */
 
 /* A validated record: n tokens, T loop steps of width D. */
@@ -163,18 +140,6 @@ static int read_loops(struct loops *L, const struct ouro_st *rec, const char *wh
 	return OURO_OK;
 }
 
-/* ||a - b||_2 of two states [D]. */
-static double state_diff(const float *a, const float *b, int64_t D)
-{
-	double s = 0;
-
-	for (int64_t j = 0; j < D; j++) {
-		double d = (double)a[j] - b[j];
-		s += d * d;
-	}
-	return sqrt(s);
-}
-
 /* The exit step of token i of L under rule r, given its gate logits
  * [T, n]: the first step at which ouro_exit_update says stop. */
 static int exit_step(const struct loops *L, const struct ouro_exit_rule *r, const float *logits, int64_t i)
@@ -186,7 +151,7 @@ static int exit_step(const struct loops *L, const struct ouro_exit_rule *r, cons
 	for (int t = 0; t < L->T; t++) {
 		double diff = 0;
 		if (t > 0 && r->kind == OURO_EXIT_DIFF)
-			diff = state_diff(L->h + ((int64_t)t * n + i) * D, L->h + ((int64_t)(t - 1) * n + i) * D, D);
+			diff = ouro_exit_diff(L->h + ((int64_t)t * n + i) * D, L->h + ((int64_t)(t - 1) * n + i) * D, D);
 		if (ouro_exit_update(&s, r, t, L->T, logits[(int64_t)t * n + i], diff))
 			return t;
 	}
@@ -199,14 +164,14 @@ static void rule_text(char *buf, size_t len, const struct ouro_exit_rule *r)
 
 	switch (r->kind) {
 	case OURO_EXIT_THRESHOLD:
-		format_double(num, sizeof num, r->q);
+		cli_format_double(num, sizeof num, r->q);
 		snprintf(buf, len, "threshold %s", num);
 		break;
 	case OURO_EXIT_STATIC:
 		snprintf(buf, len, "static %d", r->step);
 		break;
 	case OURO_EXIT_DIFF:
-		format_double(num, sizeof num, r->eps);
+		cli_format_double(num, sizeof num, r->eps);
 		snprintf(buf, len, "diff %s", num);
 		break;
 	case OURO_EXIT_WEIGHTED:
@@ -263,12 +228,8 @@ static int apply_one(FILE *out, const char *outname, const struct ouro_st *rec, 
 		}
 	}
 
-	for (int k = 0; k < ouro_st_meta_count(rec); k++) {
-		const char *key, *val;
-		ouro_st_meta_at(rec, k, &key, &val);
-		if ((rc = ouro_record_meta(o, key, val)))
-			goto out;
-	}
+	if ((rc = ouro_record_meta_copy(o, rec)))
+		goto out;
 	for (int k = 0; k < ouro_st_count(rec); k++) {
 		const struct ouro_tensor *t = ouro_st_tensor(rec, k);
 		int skip = drop_hidden && strcmp(t->name, "hidden") == 0;
@@ -298,37 +259,59 @@ out:
 	return rc;
 }
 
-/* Opens input path as a record stream; text ids are refused. */
-static int next_record(struct ouro_seq_reader *in, const struct ouro_st **rec, int64_t *n)
+/* The records of the inputs, one after the other, as loop states. */
+struct loop_reader {
+	struct cli_seqs in;
+	int64_t D;                  /* the model's hidden_size */
+	const struct ouro_st *rec;  /* the current record; NULL at the end */
+	char where[300];            /* where it came from, for messages */
+	struct loops L;             /* its states, validated */
+	float *buf;                 /* L.h [cap] */
+	size_t cap;
+};
+
+/* Reads the next record into r (r->rec NULL at the end); text ids are
+ * refused. */
+static int next_loops(struct loop_reader *r)
 {
 	const int32_t *ids;
+	int64_t n;
 	int rc;
 
-	*rec = NULL;
-	if ((rc = ouro_seq_next(in, &ids, n, rec)) || !ids)
+	if ((rc = cli_seqs_next(&r->in, &ids, &n, &r->rec)) || !ids)
 		return rc;
-	if (!*rec)
+	snprintf(r->where, sizeof r->where, "%s", ouro_seq_where(r->in.in));
+	if (!r->rec)
 		return ouro_fail(OURO_EINPUT, "%s: text ids, not records; ouro-gate reads the records of ouro-forward",
-				 ouro_seq_where(in));
-	return OURO_OK;
+				 r->where);
+	return read_loops(&r->L, r->rec, r->where, r->D, &r->buf, &r->cap);
 }
 
-/* The gate to use: from --gate FILE, else the model's. */
-static void load_gate(struct ouro_gate *g, const struct ouro_model *m, const char *gate_file)
+static void loop_reader_close(struct loop_reader *r)
 {
-	int rc = gate_file ? ouro_gate_load(g, gate_file, ouro_model_config(m)->hidden_size)
-			   : ouro_gate_from_model(g, m);
+	cli_seqs_close(&r->in);
+	free(r->buf);
+}
+
+/* Loads the model of -m DIR and the gate to use (--gate FILE, else the
+ * model's), and gives a threshold rule without -q (q < 0) the model's
+ * early_exit_threshold. Dies on failure. */
+static const struct ouro_config *load_model(struct ouro_model **m, struct ouro_gate *g,
+					    const char *model_dir, const char *gate_file,
+					    struct ouro_exit_rule *rule)
+{
+	const struct ouro_config *cfg;
+	int rc;
+
+	if ((rc = ouro_model_load(m, ouro_model_path(model_dir))))
+		die(rc);
+	cfg = ouro_model_config(*m);
+	if (rule->kind == OURO_EXIT_THRESHOLD && rule->q < 0)
+		rule->q = cfg->early_exit_threshold;
+	rc = gate_file ? ouro_gate_load(g, gate_file, cfg->hidden_size) : ouro_gate_from_model(g, *m);
 	if (rc)
 		die(rc);
-}
-
-/* Rule options: at most one kind; repeating the same option keeps the last. */
-static void set_rule(struct ouro_exit_rule *r, int *given, int opt, enum ouro_exit_kind kind)
-{
-	if (*given && *given != opt)
-		usage_error("-%c and -%c choose different exit rules; give one", *given, opt);
-	*given = opt;
-	r->kind = kind;
+	return cfg;
 }
 
 static int cmd_apply(int argc, char **argv)
@@ -348,27 +331,16 @@ static int cmd_apply(int argc, char **argv)
 	const char *model_dir = NULL, *gate_file = NULL, *outpath = NULL;
 	struct ouro_exit_rule rule = {OURO_EXIT_THRESHOLD, -1, 0, 0};
 	int c, rc, given = 0, drop_hidden = 0;
-	long v;
 
 	while ((c = getopt_long(argc, argv, "m:q:s:e:wo:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'm': model_dir = optarg; break;
 		case 'G': gate_file = optarg; break;
-		case 'q':
-			set_rule(&rule, &given, c, OURO_EXIT_THRESHOLD);
-			rule.q = parse_double(optarg, 0, 1, "-q");
+		case 'q': case 's': case 'e': case 'w':
+			/* at most one kind; repeating the same option keeps the last */
+			if (cli_exit_option(&rule, &given, c, optarg, 0))
+				usage_error("-%c and -%c choose different exit rules; give one", given, c);
 			break;
-		case 's':
-			set_rule(&rule, &given, c, OURO_EXIT_STATIC);
-			if (ouro_parse_int(optarg, 0, MAX_STEPS - 1, &v, "-s"))
-				usage_error("%s", ouro_errmsg());
-			rule.step = (int)v;
-			break;
-		case 'e':
-			set_rule(&rule, &given, c, OURO_EXIT_DIFF);
-			rule.eps = parse_double(optarg, 0, INFINITY, "-e");
-			break;
-		case 'w': set_rule(&rule, &given, c, OURO_EXIT_WEIGHTED); break;
 		case 'H': drop_hidden = 1; break;
 		case 'o': outpath = optarg; break;
 		case 'h': usage(stdout); return 0;
@@ -379,54 +351,24 @@ static int cmd_apply(int argc, char **argv)
 
 	struct ouro_model *m;
 	struct ouro_gate g;
-	if ((rc = ouro_model_load(&m, ouro_model_path(model_dir))))
-		die(rc);
-	const struct ouro_config *cfg = ouro_model_config(m);
-	if (rule.kind == OURO_EXIT_THRESHOLD && !given)
-		rule.q = cfg->early_exit_threshold;
-	load_gate(&g, m, gate_file);
+	const struct ouro_config *cfg = load_model(&m, &g, model_dir, gate_file, &rule);
 	char rule_str[64];
 	rule_text(rule_str, sizeof rule_str, &rule);
 
 	struct ouro_output *o;
 	FILE *out;
-	if ((rc = ouro_output_open(&o, &out, outpath)))
-		die(rc);
-	const char *outname = outpath && strcmp(outpath, "-") ? outpath : "stdout";
-	char *defaults[] = {"-"};
-	char **inputs = optind < argc ? argv + optind : defaults;
-	int ninputs = optind < argc ? argc - optind : 1;
-	float *buf = NULL;
-	size_t cap = 0;
+	const char *outname = cli_output_open(&o, &out, outpath);
+	struct loop_reader in = {.D = cfg->hidden_size};
 
-	for (int i = 0; i < ninputs && !rc; i++) {
-		struct ouro_seq_reader *in;
-		const struct ouro_st *rec;
-		int64_t n;
-
-		if ((rc = ouro_seq_open(&in, inputs[i])))
+	cli_seqs_open(&in.in, argc, argv);
+	while (!(rc = next_loops(&in)) && in.rec)
+		if ((rc = apply_one(out, outname, in.rec, in.where, &in.L, &g, &rule, rule_str,
+				    gate_file ? gate_file : "model", drop_hidden)))
 			break;
-		while (!(rc = next_record(in, &rec, &n)) && rec) {
-			struct loops L;
-			char where[300];
-			snprintf(where, sizeof where, "%s", ouro_seq_where(in));
-			if ((rc = read_loops(&L, rec, where, cfg->hidden_size, &buf, &cap)) ||
-			    (rc = apply_one(out, outname, rec, where, &L, &g, &rule, rule_str,
-					    gate_file ? gate_file : "model", drop_hidden)))
-				break;
-		}
-		ouro_seq_close(in);
-	}
-	free(buf);
+	loop_reader_close(&in);
 	ouro_gate_free(&g);
 	ouro_model_free(m);
-	if (rc) {
-		ouro_output_abort(o);
-		die(rc);
-	}
-	if ((rc = ouro_output_commit(o)))
-		die(rc);
-	return 0;
+	return cli_output_end(o, rc);
 }
 
 /* ---- ouro-gate train ---------------------------------------------------- */
@@ -647,24 +589,15 @@ static int cmd_train(int argc, char **argv)
 		switch (c) {
 		case 'm': model_dir = optarg; break;
 		case 'G': gate_file = optarg; break;
-		case 'q': rule.q = parse_double(optarg, 0, 1, "-q"); break;
-		case 'n':
-			if (ouro_parse_int(optarg, 0, 1000000, &epochs, "--epochs"))
-				usage_error("%s", ouro_errmsg());
-			break;
+		case 'q': rule.q = cli_real(optarg, 0, 1, "-q"); break;
+		case 'n': epochs = cli_long(optarg, 0, 1000000, "--epochs"); break;
 		case 'L':
-			lr = parse_double(optarg, 0, 1e6, "--lr");
+			lr = cli_real(optarg, 0, 1e6, "--lr");
 			if (lr == 0)
 				usage_error("--lr: '%s' is not a positive number", optarg);
 			break;
-		case 'B':
-			if (ouro_parse_int(optarg, 1, 1L << 30, &batch, "--batch"))
-				usage_error("%s", ouro_errmsg());
-			break;
-		case 'S':
-			if (ouro_parse_int(optarg, 0, LONG_MAX, &seed, "--seed"))
-				usage_error("%s", ouro_errmsg());
-			break;
+		case 'B': batch = cli_long(optarg, 1, 1L << 30, "--batch"); break;
+		case 'S': seed = cli_long(optarg, 0, LONG_MAX, "--seed"); break;
 		case 'j': threads = optarg; break;
 		case 'o': outpath = optarg; break;
 		case 'h': usage(stdout); return 0;
@@ -678,40 +611,19 @@ static int cmd_train(int argc, char **argv)
 
 	struct ouro_model *m;
 	struct ouro_gate g;
-	if ((rc = ouro_model_load(&m, ouro_model_path(model_dir))))
-		die(rc);
-	const struct ouro_config *cfg = ouro_model_config(m);
-	if (rule.q < 0)
-		rule.q = cfg->early_exit_threshold;
-	load_gate(&g, m, gate_file);
+	const struct ouro_config *cfg = load_model(&m, &g, model_dir, gate_file, &rule);
 
 	struct trainset s = {.D = cfg->hidden_size};
-	char *defaults[] = {"-"};
-	char **inputs = optind < argc ? argv + optind : defaults;
-	int ninputs = optind < argc ? argc - optind : 1;
+	struct loop_reader in = {.D = cfg->hidden_size};
 	long nrec = 0;
-	float *buf = NULL;
-	size_t cap = 0;
 
-	for (int i = 0; i < ninputs && !rc; i++) {
-		struct ouro_seq_reader *in;
-		const struct ouro_st *rec;
-		int64_t n;
-
-		if ((rc = ouro_seq_open(&in, inputs[i])))
+	cli_seqs_open(&in.in, argc, argv);
+	while (!(rc = next_loops(&in)) && in.rec) {
+		if ((rc = trainset_add(&s, m, in.rec, in.where, &in.L)))
 			break;
-		while (!(rc = next_record(in, &rec, &n)) && rec) {
-			struct loops L;
-			char where[300];
-			snprintf(where, sizeof where, "%s", ouro_seq_where(in));
-			if ((rc = read_loops(&L, rec, where, cfg->hidden_size, &buf, &cap)) ||
-			    (rc = trainset_add(&s, m, rec, where, &L)))
-				break;
-			nrec++;
-		}
-		ouro_seq_close(in);
+		nrec++;
 	}
-	free(buf);
+	loop_reader_close(&in);
 	if (!rc && s.nlab == 0)
 		rc = ouro_fail(OURO_EINPUT, "no training data: %s", nrec ? "every sequence has a single token"
 									 : "the input holds no records");
@@ -721,7 +633,7 @@ static int cmd_train(int argc, char **argv)
 		goto out;
 
 	char qtext[40];
-	format_double(qtext, sizeof qtext, rule.q);
+	cli_format_double(qtext, sizeof qtext, rule.q);
 	fprintf(stderr, "%s: %ld records, %lld tokens, %lld with a next token; T=%d, D=%lld; "
 		"step_loss computed with lm_head for %ld records\n",
 		progname, nrec, (long long)s.ntok, (long long)s.nlab, s.T, (long long)s.D, s.computed);
@@ -793,9 +705,9 @@ out:
 int main(int argc, char **argv)
 {
 	if (argc > 1 && strcmp(argv[1], "train") == 0) {
-		progname = "ouro-gate train";
+		cli_init("ouro-gate train");
 		return cmd_train(argc - 1, argv + 1);
 	}
-	progname = "ouro-gate";
+	cli_init("ouro-gate");
 	return cmd_apply(argc, argv);
 }

@@ -12,7 +12,6 @@
 #include <getopt.h>
 #include <math.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli.h"
 #include "tokenizer.h"
@@ -52,92 +51,15 @@ static void usage(FILE *f)
 		"  -h, --help            show this help\n");
 }
 
-static double parse_real(const char *s, double lo, double hi, const char *what)
-{
-	char *end;
-	double v;
-
-	errno = 0;
-	v = strtod(s, &end);
-	if (!*s || *end || errno || !isfinite(v) || v < lo || v > hi)
-		usage_error("%s: '%s' is not a number in %g..%g", what, s, lo, hi);
-	return v;
-}
-
-static long parse_long(const char *s, long lo, long hi, const char *what)
-{
-	long v;
-
-	if (ouro_parse_int(s, lo, hi, &v, what))
-		usage_error("%s", ouro_errmsg());
-	return v;
-}
-
-/* Reads all of stdin into b, less one final newline. */
-static int read_stdin(struct ouro_bytes *b)
-{
-	char buf[65536];
-	size_t got;
-
-	while ((got = fread(buf, 1, sizeof buf, stdin)) > 0)
-		if (ouro_bytes_add(b, buf, got))
-			return ouro_fail(OURO_ENOMEM, "stdin: out of memory");
-	if (ferror(stdin))
-		return ouro_fail(OURO_ESYS, "stdin: read error: %s", strerror(errno));
-	if (b->n && b->p[b->n - 1] == '\n')
-		b->n--;
-	return OURO_OK;
-}
-
-/* Parses decimal ids separated by blanks or newlines. */
-static int parse_ids(const struct ouro_bytes *b, struct ouro_ids *ids)
-{
-	size_t i = 0;
-
-	while (i < b->n) {
-		unsigned long v = 0;
-		size_t start;
-
-		while (i < b->n && strchr(" \t\r\n", b->p[i]))
-			i++;
-		if (i == b->n)
-			break;
-		for (start = i; i < b->n && b->p[i] >= '0' && b->p[i] <= '9' && v <= INT32_MAX; i++)
-			v = v * 10 + (unsigned long)(b->p[i] - '0');
-		if (i == start || v > INT32_MAX || (i < b->n && !strchr(" \t\r\n", b->p[i])))
-			return ouro_fail(OURO_EINPUT, "prompt: '%.*s' is not a token id",
-					 (int)strcspn(b->p + start, " \t\r\n") > 40 ? 40 : (int)strcspn(b->p + start, " \t\r\n"),
-					 b->p + start);
-		if (ouro_ids_push(ids, (int32_t)v))
-			return ouro_fail(OURO_ENOMEM, "out of memory");
-	}
-	return OURO_OK;
-}
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 struct opts {
 	const char *model, *gate, *system, *threads;
 	long max_tokens, steps;
-	int chat, think, prompt_ids, print_ids, verbose, rule_given;
+	int chat, think, prompt_ids, print_ids, verbose;
+	int rule_given;           /* the exit-rule option given, 0: none */
 	struct ouro_exit_rule rule;
 	enum ouro_kv_policy kv;
 	struct ouro_sampler_opts samp;
 };
-
-static void set_rule(struct opts *o, enum ouro_exit_kind kind)
-{
-	if (o->rule_given && o->rule.kind != kind)
-		usage_error("-q, -s, -e and -w choose one exit rule; give only one");
-	o->rule_given = 1;
-	o->rule.kind = kind;
-}
 
 static void parse_args(struct opts *o, int argc, char **argv)
 {
@@ -173,21 +95,12 @@ static void parse_args(struct opts *o, int argc, char **argv)
 	while ((c = cli_getopt(argc, argv, "m:n:T:q:s:e:wtvj:h", longopts)) != -1) {
 		switch (c) {
 		case 'm': o->model = optarg; break;
-		case 'n': o->max_tokens = parse_long(optarg, 0, 1L << 24, "--max-tokens"); break;
-		case 'T': o->steps = parse_long(optarg, 1, 256, "--steps"); break;
-		case 'q':
-			set_rule(o, OURO_EXIT_THRESHOLD);
-			o->rule.q = parse_real(optarg, 0, 1, "--threshold");
+		case 'n': o->max_tokens = cli_long(optarg, 0, 1L << 24, "--max-tokens"); break;
+		case 'T': o->steps = cli_long(optarg, 1, 256, "--steps"); break;
+		case 'q': case 's': case 'e': case 'w':
+			if (cli_exit_option(&o->rule, &o->rule_given, c, optarg, 1))
+				usage_error("-q, -s, -e and -w choose one exit rule; give only one");
 			break;
-		case 's':
-			set_rule(o, OURO_EXIT_STATIC);
-			o->rule.step = (int)parse_long(optarg, 0, 255, "--step");
-			break;
-		case 'e':
-			set_rule(o, OURO_EXIT_DIFF);
-			o->rule.eps = parse_real(optarg, 0, HUGE_VAL, "--eps");
-			break;
-		case 'w': set_rule(o, OURO_EXIT_WEIGHTED); break;
 		case 'G': o->gate = optarg; break;
 		case 'K':
 			if (strcmp(optarg, "full") == 0)
@@ -199,18 +112,14 @@ static void parse_args(struct opts *o, int argc, char **argv)
 			else
 				usage_error("--kv: '%s' is not full, last or mean", optarg);
 			break;
-		case 'X': o->samp.temperature = parse_real(optarg, 0, HUGE_VAL, "--temperature"); break;
-		case 'k': o->samp.top_k = parse_long(optarg, 0, 1L << 24, "--top-k"); break;
-		case 'p': o->samp.top_p = parse_real(optarg, 1e-300, 1, "--top-p"); break;
-		case 'M': o->samp.min_p = parse_real(optarg, 0, 1, "--min-p"); break;
-		case 'S': {
-			char *end;
-			errno = 0;
-			o->samp.seed = strtoull(optarg, &end, 10);
-			if (!(*optarg >= '0' && *optarg <= '9') || *end || errno)
+		case 'X': o->samp.temperature = cli_real(optarg, 0, HUGE_VAL, "--temperature"); break;
+		case 'k': o->samp.top_k = cli_long(optarg, 0, 1L << 24, "--top-k"); break;
+		case 'p': o->samp.top_p = cli_real(optarg, 1e-300, 1, "--top-p"); break;
+		case 'M': o->samp.min_p = cli_real(optarg, 0, 1, "--min-p"); break;
+		case 'S':
+			if (cli_strtou64(optarg, &o->samp.seed))
 				usage_error("--seed: '%s' is not an unsigned integer", optarg);
 			break;
-		}
 		case 'c': o->chat = 1; break;
 		case 'Y': o->system = optarg; break;
 		case 'H': o->think = 1; break;
@@ -235,18 +144,10 @@ static int read_prompt(const struct opts *o, int argc, char **argv, struct ouro_
 	struct ouro_bytes text = {0}, chat = {0};
 	int rc = OURO_OK;
 
-	if (optind < argc) {
-		for (int i = optind; i < argc && !rc; i++)
-			if ((i > optind && ouro_bytes_add(&text, " ", 1)) ||
-			    ouro_bytes_add(&text, argv[i], strlen(argv[i])))
-				rc = ouro_fail(OURO_ENOMEM, "out of memory");
-	} else {
-		rc = read_stdin(&text);
-	}
-	if (rc)
+	if ((rc = optind < argc ? cli_prompt_args(argc, argv, &text) : cli_prompt_stdin(stdin, &text)))
 		goto out;
 	if (o->prompt_ids) {
-		rc = parse_ids(&text, ids);
+		rc = cli_prompt_ids(text.p, text.n, ids);
 	} else if (o->chat) {
 		if (!(rc = ouro_tok_chat(&chat, o->system, text.p ? text.p : "", text.n, o->think)))
 			rc = ouro_tok_encode(tok, chat.p, chat.n, ids);
@@ -262,15 +163,22 @@ out:
 }
 
 /* Writes one token as text or as an id; flushes so it appears at once. */
-static int emit(const struct opts *o, struct ouro_tok *tok, int32_t id, int first)
+/* Writes the newest token of seq [n] as an id, or as the text it adds:
+ * the sequence is decoded whole and the bytes past the *shown ones are
+ * written, so a token's text depends on its context as it does in the
+ * tokenizer (a SentencePiece word marker is a space except at the start
+ * of a sequence). Flushes so it appears at once. */
+static int emit(const struct opts *o, struct ouro_tok *tok, const int32_t *seq, size_t n,
+		size_t *shown, int first)
 {
 	struct ouro_bytes b = {0};
 	int rc = OURO_OK;
 
 	if (o->print_ids) {
-		printf("%s%d", first ? "" : " ", id);
-	} else if (!(rc = ouro_tok_decode(tok, &id, 1, &b))) {
-		fwrite(b.p, 1, b.n, stdout);
+		printf("%s%d", first ? "" : " ", seq[n - 1]);
+	} else if (!(rc = ouro_tok_decode(tok, seq, n, &b)) && b.n > *shown) {
+		fwrite(b.p + *shown, 1, b.n - *shown, stdout);
+		*shown = b.n;
 	}
 	ouro_bytes_free(&b);
 	if (!rc && (fflush(stdout) || ferror(stdout)))
@@ -300,6 +208,7 @@ int main(int argc, char **argv)
 	int nstop = 0, exit_step, rc;
 
 	cli_init("ouro-generate");
+	double start = cli_now();
 	parse_args(&o, argc, argv);
 	cli_threads(o.threads);
 	if ((rc = ouro_model_load(&m, ouro_model_path(o.model))))
@@ -349,26 +258,40 @@ int main(int argc, char **argv)
 		goto fail;
 	}
 
-	double t0 = now(), t1;
+	/* the prompt's own text, which the new tokens' text follows */
+	size_t shown = 0;
+	if (tok && !o.print_ids) {
+		struct ouro_bytes b = {0};
+		if ((rc = ouro_tok_decode(tok, ids.v, ids.n, &b)))
+			goto fail;
+		shown = b.n;
+		ouro_bytes_free(&b);
+	}
+
+	double t0 = cli_now(), t1;
 	if ((rc = ouro_gen_prefill(g, ids.v, (int64_t)ids.n, h, &exit_step)))
 		goto fail;
-	t1 = now();
-	int64_t made = 0;
-	while (made < o.max_tokens && (int64_t)ids.n + made < cap) {
+	t1 = cli_now();
+	int64_t prompt_n = (int64_t)ids.n, made = 0;
+	while (made < o.max_tokens && prompt_n + made < cap) {
 		if ((rc = ouro_logits(m, h, 1, logits)))
 			goto fail;
-		int32_t next = ouro_sample(samp, logits, (int64_t)ids.n + made);
+		int32_t next = ouro_sample(samp, logits, prompt_n + made);
 		if (is_stop(stop, nstop, next))
 			break;
-		if ((rc = emit(&o, tok, next, made == 0)))
+		if (ouro_ids_push(&ids, next)) {
+			rc = ouro_fail(OURO_ENOMEM, "out of memory");
+			goto fail;
+		}
+		if ((rc = emit(&o, tok, ids.v, ids.n, &shown, made == 0)))
 			goto fail;
 		made++;
-		if ((int64_t)ids.n + made >= cap || made == o.max_tokens)
+		if (prompt_n + made >= cap || made == o.max_tokens)
 			break;          /* the last token needs no forward pass */
 		if ((rc = ouro_gen_step(g, next, h, &exit_step)))
 			goto fail;
 	}
-	double t2 = now();
+	double t2 = cli_now();
 	if (o.print_ids || made)
 		putchar('\n');
 	if (fflush(stdout) || ferror(stdout)) {
@@ -378,9 +301,10 @@ int main(int argc, char **argv)
 	if (o.verbose) {
 		const struct ouro_gen_stats *st = ouro_gen_stats(g);
 		fprintf(stderr,
-			"%s: prompt %llu tokens, %.1f tokens/s; decode %llu tokens, %.2f tokens/s; "
-			"%.2f loops per decoded token (%llu layer passes); KV cache %.1f KiB\n",
-			progname, (unsigned long long)st->prefill_tokens,
+			"%s: load %.2f s; prompt %llu tokens, %.1f tokens/s; decode %llu tokens, "
+			"%.2f tokens/s; %.2f loops per decoded token (%llu layer passes); "
+			"KV cache %.1f KiB\n",
+			progname, t0 - start, (unsigned long long)st->prefill_tokens,
 			(double)st->prefill_tokens / (t1 - t0), (unsigned long long)st->decoded_tokens,
 			st->decoded_tokens ? (double)st->decoded_tokens / (t2 - t1) : 0.0,
 			st->decoded_tokens ? (double)st->decoded_loops / (double)st->decoded_tokens : 0.0,

@@ -401,52 +401,6 @@ static int print_json(FILE *f, const char *fname, const struct lens *L, const st
 
 /* ---- input ------------------------------------------------------------- */
 
-/* Parses decimal ids separated by blanks or newlines. */
-static int parse_ids(const char *p, size_t len, struct ouro_ids *ids)
-{
-	size_t i = 0;
-
-	while (i < len) {
-		unsigned long v = 0;
-		size_t start;
-
-		while (i < len && strchr(" \t\r\n", p[i]))
-			i++;
-		if (i == len)
-			break;
-		for (start = i; i < len && p[i] >= '0' && p[i] <= '9' && v <= INT32_MAX; i++)
-			v = v * 10 + (unsigned long)(p[i] - '0');
-		if (i == start || v > INT32_MAX || (i < len && !strchr(" \t\r\n", p[i]))) {
-			size_t w = start;
-			while (w < len && w - start < 40 && !strchr(" \t\r\n", p[w]))
-				w++;
-			return ouro_fail(OURO_EINPUT, "prompt: '%.*s' is not a token id", (int)(w - start),
-					 p + start);
-		}
-		if (ouro_ids_push(ids, (int32_t)v))
-			return ouro_fail(OURO_ENOMEM, "out of memory");
-	}
-	if (ids->n == 0)
-		return ouro_fail(OURO_EINPUT, "the prompt is empty");
-	return OURO_OK;
-}
-
-/* Reads the rest of f into b, less one final newline. */
-static int read_all(FILE *f, struct ouro_bytes *b)
-{
-	char buf[65536];
-	size_t got;
-
-	while ((got = fread(buf, 1, sizeof buf, f)) > 0)
-		if (ouro_bytes_add(b, buf, got))
-			return ouro_fail(OURO_ENOMEM, "stdin: out of memory");
-	if (ferror(f))
-		return ouro_fail(OURO_ESYS, "stdin: read error: %s", strerror(errno));
-	if (b->n && b->p[b->n - 1] == '\n')
-		b->n--;
-	return OURO_OK;
-}
-
 /* Takes tokens and hidden [T, n, D] (every step 0..T-1) from an
  * ouro-forward record into L; L->h is allocated. */
 static int from_record(struct lens *L, const struct ouro_st *rec, const char *where)
@@ -537,15 +491,12 @@ static int run(struct ctx *c, int argc, char **argv)
 	int rc = OURO_OK;
 
 	if (optind < argc) {
-		for (int i = optind; i < argc && !rc; i++)
-			if ((i > optind && ouro_bytes_add(&text, " ", 1)) ||
-			    ouro_bytes_add(&text, argv[i], strlen(argv[i])))
-				rc = ouro_fail(OURO_ENOMEM, "out of memory");
+		rc = cli_prompt_args(argc, argv, &text);
 	} else if (!(rc = ouro_input_open(&f, &kind, "-"))) {
 		if (kind == OURO_INPUT_EMPTY)
 			rc = ouro_fail(OURO_EINPUT, "the prompt is empty");
 		else if (kind == OURO_INPUT_TEXT)
-			rc = read_all(f, &text);
+			rc = cli_prompt_stdin(f, &text);
 	}
 	if (rc)
 		goto out;
@@ -580,8 +531,10 @@ static int run(struct ctx *c, int argc, char **argv)
 		goto out;
 	}
 	if (c->o->prompt_ids)
-		rc = parse_ids(text.p ? text.p : "", text.n, &ids);
-	else if (!(rc = ouro_tok_encode(c->tok, text.p ? text.p : "", text.n, &ids)) && ids.n == 0)
+		rc = cli_prompt_ids(text.p, text.n, &ids);
+	else
+		rc = ouro_tok_encode(c->tok, text.p ? text.p : "", text.n, &ids);
+	if (!rc && ids.n == 0)
 		rc = ouro_fail(OURO_EINPUT, "the prompt is empty");
 	if (!rc) {
 		struct lens L = proto;
@@ -615,27 +568,15 @@ int main(int argc, char **argv)
 	struct opts o = {.top = 3, .q = -1};
 	struct ctx c = {.o = &o};
 	struct ouro_output *out;
-	char *end;
 	int ch, rc;
 
 	cli_init("ouro-lens");
 	while ((ch = cli_getopt(argc, argv, "m:k:T:q:j:o:h", longopts)) != -1) {
 		switch (ch) {
 		case 'm': o.model = optarg; break;
-		case 'k':
-			if (ouro_parse_int(optarg, 1, 1000, &o.top, "-k"))
-				usage_error("%s", ouro_errmsg());
-			break;
-		case 'T':
-			if (ouro_parse_int(optarg, 1, MAX_STEPS, &o.steps, "-T"))
-				usage_error("%s", ouro_errmsg());
-			break;
-		case 'q':
-			errno = 0;
-			o.q = strtod(optarg, &end);
-			if (!*optarg || *end || errno || !(o.q >= 0 && o.q <= 1))
-				usage_error("-q: '%s' is not a number in 0..1", optarg);
-			break;
+		case 'k': o.top = cli_long(optarg, 1, 1000, "-k"); break;
+		case 'T': o.steps = cli_long(optarg, 1, MAX_STEPS, "-T"); break;
+		case 'q': o.q = cli_real(optarg, 0, 1, "-q"); break;
 		case OPT_PROMPT_IDS: o.prompt_ids = 1; break;
 		case OPT_JSON: o.as_json = 1; break;
 		case 'j': o.threads = optarg; break;
@@ -653,18 +594,10 @@ int main(int argc, char **argv)
 			    (long long)ouro_model_config(c.m)->vocab_size);
 	if (o.q < 0)
 		o.q = ouro_model_config(c.m)->early_exit_threshold;
-	if ((rc = ouro_output_open(&out, &c.out, o.output)))
-		die(rc);
-	c.outname = o.output && strcmp(o.output, "-") ? o.output : "stdout";
+	c.outname = cli_output_open(&out, &c.out, o.output);
 	rc = run(&c, argc, argv);
 	ouro_gate_free(&c.gate);
 	ouro_tok_free(c.tok);
 	ouro_model_free(c.m);
-	if (rc) {
-		ouro_output_abort(out);
-		die(rc);
-	}
-	if ((rc = ouro_output_commit(out)))
-		die(rc);
-	return 0;
+	return cli_output_end(out, rc);
 }

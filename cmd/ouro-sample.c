@@ -47,27 +47,11 @@ static void usage(FILE *f)
 /* Parses a whole finite decimal number, or exits with a usage error. */
 static double parse_double(const char *s, const char *opt)
 {
-	char *end;
 	double v;
 
-	errno = 0;
-	v = strtod(s, &end);
-	if (!*s || *s == ' ' || *s == '\t' || *end || end == s || errno || !isfinite(v))
+	if (*s == ' ' || *s == '\t' || cli_strtod(s, &v))
 		usage_error("%s: '%s' is not a finite number", opt, s);
 	return v;
-}
-
-/* Parses a whole decimal integer in 0..2^64-1, or exits. */
-static uint64_t parse_u64(const char *s, const char *opt)
-{
-	char *end;
-	unsigned long long v;
-
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (*s < '0' || *s > '9' || *end || errno)
-		usage_error("%s: '%s' is not an integer in 0..18446744073709551615", opt, s);
-	return (uint64_t)v;
 }
 
 /* Where a state comes from. */
@@ -194,14 +178,9 @@ static int emit(const struct outputs *o, const struct ouro_st *in, const int32_t
 	}
 	if (!(r = ouro_record_new()))
 		return ouro_fail(OURO_ENOMEM, "out of memory");
-	for (int i = 0; i < ouro_st_meta_count(in); i++) {
-		const char *k, *v;
-		ouro_st_meta_at(in, i, &k, &v);
-		if ((rc = ouro_record_meta(r, k, v)))
-			goto out;
-	}
 	int64_t tshape[1] = {n}, kshape[1] = {o->logprobs};
-	if ((rc = ouro_record_meta(r, "ouro.producer", "ouro-sample")) ||
+	if ((rc = ouro_record_meta_copy(r, in)) ||
+	    (rc = ouro_record_meta(r, "ouro.producer", "ouro-sample")) ||
 	    (rc = ouro_record_add(r, "tokens", OURO_I32, 1, tshape, ids)))
 		goto out;
 	if (o->logprobs &&
@@ -236,27 +215,19 @@ int main(int argc, char **argv)
 	const char *model_dir = NULL, *threads = NULL, *outpath = NULL;
 	struct outputs o = {0};
 	struct source src = {.step = -1};
-	long v;
 	int c, rc;
 
-	progname = "ouro-sample";
+	cli_init("ouro-sample");
 	while ((c = getopt_long(argc, argv, "m:s:tj:o:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'm': model_dir = optarg; break;
-		case 's':
-			if (ouro_parse_int(optarg, 0, MAX_STEPS - 1, &src.step, "--step"))
-				usage_error("%s", ouro_errmsg());
-			break;
+		case 's': src.step = cli_long(optarg, 0, MAX_STEPS - 1, "--step"); break;
 		case OPT_TEMP:
 			so.temperature = parse_double(optarg, "--temperature");
 			if (so.temperature < 0)
 				usage_error("--temperature: %s is negative", optarg);
 			break;
-		case OPT_TOPK:
-			if (ouro_parse_int(optarg, 0, LONG_MAX, &v, "--top-k"))
-				usage_error("%s", ouro_errmsg());
-			so.top_k = v;
-			break;
+		case OPT_TOPK: so.top_k = cli_long(optarg, 0, LONG_MAX, "--top-k"); break;
 		case OPT_TOPP:
 			so.top_p = parse_double(optarg, "--top-p");
 			if (!(so.top_p > 0 && so.top_p <= 1))
@@ -267,12 +238,11 @@ int main(int argc, char **argv)
 			if (!(so.min_p >= 0 && so.min_p <= 1))
 				usage_error("--min-p: %s is not in [0, 1]", optarg);
 			break;
-		case OPT_SEED: so.seed = parse_u64(optarg, "--seed"); break;
-		case OPT_LOGPROBS:
-			if (ouro_parse_int(optarg, 1, INT_MAX, &v, "--logprobs"))
-				usage_error("%s", ouro_errmsg());
-			o.logprobs = (int)v;
+		case OPT_SEED:
+			if (cli_strtou64(optarg, &so.seed))
+				usage_error("--seed: '%s' is not an integer in 0..18446744073709551615", optarg);
 			break;
+		case OPT_LOGPROBS: o.logprobs = (int)cli_long(optarg, 1, INT_MAX, "--logprobs"); break;
 		case 't': o.as_ids = 1; break;
 		case 'j': threads = optarg; break;
 		case 'o': outpath = optarg; break;
@@ -312,56 +282,46 @@ int main(int argc, char **argv)
 	}
 
 	struct ouro_output *out;
-	if ((rc = ouro_output_open(&out, &o.f, outpath)))
-		die(rc);
-	o.name = outpath && strcmp(outpath, "-") ? outpath : "stdout";
-	char *defaults[] = {"-"};
-	char **inputs = optind < argc ? argv + optind : defaults;
-	int ninputs = optind < argc ? argc - optind : 1;
+	o.name = cli_output_open(&out, &o.f, outpath);
+	struct cli_seqs in;
+	const struct ouro_st *rec;
+	const int32_t *ids;
+	int64_t n;
 
-	for (int i = 0; i < ninputs && !rc; i++) {
-		struct ouro_seq_reader *in;
-		const struct ouro_st *rec;
-		const int32_t *ids;
-		int64_t n;
-
-		if ((rc = ouro_seq_open(&in, inputs[i])))
+	cli_seqs_open(&in, argc, argv);
+	while (!(rc = cli_seqs_next(&in, &ids, &n, &rec)) && ids) {
+		const char *where = ouro_seq_where(in.in);
+		if (!rec) {
+			rc = ouro_fail(OURO_EINPUT, "%s: text ids carry no state; give records from ouro-forward or ouro-gate",
+				       where);
 			break;
-		while (!(rc = ouro_seq_next(in, &ids, &n, &rec)) && ids) {
-			const char *where = ouro_seq_where(in);
-			if (!rec) {
-				rc = ouro_fail(OURO_EINPUT, "%s: text ids carry no state; give records from ouro-forward or ouro-gate",
-					       where);
-				break;
-			}
-			if ((rc = last_state(rec, n, &src, where, h)))
-				break;
-			for (int64_t j = 0; j < n; j++)
-				if (ids[j] < 0 || ids[j] >= src.V) {
-					rc = ouro_fail(OURO_EINPUT, "%s: token %lld: id %d is outside the vocabulary (0..%lld)",
-						       where, (long long)j + 1, ids[j], (long long)src.V - 1);
-					break;
-				}
-			if (rc || (rc = ouro_logits(m, h, 1, logits)))
-				break;
-			if ((size_t)n + 1 > cap) {
-				free(ext);
-				cap = 2 * ((size_t)n + 1);
-				if (!(ext = malloc(cap * sizeof *ext))) {
-					rc = ouro_fail(OURO_ENOMEM, "out of memory for %lld token ids",
-						       (long long)n + 1);
-					break;
-				}
-			}
-			memcpy(ext, ids, (size_t)n * sizeof *ext);
-			ext[n] = ouro_sample(sampler, logits, n);
-			if (o.logprobs)
-				ouro_logprobs_topk(logits, src.V, o.logprobs, top_ids, top_lp);
-			if ((rc = emit(&o, rec, ext, n + 1, top_ids, top_lp)))
-				break;
 		}
-		ouro_seq_close(in);
+		if ((rc = last_state(rec, n, &src, where, h)))
+			break;
+		for (int64_t j = 0; j < n; j++)
+			if (ids[j] < 0 || ids[j] >= src.V) {
+				rc = ouro_fail(OURO_EINPUT, "%s: token %lld: id %d is outside the vocabulary (0..%lld)",
+					       where, (long long)j + 1, ids[j], (long long)src.V - 1);
+				break;
+			}
+		if (rc || (rc = ouro_logits(m, h, 1, logits)))
+			break;
+		if ((size_t)n + 1 > cap) {
+			free(ext);
+			cap = 2 * ((size_t)n + 1);
+			if (!(ext = malloc(cap * sizeof *ext))) {
+				rc = ouro_fail(OURO_ENOMEM, "out of memory for %lld token ids", (long long)n + 1);
+				break;
+			}
+		}
+		memcpy(ext, ids, (size_t)n * sizeof *ext);
+		ext[n] = ouro_sample(sampler, logits, n);
+		if (o.logprobs)
+			ouro_logprobs_topk(logits, src.V, o.logprobs, top_ids, top_lp);
+		if ((rc = emit(&o, rec, ext, n + 1, top_ids, top_lp)))
+			break;
 	}
+	cli_seqs_close(&in);
 	free(ext);
 	free(top_lp);
 	free(top_ids);
@@ -369,11 +329,5 @@ int main(int argc, char **argv)
 	free(h);
 	ouro_sampler_free(sampler);
 	ouro_model_free(m);
-	if (rc) {
-		ouro_output_abort(out);
-		die(rc);
-	}
-	if ((rc = ouro_output_commit(out)))
-		die(rc);
-	return 0;
+	return cli_output_end(out, rc);
 }

@@ -397,7 +397,7 @@ int main(int argc, char **argv)
 	struct opts o = {0};
 	int c, rc, lines = 0, jsonl = 0;
 
-	progname = "ouro-tokenize";
+	cli_init("ouro-tokenize");
 	while ((c = getopt_long(argc, argv, "m:ltdh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'm': o.model = optarg; break;

@@ -408,27 +408,44 @@ static int load_pattern(json_t *pat, pcre2_code **re, char **lit, size_t *litlen
 	return ouro_fail(OURO_EMODEL, "%s: pattern is neither {\"String\": ...} nor {\"Regex\": ...}", what);
 }
 
+/* The start every loader of a pipeline component n shares (kind:
+ * "normalizer", "decoder", ...): an absent or null component is nothing
+ * to load, and a Sequence loads each item of its list `key` with load.
+ * *type is the type of any other component, else NULL. A Sequence
+ * without the list is an error only if `strict`. */
+static int load_component(struct tok_hf *t, json_t *n, const char *what, const char *kind,
+			  const char *key, int strict,
+			  int (*load)(struct tok_hf *, json_t *, const char *), const char **type)
+{
+	json_t *list, *e;
+	size_t i;
+	int rc;
+
+	*type = NULL;
+	if (!n || json_is_null(n))
+		return OURO_OK;
+	if (!(*type = jstr(n, "type")))
+		return ouro_fail(OURO_EMODEL, "%s: %s without a type", what, kind);
+	if (strcmp(*type, "Sequence"))
+		return OURO_OK;
+	*type = NULL;
+	list = json_object_get(n, key);
+	if (strict && !json_is_array(list))
+		return ouro_fail(OURO_EMODEL, "%s: Sequence %s without a %s list", what, kind, key);
+	json_array_foreach(list, i, e)
+		if ((rc = load(t, e, what)))
+			return rc;
+	return OURO_OK;
+}
+
 static int load_normalizer(struct tok_hf *t, json_t *n, const char *what)
 {
 	const char *type;
 	int rc;
 
-	if (json_is_null(n) || !n)
-		return OURO_OK;
-	type = jstr(n, "type");
-	if (!type)
-		return ouro_fail(OURO_EMODEL, "%s: normalizer without a type", what);
-	if (!strcmp(type, "Sequence")) {
-		json_t *list = json_object_get(n, "normalizers");
-		size_t i;
-		json_t *e;
-		if (!json_is_array(list))
-			return ouro_fail(OURO_EMODEL, "%s: Sequence normalizer without a normalizers list", what);
-		json_array_foreach(list, i, e)
-			if ((rc = load_normalizer(t, e, what)))
-				return rc;
-		return OURO_OK;
-	}
+	if ((rc = load_component(t, n, what, "normalizer", "normalizers", 1, load_normalizer, &type)) ||
+	    !type)
+		return rc;
 	void *p = realloc(t->norm, (size_t)(t->nnorm + 1) * sizeof *t->norm);
 	if (!p)
 		return ouro_fail(OURO_ENOMEM, "out of memory");
@@ -497,22 +514,9 @@ static int load_pretokenizer(struct tok_hf *t, json_t *n, const char *what)
 	const char *type;
 	int rc;
 
-	if (json_is_null(n) || !n)
-		return OURO_OK;
-	type = jstr(n, "type");
-	if (!type)
-		return ouro_fail(OURO_EMODEL, "%s: pre_tokenizer without a type", what);
-	if (!strcmp(type, "Sequence")) {
-		json_t *list = json_object_get(n, "pretokenizers");
-		size_t i;
-		json_t *e;
-		if (!json_is_array(list))
-			return ouro_fail(OURO_EMODEL, "%s: Sequence pre_tokenizer without a pretokenizers list", what);
-		json_array_foreach(list, i, e)
-			if ((rc = load_pretokenizer(t, e, what)))
-				return rc;
-		return OURO_OK;
-	}
+	if ((rc = load_component(t, n, what, "pre_tokenizer", "pretokenizers", 1, load_pretokenizer,
+				 &type)) || !type)
+		return rc;
 	if (t->byte_level)
 		return ouro_fail(OURO_EMODEL, "%s: pre_tokenizer %s after ByteLevel is not supported", what, type);
 	void *p = realloc(t->pre, (size_t)(t->npre + 1) * sizeof *t->pre);
@@ -942,22 +946,10 @@ static int load_post(struct tok_hf *t, json_t *p, const char *what)
 	const char *type;
 	int rc;
 
-	if (!p || json_is_null(p))
-		return OURO_OK;
-	type = jstr(p, "type");
-	if (!type)
-		return ouro_fail(OURO_EMODEL, "%s: post_processor without a type", what);
+	if ((rc = load_component(t, p, what, "post_processor", "processors", 0, load_post, &type)) || !type)
+		return rc;
 	if (!strcmp(type, "ByteLevel"))
 		return OURO_OK;   /* offsets only */
-	if (!strcmp(type, "Sequence")) {
-		json_t *list = json_object_get(p, "processors");
-		size_t i;
-		json_t *e;
-		json_array_foreach(list, i, e)
-			if ((rc = load_post(t, e, what)))
-				return rc;
-		return OURO_OK;
-	}
 	if (!strcmp(type, "TemplateProcessing")) {
 		json_t *single = json_object_get(p, "single");
 		json_t *specials = json_object_get(p, "special_tokens");
@@ -1005,21 +997,11 @@ static int load_post(struct tok_hf *t, json_t *p, const char *what)
 static int load_decoder(struct tok_hf *t, json_t *d, const char *what)
 {
 	const char *type;
+	int rc;
 
-	if (!d || json_is_null(d))
-		return OURO_OK;
-	type = jstr(d, "type");
-	if (!type)
-		return ouro_fail(OURO_EMODEL, "%s: decoder without a type", what);
-	if (!strcmp(type, "Sequence")) {
-		json_t *list = json_object_get(d, "decoders");
-		size_t i;
-		json_t *e;
-		int rc;
-		json_array_foreach(list, i, e)
-			if ((rc = load_decoder(t, e, what)))
-				return rc;
-	} else if (!strcmp(type, "ByteLevel")) {
+	if ((rc = load_component(t, d, what, "decoder", "decoders", 0, load_decoder, &type)) || !type)
+		return rc;
+	if (!strcmp(type, "ByteLevel")) {
 		t->dec_bytelevel = 1;
 	} else if (!strcmp(type, "ByteFallback")) {
 		t->dec_bytefallback = 1;

@@ -137,8 +137,9 @@ int ouro_config_load(struct ouro_config *c, const char *path)
 			       path, (long long)c->num_attention_heads, (long long)c->num_key_value_heads);
 		goto out;
 	}
-	if (c->head_dim % 2 || c->num_attention_heads * c->head_dim > MAX_DIM) {
-		rc = ouro_fail(OURO_EMODEL, "%s: head_dim %lld must be even and heads * head_dim at most %d",
+	/* also when head_dim defaults to hidden_size / heads, which may be 0 */
+	if (c->head_dim < 2 || c->head_dim % 2 || c->num_attention_heads * c->head_dim > MAX_DIM) {
+		rc = ouro_fail(OURO_EMODEL, "%s: head_dim %lld must be even, at least 2, and heads * head_dim at most %d",
 			       path, (long long)c->head_dim, MAX_DIM);
 		goto out;
 	}

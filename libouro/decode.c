@@ -158,15 +158,6 @@ nomem:
 			 (long long)g->cap, (double)need / (1 << 20));
 }
 
-static double dist(const float *a, const float *b, int64_t n)
-{
-	double s = 0;
-
-	for (int64_t i = 0; i < n; i++)
-		s += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-	return sqrt(s);
-}
-
 /* Runs the exit rule over the T states of one token (all computed), as
  * ouro-gate does; *h gets the chosen state, or the pdf-weighted mixture. */
 static int select_exit(struct ouro_gen *g, const float *states, int64_t stride, float *h)
@@ -178,7 +169,7 @@ static int select_exit(struct ouro_gen *g, const float *states, int64_t stride, 
 	memset(g->hmix, 0, (size_t)g->D * sizeof *g->hmix);
 	for (t = 0; t < g->T; t++) {
 		const float *ht = states + t * stride;
-		double diff = t ? dist(ht, states + (t - 1) * stride, g->D) : 0;
+		double diff = t ? ouro_exit_diff(ht, states + (t - 1) * stride, g->D) : 0;
 		int stop = ouro_exit_update(&s, &g->o.rule, t, g->T, ouro_gate_logit(g->gate, ht), diff);
 
 		for (int64_t j = 0; j < g->D; j++)
@@ -321,7 +312,7 @@ int ouro_gen_step(struct ouro_gen *g, int32_t id, float *h, int *exit_step)
 		ouro_rmsnorm(b->h, b->h, g->m->final_norm, 1, g->D, (float)c->rms_norm_eps);
 		g->st.layer_evals += (uint64_t)g->N;
 		int stop = ouro_exit_update(&s, &g->o.rule, t, g->T, ouro_gate_logit(g->gate, b->h),
-					    t ? dist(b->h, g->hprev, g->D) : 0);
+					    t ? ouro_exit_diff(b->h, g->hprev, g->D) : 0);
 		for (int64_t j = 0; j < g->D; j++)
 			g->hmix[j] += (float)s.pdf * b->h[j];
 		memcpy(g->hprev, b->h, (size_t)g->D * sizeof *g->hprev);

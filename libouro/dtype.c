@@ -119,26 +119,40 @@ static uint16_t f32_to_f16(float f)
 	return (uint16_t)(sign | h);
 }
 
-void ouro_to_f32(float *dst, const void *src, enum ouro_dtype dt, size_t n)
+/* Widens n 16-bit floats at src (any alignment) with conv; inlined with
+ * conv known, so each format gets its own loop. */
+static inline void widen16(float *dst, const unsigned char *src, size_t n, float (*conv)(uint16_t))
 {
-	const unsigned char *s = src;
 	uint16_t h;
 
+	for (size_t i = 0; i < n; i++) {
+		memcpy(&h, src + 2 * i, 2);
+		dst[i] = conv(h);
+	}
+}
+
+/* Narrows n floats into 16-bit floats at dst (any alignment) with conv. */
+static inline void narrow16(unsigned char *dst, const float *src, size_t n, uint16_t (*conv)(float))
+{
+	uint16_t h;
+
+	for (size_t i = 0; i < n; i++) {
+		h = conv(src[i]);
+		memcpy(dst + 2 * i, &h, 2);
+	}
+}
+
+void ouro_to_f32(float *dst, const void *src, enum ouro_dtype dt, size_t n)
+{
 	switch (dt) {
 	case OURO_F32:
 		memcpy(dst, src, n * 4);
 		break;
 	case OURO_BF16:
-		for (size_t i = 0; i < n; i++) {
-			memcpy(&h, s + 2 * i, 2);
-			dst[i] = bf16_to_f32(h);
-		}
+		widen16(dst, src, n, bf16_to_f32);
 		break;
 	case OURO_F16:
-		for (size_t i = 0; i < n; i++) {
-			memcpy(&h, s + 2 * i, 2);
-			dst[i] = f16_to_f32(h);
-		}
+		widen16(dst, src, n, f16_to_f32);
 		break;
 	default:
 		break;   /* callers check the dtype first */
@@ -147,24 +161,15 @@ void ouro_to_f32(float *dst, const void *src, enum ouro_dtype dt, size_t n)
 
 void ouro_from_f32(void *dst, const float *src, enum ouro_dtype dt, size_t n)
 {
-	unsigned char *d = dst;
-	uint16_t h;
-
 	switch (dt) {
 	case OURO_F32:
 		memcpy(dst, src, n * 4);
 		break;
 	case OURO_BF16:
-		for (size_t i = 0; i < n; i++) {
-			h = f32_to_bf16(src[i]);
-			memcpy(d + 2 * i, &h, 2);
-		}
+		narrow16(dst, src, n, f32_to_bf16);
 		break;
 	case OURO_F16:
-		for (size_t i = 0; i < n; i++) {
-			h = f32_to_f16(src[i]);
-			memcpy(d + 2 * i, &h, 2);
-		}
+		narrow16(dst, src, n, f32_to_f16);
 		break;
 	default:
 		break;

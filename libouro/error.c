@@ -8,6 +8,7 @@
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "ouro.h"
 
@@ -15,11 +16,13 @@ static _Thread_local char errmsg[1024];
 
 int ouro_fail(int status, const char *fmt, ...)
 {
+	char buf[sizeof errmsg];   /* the arguments may include ouro_errmsg() */
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(errmsg, sizeof errmsg, fmt, ap);
+	vsnprintf(buf, sizeof buf, fmt, ap);
 	va_end(ap);
+	memcpy(errmsg, buf, sizeof errmsg);
 	return status;
 }
 

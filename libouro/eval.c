@@ -233,18 +233,6 @@ static void reduce_rows(void *ctx, int64_t begin, int64_t end)
 	}
 }
 
-/* ||a - b||_2 of two states [D]. */
-static double state_diff(const float *a, const float *b, int64_t D)
-{
-	double acc = 0;
-
-	for (int64_t j = 0; j < D; j++) {
-		double d = (double)a[j] - b[j];
-		acc += d * d;
-	}
-	return sqrt(acc);
-}
-
 int ouro_score_window(struct ouro_scorer *s, const int32_t *ids, const int32_t *targets,
 		      int64_t n, int64_t lo, const struct ouro_scores **out)
 {
@@ -276,7 +264,7 @@ int ouro_score_window(struct ouro_scorer *s, const int32_t *ids, const int32_t *
 			for (t = 0; t < T; t++) {
 				double diff = 0;
 				if (t > 0 && rule->kind == OURO_EXIT_DIFF)
-					diff = state_diff(s->hidden + ((int64_t)t * n + i) * D,
+					diff = ouro_exit_diff(s->hidden + ((int64_t)t * n + i) * D,
 							  s->hidden + ((int64_t)(t - 1) * n + i) * D, D);
 				if (ouro_exit_update(&st, rule, t, T, s->gate_logits[(int64_t)t * n + i], diff))
 					break;
@@ -407,8 +395,11 @@ int ouro_request_encode(struct ouro_tok *tok, const char *ctx, size_t ctx_len,
 		 * only whitespace keeps that whitespace in the continuation */
 		if ((rc = ouro_ids_push(ctx_ids, prefix)))
 			return rc;
-		if (ctx_len == 0)
-			return ouro_tok_encode(tok, cont, cont_len, cont_ids);
+		if (ctx_len == 0) {
+			if ((rc = ouro_tok_encode(tok, cont, cont_len, cont_ids)))
+				return rc;
+			goto check;
+		}
 	}
 	if (!(joined = malloc(ctx_len + cont_len + 1)))
 		return ouro_fail(OURO_ENOMEM, "out of memory");
@@ -423,10 +414,16 @@ int ouro_request_encode(struct ouro_tok *tok, const char *ctx, size_t ctx_len,
 		goto out;
 	for (size_t i = ctx_ids->n; i < whole.n && !rc; i++)
 		rc = ouro_ids_push(cont_ids, whole.v[i]);
-	if (!rc && cont_ids->n == 0)
-		rc = ouro_fail(OURO_EINPUT, "the continuation adds no tokens to the context");
 out:
 	free(joined);
 	ouro_ids_free(&whole);
+check:
+	/* a continuation of no tokens would score log-likelihood 0, the best;
+	 * a context of none would leave the first continuation token unscored
+	 * (lm-evaluation-harness asserts both are non-empty) */
+	if (!rc && cont_ids->n == 0)
+		rc = ouro_fail(OURO_EINPUT, "the continuation adds no tokens to the context");
+	if (!rc && ctx_ids->n == 0)
+		rc = ouro_fail(OURO_EINPUT, "the context encodes to no tokens");
 	return rc;
 }

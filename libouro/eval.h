@@ -82,7 +82,8 @@ int64_t ouro_rolling_windows(int64_t ntokens, int64_t max_len, int64_t context_l
  * and the continuation's tokens are those of the whole past the
  * context's token count. A context that is only whitespace also becomes
  * the prefix token. Appends to ctx_ids and cont_ids (cleared first). An
- * empty continuation is OURO_EINPUT. */
+ * empty continuation, or a context or continuation that encodes to no
+ * tokens, is OURO_EINPUT. */
 int ouro_request_encode(struct ouro_tok *tok, const char *ctx, size_t ctx_len,
 			const char *cont, size_t cont_len, int32_t prefix,
 			struct ouro_ids *ctx_ids, struct ouro_ids *cont_ids);

@@ -18,6 +18,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -30,8 +31,10 @@ void ouro_fwd_free(struct ouro_fwd_buf *b)
 		free(p[i]);
 }
 
-/* Allocates every buffer for n positions. The sizes cannot overflow: the
- * configuration bounds each dimension by 2^20 and n by 2^24. */
+/* Allocates every buffer for n positions, failing up front with the size
+ * when they cannot fit in this machine's memory (Linux grants more than
+ * there is, and the pass would be killed while it runs). The sizes cannot
+ * overflow: the configuration bounds each dimension by 2^20 and n by 2^24. */
 int ouro_fwd_alloc(struct ouro_fwd_buf *b, const struct ouro_config *c, int64_t n)
 {
 	uint64_t D = (uint64_t)c->hidden_size, F = (uint64_t)c->intermediate_size;
@@ -50,6 +53,11 @@ int ouro_fwd_alloc(struct ouro_fwd_buf *b, const struct ouro_config *c, int64_t 
 	memset(b, 0, sizeof *b);
 	for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
 		total += sizes[i];
+	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+	if (pages > 0 && psize > 0 && total * sizeof(float) > (uint64_t)pages * (uint64_t)psize)
+		return ouro_fail(OURO_ENOMEM, "a forward pass over %lld tokens needs %.1f MiB of working memory, more than this machine's %.1f MiB",
+				 (long long)n, (double)total * 4 / (1 << 20),
+				 (double)pages * (double)psize / (1 << 20));
 	for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
 		if (!(p[i] = malloc(sizes[i] * sizeof(float)))) {
 			ouro_fwd_free(b);

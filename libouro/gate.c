@@ -191,3 +191,14 @@ int ouro_exit_update(struct ouro_exit_state *s, const struct ouro_exit_rule *r,
 	}
 	return 0;
 }
+
+double ouro_exit_diff(const float *a, const float *b, int64_t D)
+{
+	double s = 0;
+
+	for (int64_t j = 0; j < D; j++) {
+		double d = (double)a[j] - b[j];
+		s += d * d;
+	}
+	return sqrt(s);
+}

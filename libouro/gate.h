@@ -66,5 +66,8 @@ void ouro_exit_begin(struct ouro_exit_state *s);
  * at t; always 1 at t = T-1. */
 int ouro_exit_update(struct ouro_exit_state *s, const struct ouro_exit_rule *r,
 		     int t, int T, float logit, double diff);
+/* ||a - b||_2 of two states [D]: the diff that OURO_EXIT_DIFF compares
+ * with eps. */
+double ouro_exit_diff(const float *a, const float *b, int64_t D);
 
 #endif

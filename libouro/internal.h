@@ -61,7 +61,7 @@ struct ouro_model {
 /* Rows of W widened and multiplied as one unit: the work is split into
  * chunks of this many output columns, whatever the thread count, so the
  * result is the same for any number of threads. */
-#define OURO_CHUNK 64
+#define OURO_CHUNK 256
 
 /* Floats of scratch ouro_matmul needs for inputs of width `in`: one chunk
  * of widened rows per thread. */

@@ -9,10 +9,13 @@
  * Output: stdout, or a file written under a temporary name in the same
  * directory and renamed over the destination only after a complete, clean
  * write, so an interrupted or failed run leaves the old file or the new
- * one, never half of one.
+ * one, never half of one. The names of the temporaries being written are
+ * kept in a fixed table that ouro_output_cleanup() can walk from a signal
+ * handler, so that a program stopped by a signal removes them too.
  */
 #include <errno.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -276,8 +279,48 @@ void ouro_seq_close(struct ouro_seq_reader *r)
 struct ouro_output {
 	FILE *f;
 	char *path;     /* NULL for stdout */
-	char *tmp;
+	char *tmp;      /* NULL when writing straight to path (not a regular file) */
+	int slot;       /* its entry in pending[], or -1 */
 };
+
+/* Temporaries being written: a name is copied in before its entry is
+ * marked used, and the mark cleared before the file is renamed or removed,
+ * so a signal handler on any thread only ever sees whole names. A name
+ * too long for an entry, or one beyond the table, is not tracked. */
+#define PENDING 16
+static struct {
+	atomic_int used;
+	char name[PATH_MAX];
+} pending[PENDING];
+
+static int pending_add(const char *name)
+{
+	if (strlen(name) >= sizeof pending[0].name)
+		return -1;
+	for (int i = 0; i < PENDING; i++) {
+		int unused = 0;
+		/* claim the entry (2: being filled), fill it, then publish it */
+		if (atomic_compare_exchange_strong(&pending[i].used, &unused, 2)) {
+			strcpy(pending[i].name, name);
+			atomic_store(&pending[i].used, 1);
+			return i;
+		}
+	}
+	return -1;
+}
+
+static void pending_remove(int slot)
+{
+	if (slot >= 0)
+		atomic_store(&pending[slot].used, 0);
+}
+
+void ouro_output_cleanup(void)
+{
+	for (int i = 0; i < PENDING; i++)
+		if (atomic_load(&pending[i].used) == 1)
+			unlink(pending[i].name);
+}
 
 int ouro_output_open(struct ouro_output **out, FILE **f, const char *path)
 {
@@ -288,8 +331,19 @@ int ouro_output_open(struct ouro_output **out, FILE **f, const char *path)
 	*f = NULL;
 	if (!o)
 		return ouro_fail(OURO_ENOMEM, "out of memory");
+	o->slot = -1;
+	struct stat sb;
+
 	if (!path || strcmp(path, "-") == 0) {
 		o->f = stdout;
+	} else if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode)) {
+		/* a device or a pipe (/dev/null, a FIFO) is written in place:
+		 * renaming a file over it would replace it */
+		if (!(o->path = strdup(path)) || !(o->f = fopen(path, "wb"))) {
+			int e = errno;
+			ouro_output_abort(o);
+			return ouro_fail(OURO_ESYS, "%s: cannot open: %s", path, strerror(e));
+		}
 	} else {
 		size_t len = strlen(path);
 		if (!(o->path = strdup(path)) || !(o->tmp = malloc(len + 16))) {
@@ -300,11 +354,14 @@ int ouro_output_open(struct ouro_output **out, FILE **f, const char *path)
 		mode_t mask = umask(0);
 
 		umask(mask);
-		if ((fd = mkstemp(o->tmp)) < 0 || fchmod(fd, 0666 & ~mask) ||
-		    !(o->f = fdopen(fd, "wb"))) {
+		if ((fd = mkstemp(o->tmp)) >= 0)
+			o->slot = pending_add(o->tmp);
+		if (fd < 0 || fchmod(fd, 0666 & ~mask) || !(o->f = fdopen(fd, "wb"))) {
 			int e = errno;
 			if (fd >= 0) {
 				close(fd);
+				pending_remove(o->slot);
+				o->slot = -1;
 				unlink(o->tmp);
 			}
 			free(o->tmp);
@@ -329,6 +386,9 @@ int ouro_output_commit(struct ouro_output *o)
 		if (fclose(o->f) && !rc)
 			rc = ouro_fail(OURO_ESYS, "%s: write error: %s", name, strerror(errno));
 		o->f = NULL;
+	}
+	if (o->tmp) {
+		pending_remove(o->slot);
 		if (!rc && rename(o->tmp, o->path))
 			rc = ouro_fail(OURO_ESYS, "%s: cannot rename into place: %s", name, strerror(errno));
 		if (rc)
@@ -344,8 +404,10 @@ void ouro_output_abort(struct ouro_output *o)
 {
 	if (!o)
 		return;
-	if (o->path && o->f) {
+	if (o->path && o->f)
 		fclose(o->f);
+	if (o->tmp && o->f) {
+		pending_remove(o->slot);
 		unlink(o->tmp);
 	}
 	free(o->tmp);

@@ -10,6 +10,7 @@
  * one thread in a fixed order, so the result does not depend on the
  * thread count.
  */
+#include <cpuid.h>
 #include <immintrin.h>
 #include <string.h>
 
@@ -196,9 +197,12 @@ static int cpu_level(void)
 
 	if (level < 0) {
 		__builtin_cpu_init();
+		/* F16C from CPUID itself: clang before 16 does not know
+		 * __builtin_cpu_supports("f16c") */
+		unsigned a, b, c, d;
+		int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
 		level = __builtin_cpu_supports("avx512f") ? 2
-			: __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-			  __builtin_cpu_supports("f16c") ? 1 : 0;
+			: __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c ? 1 : 0;
 	}
 	return level;
 }

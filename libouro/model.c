@@ -20,7 +20,7 @@
 #include "internal.h"
 
 #ifndef OURO_DEFAULT_MODEL
-#define OURO_DEFAULT_MODEL "/usr/local/share/ouro/models/ouro-fixture"
+#define OURO_DEFAULT_MODEL "/usr/local/share/ouro/models/ouro-kjv-tiny"
 #endif
 
 const char *ouro_model_path(const char *dir)

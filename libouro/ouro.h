@@ -79,9 +79,10 @@ struct ouro_st;   /* a parsed header: tensors and string metadata */
 int ouro_st_parse(struct ouro_st **out, const char *what, const void *buf,
 		  uint64_t len, uint64_t *used);
 
-/* Reads one record from f into memory it owns. Returns OURO_OK with *out
- * NULL at a clean end of stream; a truncated or invalid record is
- * OURO_EINPUT. */
+/* Reads one record from f into memory it owns, each tensor's data aligned
+ * to its element size (the format allows any offset; such a record is
+ * copied). Returns OURO_OK with *out NULL at a clean end of stream; a
+ * truncated or invalid record is OURO_EINPUT. */
 int ouro_st_read(struct ouro_st **out, FILE *f, const char *what);
 
 void ouro_st_free(struct ouro_st *st);
@@ -102,6 +103,8 @@ struct ouro_record;
 struct ouro_record *ouro_record_new(void);
 void ouro_record_free(struct ouro_record *r);
 int ouro_record_meta(struct ouro_record *r, const char *key, const char *val);
+/* Sets every metadata entry of the record `from` (NULL: none) in r. */
+int ouro_record_meta_copy(struct ouro_record *r, const struct ouro_st *from);
 int ouro_record_add(struct ouro_record *r, const char *name,
 		    enum ouro_dtype dt, int ndim, const int64_t *shape,
 		    const void *data);
@@ -149,6 +152,10 @@ int ouro_output_open(struct ouro_output **o, FILE **f, const char *path);
 int ouro_output_commit(struct ouro_output *o);
 /* Discards what was written (a file's temporary is removed). Frees o. */
 void ouro_output_abort(struct ouro_output *o);
+/* Removes the temporaries of every output still open, and nothing else:
+ * async-signal-safe, for a program's handler of the signals that stop it
+ * (the outputs are not usable afterwards). */
+void ouro_output_cleanup(void);
 
 /* Parses a whole decimal integer in lo..hi; OURO_EUSAGE names `what`. */
 int ouro_parse_int(const char *s, long lo, long hi, long *out, const char *what);

@@ -192,6 +192,39 @@ static void set_data(struct ouro_st *st, const unsigned char *base)
 		st->t[i].data = base + st->begin[i];
 }
 
+/* The format lets a tensor start at any byte; a record read into memory
+ * gets its tensors aligned to their element size, so that programs may
+ * load elements directly. When one is not, the data section is copied
+ * with each tensor on an 8-byte boundary (st->begin then indexes the
+ * copy). Returns the buffer to own: data itself, or the copy. */
+static unsigned char *realign(struct ouro_st *st, unsigned char *data, const char *what)
+{
+	uint64_t total = 0;
+	int ok = 1;
+
+	for (int i = 0; i < st->n; i++) {
+		ok &= st->begin[i] % ouro_dtype_size(st->t[i].dtype) == 0;
+		total += (st->t[i].nbytes + 7) & ~(uint64_t)7;   /* no overflow: within the read data + 8n */
+	}
+	if (ok)
+		return data;
+	unsigned char *copy = total <= SIZE_MAX ? malloc(total ? total : 1) : NULL;
+	if (!copy) {
+		ouro_fail(OURO_ENOMEM, "%s: out of memory for a %llu-byte record", what,
+			  (unsigned long long)total);
+		return NULL;
+	}
+	total = 0;
+	for (int i = 0; i < st->n; i++) {
+		if (st->t[i].nbytes)
+			memcpy(copy + total, data + st->begin[i], st->t[i].nbytes);
+		st->begin[i] = total;
+		total += (st->t[i].nbytes + 7) & ~(uint64_t)7;
+	}
+	free(data);
+	return copy;
+}
+
 static uint64_t get_u64le(const unsigned char *b)
 {
 	uint64_t v = 0;
@@ -305,7 +338,10 @@ int ouro_st_read(struct ouro_st **out, FILE *f, const char *what)
 	}
 	free(hdr);
 	hdr = NULL;
-	st->owned = data;
+	if (!(st->owned = realign(st, data, what))) {
+		rc = OURO_ENOMEM;
+		goto fail;
+	}
 	data = NULL;
 	set_data(st, st->owned);
 	if ((rc = check_version(st, what)))
@@ -409,6 +445,19 @@ int ouro_record_meta(struct ouro_record *r, const char *key, const char *val)
 {
 	if (json_object_set_new(r->meta, key, json_string(val)))
 		return ouro_fail(OURO_EINPUT, "metadata %s is not valid UTF-8", key);
+	return OURO_OK;
+}
+
+int ouro_record_meta_copy(struct ouro_record *r, const struct ouro_st *from)
+{
+	int rc;
+
+	for (int i = 0; from && i < ouro_st_meta_count(from); i++) {
+		const char *key, *val;
+		ouro_st_meta_at(from, i, &key, &val);
+		if ((rc = ouro_record_meta(r, key, val)))
+			return rc;
+	}
 	return OURO_OK;
 }
 

@@ -88,23 +88,31 @@ static int pb_varint(struct pb *b, uint64_t *v)
 	return -1;
 }
 
-/* Reads one field: its number, wire type, and value (varint, fixed, or a
- * length-delimited slice in *sub). Returns -1 on malformed input. */
-static int pb_field(struct pb *b, uint32_t *num, int *wt, uint64_t *v, struct pb *sub)
+/* One field: its number, wire type, and value (varint or fixed in v, a
+ * length-delimited slice in sub). */
+struct pb_field {
+	uint32_t num;
+	int wt;
+	uint64_t v;
+	struct pb sub;
+};
+
+/* Reads the next field of b into *f. Returns -1 on malformed input. */
+static int pb_field(struct pb *b, struct pb_field *f)
 {
 	uint64_t key, len;
 
 	if (pb_varint(b, &key) || key >> 3 == 0 || key >> 3 > UINT32_MAX)
 		return -1;
-	*num = (uint32_t)(key >> 3);
-	*wt = (int)(key & 7);
-	switch (*wt) {
+	f->num = (uint32_t)(key >> 3);
+	f->wt = (int)(key & 7);
+	switch (f->wt) {
 	case 0:
-		return pb_varint(b, v);
+		return pb_varint(b, &f->v);
 	case 1:
 		if (b->end - b->p < 8)
 			return -1;
-		memcpy(v, b->p, 8);
+		memcpy(&f->v, b->p, 8);
 		b->p += 8;
 		return 0;
 	case 5: {
@@ -113,14 +121,14 @@ static int pb_field(struct pb *b, uint32_t *num, int *wt, uint64_t *v, struct pb
 			return -1;
 		memcpy(&x, b->p, 4);
 		b->p += 4;
-		*v = x;
+		f->v = x;
 		return 0;
 	}
 	case 2:
 		if (pb_varint(b, &len) || len > (uint64_t)(b->end - b->p))
 			return -1;
-		sub->p = b->p;
-		sub->end = b->p + len;
+		f->sub.p = b->p;
+		f->sub.end = b->p + len;
 		b->p += len;
 		return 0;
 	default:
@@ -130,28 +138,45 @@ static int pb_field(struct pb *b, uint32_t *num, int *wt, uint64_t *v, struct pb
 
 /* ---- loading ------------------------------------------------------------ */
 
+/* The byte a piece "<0xXX>" stands for (exactly two hex digits; sscanf's
+ * %2X would also take a sign, "<0x-8>"), or -1. s[0..len) need not end
+ * in NUL: pieces point into the file. */
+static int byte_piece(const char *s, size_t len)
+{
+	int v = 0;
+
+	if (len != 6 || memcmp(s, "<0x", 3) || s[5] != '>')
+		return -1;
+	for (int k = 3; k < 5; k++) {
+		char c = s[k];
+		int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+			: c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+		if (d < 0)
+			return -1;
+		v = v * 16 + d;
+	}
+	return v;
+}
+
 static int parse_piece(struct tok_spm *t, struct pb b, struct spm_piece *pc, const char *what, int32_t i)
 {
-	uint32_t num;
-	int wt;
-	uint64_t v;
-	struct pb sub;
+	struct pb_field f;
 
 	pc->s = NULL;
 	pc->len = 0;
 	pc->score = 0;
 	pc->type = SPM_NORMAL;
 	while (b.p < b.end) {
-		if (pb_field(&b, &num, &wt, &v, &sub))
+		if (pb_field(&b, &f))
 			return ouro_fail(OURO_EMODEL, "%s: piece %d: malformed protobuf", what, i);
-		if (num == 1 && wt == 2) {
-			pc->s = (const char *)sub.p;
-			pc->len = (uint32_t)(sub.end - sub.p);
-		} else if (num == 2 && wt == 5) {
-			uint32_t x = (uint32_t)v;
+		if (f.num == 1 && f.wt == 2) {
+			pc->s = (const char *)f.sub.p;
+			pc->len = (uint32_t)(f.sub.end - f.sub.p);
+		} else if (f.num == 2 && f.wt == 5) {
+			uint32_t x = (uint32_t)f.v;
 			memcpy(&pc->score, &x, 4);
-		} else if (num == 3 && wt == 0) {
-			pc->type = (int)v;
+		} else if (f.num == 3 && f.wt == 0) {
+			pc->type = (int)f.v;
 		}
 	}
 	(void)t;
@@ -168,23 +193,20 @@ static int parse_piece(struct tok_spm *t, struct pb b, struct spm_piece *pc, con
 
 static int parse_trainer(struct tok_spm *t, struct pb b, const char *what)
 {
-	uint32_t num;
-	int wt;
-	uint64_t v;
-	struct pb sub;
+	struct pb_field f;
 
 	while (b.p < b.end) {
-		if (pb_field(&b, &num, &wt, &v, &sub))
+		if (pb_field(&b, &f))
 			return ouro_fail(OURO_EMODEL, "%s: trainer_spec: malformed protobuf", what);
-		if (num == 3 && wt == 0)
-			t->model_type = (int)v;
-		else if (num == 35 && wt == 0)
-			t->byte_fallback = v != 0;
-		else if (num == 24 && wt == 0)
-			t->ws_suffix = v != 0;
-		else if (num == 44 && wt == 2 && (size_t)(sub.end - sub.p) < sizeof t->unk_surface) {
-			memcpy(t->unk_surface, sub.p, (size_t)(sub.end - sub.p));
-			t->unk_surface[sub.end - sub.p] = 0;
+		if (f.num == 3 && f.wt == 0)
+			t->model_type = (int)f.v;
+		else if (f.num == 35 && f.wt == 0)
+			t->byte_fallback = f.v != 0;
+		else if (f.num == 24 && f.wt == 0)
+			t->ws_suffix = f.v != 0;
+		else if (f.num == 44 && f.wt == 2 && (size_t)(f.sub.end - f.sub.p) < sizeof t->unk_surface) {
+			memcpy(t->unk_surface, f.sub.p, (size_t)(f.sub.end - f.sub.p));
+			t->unk_surface[f.sub.end - f.sub.p] = 0;
 		}
 	}
 	return OURO_OK;
@@ -192,25 +214,22 @@ static int parse_trainer(struct tok_spm *t, struct pb b, const char *what)
 
 static int parse_normalizer(struct tok_spm *t, struct pb b, const char *what)
 {
-	uint32_t num;
-	int wt;
-	uint64_t v;
-	struct pb sub;
+	struct pb_field f;
 	int rc;
 
 	while (b.p < b.end) {
-		if (pb_field(&b, &num, &wt, &v, &sub))
+		if (pb_field(&b, &f))
 			return ouro_fail(OURO_EMODEL, "%s: normalizer_spec: malformed protobuf", what);
-		if (num == 2 && wt == 2) {
+		if (f.num == 2 && f.wt == 2) {
 			tok_charsmap_free(&t->cm);
-			if ((rc = tok_charsmap_init(&t->cm, sub.p, (size_t)(sub.end - sub.p), what)))
+			if ((rc = tok_charsmap_init(&t->cm, f.sub.p, (size_t)(f.sub.end - f.sub.p), what)))
 				return rc;
-		} else if (num == 3 && wt == 0) {
-			t->add_dummy_prefix = v != 0;
-		} else if (num == 4 && wt == 0) {
-			t->remove_extra_ws = v != 0;
-		} else if (num == 5 && wt == 0) {
-			t->escape_ws = v != 0;
+		} else if (f.num == 3 && f.wt == 0) {
+			t->add_dummy_prefix = f.v != 0;
+		} else if (f.num == 4 && f.wt == 0) {
+			t->remove_extra_ws = f.v != 0;
+		} else if (f.num == 5 && f.wt == 0) {
+			t->escape_ws = f.v != 0;
 		}
 	}
 	return OURO_OK;
@@ -219,10 +238,9 @@ static int parse_normalizer(struct tok_spm *t, struct pb b, const char *what)
 int tok_spm_load(struct tok_spm **out, const char *path, const char *buf, size_t len)
 {
 	struct tok_spm *t;
-	struct pb b = {(const unsigned char *)buf, (const unsigned char *)buf + len}, sub;
-	uint32_t num;
-	int wt, rc = OURO_OK;
-	uint64_t v;
+	struct pb b = {(const unsigned char *)buf, (const unsigned char *)buf + len};
+	struct pb_field f;
+	int rc = OURO_OK;
 	int32_t npieces = 0;
 
 	*out = NULL;
@@ -244,19 +262,19 @@ int tok_spm_load(struct tok_spm **out, const char *path, const char *buf, size_t
 
 	/* first pass: count the pieces, read the specs */
 	while (b.p < b.end && rc == OURO_OK) {
-		if (pb_field(&b, &num, &wt, &v, &sub)) {
+		if (pb_field(&b, &f)) {
 			rc = ouro_fail(OURO_EMODEL, "%s: not a SentencePiece model (malformed protobuf at byte %zu)",
 				       path, (size_t)((const char *)b.p - t->file));
 			break;
 		}
-		if (num == 1 && wt == 2) {
+		if (f.num == 1 && f.wt == 2) {
 			if (npieces == INT32_MAX / 2)
 				rc = ouro_fail(OURO_EMODEL, "%s: too many pieces", path);
 			npieces++;
-		} else if (num == 2 && wt == 2) {
-			rc = parse_trainer(t, sub, path);
-		} else if (num == 3 && wt == 2) {
-			rc = parse_normalizer(t, sub, path);
+		} else if (f.num == 2 && f.wt == 2) {
+			rc = parse_trainer(t, f.sub, path);
+		} else if (f.num == 3 && f.wt == 2) {
+			rc = parse_normalizer(t, f.sub, path);
 		}
 	}
 	if (!rc && npieces == 0)
@@ -270,9 +288,9 @@ int tok_spm_load(struct tok_spm **out, const char *path, const char *buf, size_t
 	/* second pass: the pieces */
 	b.p = (const unsigned char *)t->file;
 	while (!rc && b.p < b.end) {
-		pb_field(&b, &num, &wt, &v, &sub);
-		if (num == 1 && wt == 2)
-			rc = parse_piece(t, sub, &t->pieces[t->n], path, t->n), t->n++;
+		pb_field(&b, &f);
+		if (f.num == 1 && f.wt == 2)
+			rc = parse_piece(t, f.sub, &t->pieces[t->n], path, t->n), t->n++;
 	}
 	for (int i = 0; i < 256; i++)
 		t->byte_id[i] = -1;
@@ -308,11 +326,10 @@ int tok_spm_load(struct tok_spm **out, const char *path, const char *buf, size_t
 			t->unk_id = i;
 		}
 		if (pc->type == SPM_BYTE) {
-			unsigned x;
-			char tail;
+			int x = byte_piece(pc->s, pc->len);
 			if (!t->byte_fallback)
 				rc = ouro_fail(OURO_EMODEL, "%s: byte piece %d but byte_fallback is off", path, i);
-			else if (pc->len != 6 || sscanf(pc->s, "<0x%2X%c", &x, &tail) != 2 || tail != '>')
+			else if (x < 0)
 				rc = ouro_fail(OURO_EMODEL, "%s: byte piece %d \"%.*s\" is not <0xXX>", path, i,
 					       (int)(pc->len > 60 ? 60 : pc->len), pc->s);
 			else
@@ -760,9 +777,7 @@ int tok_spm_decode(const struct tok_spm *t, const int32_t *ids, size_t n,
 			at_start = 0;
 			continue;
 		case SPM_BYTE: {
-			unsigned x;
-			sscanf(s, "<0x%2X", &x);
-			char c = (char)x;
+			char c = (char)byte_piece(s, l);   /* checked when loaded */
 			rc = ouro_bytes_add(out, &c, 1);
 			at_start = 0;
 			continue;

@@ -9,9 +9,11 @@ cd "$(dirname "$0")/.."
 
 # Build: compiler, BLAS, JSON, Unicode tables, compression, pkg-config.
 # Tests: NumPy for the independent reference, mandoc to check man pages.
+# Reliability: clang and its runtime libraries for make fuzz (libFuzzer),
+# valgrind for make valgrind.
 packages="build-essential pkg-config libopenblas-dev libjansson-dev
 libutf8proc-dev zlib1g-dev python3 python3-numpy mandoc libpcre2-dev
-sentencepiece"
+sentencepiece clang libclang-rt-14-dev valgrind"
 
 missing=""
 for p in $packages; do

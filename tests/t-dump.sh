@@ -18,17 +18,8 @@
 #
 # Run by tests/run from the repository root with bin/ on PATH; uses
 # $PYTHON (NumPy) and $TMPDIR.
-set -u
-: "${PYTHON:=/usr/bin/python3}"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/t-dump.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
+. tests/lib.sh
 weights=models/ouro-fixture/model.safetensors
-failures=0
-
-fail() {
-	echo "FAIL: $*"
-	failures=$((failures + 1))
-}
 
 # ---- inputs
 printf '19556 905 17 216 33\n1 4093 198\n' >"$tmp/ids.txt"
@@ -198,23 +189,7 @@ ouro-dump --per-step --record 1 "$tmp/kept.rec" | awk '/^    step/ { s = 1; next
 	tr '\n' ' ' >"$tmp/steps"
 [ "$(cat "$tmp/steps")" = "1 3 " ] || fail "--per-step on ouro-forward -k 1,3 labels steps '$(cat "$tmp/steps")'"
 
-# ---- 4. failures
-# expect_fail STATUS PATTERN CMD...: CMD exits STATUS with one stderr line
-# matching PATTERN and nothing on stdout.
-expect_fail() {
-	want=$1 pattern=$2
-	shift 2
-	"$@" >"$tmp/out" 2>"$tmp/err"
-	rc=$?
-	if [ "$rc" -ne "$want" ]; then
-		fail "$* exits $rc, expected $want: $(cat "$tmp/err")"
-	elif [ "$(wc -l <"$tmp/err")" -ne 1 ] || ! grep -q -- "$pattern" "$tmp/err"; then
-		fail "$*: stderr is not one line matching '$pattern': $(cat "$tmp/err")"
-	elif [ -s "$tmp/out" ]; then
-		fail "$*: wrote to stdout"
-	fi
-}
-
+# ---- 4. failures (expect_fail: tests/lib.sh)
 expect_fail 1 "^ouro-dump: .*nohidden.rec: record 1: no loop-axis tensor 'hidden'" \
 	ouro-dump --per-step "$tmp/nohidden.rec"
 expect_fail 1 "no loop-axis tensor 'hidden'" ouro-dump --per-step --json "$weights"
@@ -246,5 +221,4 @@ expect_fail 2 "^ouro-dump: --npz and --npy are different outputs" \
 expect_fail 2 "^ouro-dump: --npz names its own output file" \
 	ouro-dump --npz "$tmp/clean/x.npz" -o "$tmp/clean/y" "$tmp/f32.rec"
 
-[ "$failures" -eq 0 ] || { echo "$failures failures"; exit 1; }
-exit 0
+finish

@@ -20,19 +20,12 @@
 #      the last loop and under -q 1;
 #   5. scripts/convert-tasks on samples of the published files of every
 #      task, checked field by field, and ouro-eval choice accepts each.
-set -u
-: "${PYTHON:=/usr/bin/python3}"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/t-eval-choice.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
+. tests/lib.sh
+stop_at_fail=1
 fixture=models/ouro-fixture
 ref=scripts/ouro_ref.py
 task=tests/eval/tiny-choice.jsonl
 pub=tests/eval/published
-
-fail() {
-	echo "FAIL: $*"
-	exit 1
-}
 
 # requests TASK OUT: the tokenized requests of TASK as eval-choice reads them.
 requests() {

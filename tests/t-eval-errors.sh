@@ -4,33 +4,22 @@
 # each gives its documented exit status, exactly one line on stderr that
 # starts with "ouro-eval: " and names the file and line where there is
 # one, and leaves no output file (nor a temporary) behind.
-set -u
-: "${PYTHON:=/usr/bin/python3}"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/t-eval-errors.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
+. tests/lib.sh
+stop_at_fail=1
 bad=tests/eval/bad
 docs=tests/eval/docs.jsonl
 task=tests/eval/tiny-choice.jsonl
 n=0
 
-fail() {
-	echo "FAIL: $*"
-	exit 1
-}
-
 # expect STATUS PATTERN CMD...: exit STATUS, one stderr line matching
-# "^ouro-eval: PATTERN", no out.* file left in $tmp.
+# "^ouro-eval: PATTERN", nothing on stdout, no out.* file left in $tmp.
 expect() {
 	e_want=$1 e_pat=$2
 	shift 2
-	"$@" >"$tmp/stdout" 2>"$tmp/err" </dev/null
-	e_got=$?
-	[ "$e_got" -eq "$e_want" ] || { cat "$tmp/err"; fail "$*: exit $e_got, expected $e_want"; }
-	[ "$(wc -l <"$tmp/err")" -eq 1 ] || { cat "$tmp/err"; fail "$*: not one line on stderr"; }
-	grep -q "^ouro-eval: $e_pat" "$tmp/err" || { cat "$tmp/err"; fail "$*: message does not match '$e_pat'"; }
+	expect_fail "$e_want" "^ouro-eval: $e_pat" "$@" </dev/null
 	ls "$tmp" | grep -q '^out\.' && fail "$*: left an output file behind"
 	n=$((n + 1))
-	echo "# exit $e_got: $(cat "$tmp/err")"
+	echo "# exit $e_want: $(cat "$tmp/err")"
 }
 
 # ---- bad choice lines: file and line named

@@ -12,17 +12,10 @@
 #   4. --log on an existing log without --resume, or of another run;
 #   5. --table, --plot (well-formed SVG with the curves), and the progress
 #      bar only when stderr is a terminal.
-set -u
-: "${PYTHON:=/usr/bin/python3}"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/t-eval-runs.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
+. tests/lib.sh
+stop_at_fail=1
 docs=tests/eval/docs.jsonl
 task=tests/eval/tiny-choice.jsonl
-
-fail() {
-	echo "FAIL: $*"
-	exit 1
-}
 
 # ---- 1. shards and merge
 opts="-q 0.4,0.8 -e 3 -W 24"

@@ -16,18 +16,11 @@
 #      the reference's step losses, and `ouro-gate train` reads them;
 #   4. text and ids input give the same sums; bytes and words counts;
 #   5. throughput in tokens/s (printed).
-set -u
-: "${PYTHON:=/usr/bin/python3}"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/t-eval.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
+. tests/lib.sh
+stop_at_fail=1
 fixture=models/ouro-fixture
 ref=scripts/ouro_ref.py
 docs=tests/eval/docs.jsonl
-
-fail() {
-	echo "FAIL: $*"
-	exit 1
-}
 
 # compare NAME REPORT REFERENCE: every mean within 1e-5 relative; prints
 # the largest relative error and appends it to $tmp/errors.

@@ -15,19 +15,10 @@
 # quietly, with SIGPIPE at its default and ignored. Every failure is listed
 # before the test exits. Run by tests/run from the repository root with
 # bin/ on PATH; uses $PYTHON and $TMPDIR.
-set -u
-: "${PYTHON:=/usr/bin/python3}"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/t-forward-errors.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
+. tests/lib.sh
 bad=tests/bad
 ok=$bad/model-ok
-failures=0
 cases=0
-
-fail() {
-	echo "FAIL: $*"
-	failures=$((failures + 1))
-}
 
 # records.py FILE [FIRST]: prints the number of whole records in FILE and
 # exits 1 if it ends in part of one; with FIRST, copies the first there.

@@ -15,16 +15,9 @@
 # The random part draws from a seed printed as "# seed S"; rerun with
 # OURO_TEST_SEED=S to replay it. Run by tests/run from the repository root
 # with bin/ on PATH; uses $PYTHON (NumPy) and $TMPDIR.
-set -u
-: "${PYTHON:=/usr/bin/python3}"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/t-forward-ref.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
+. tests/lib.sh
+stop_at_fail=1
 tol=1e-4
-
-fail() {
-	echo "FAIL: $*"
-	exit 1
-}
 
 # check NAME MODEL STEPS IDS RECORDS: runs the reference comparison and
 # keeps its summary line for the total.
@@ -61,11 +54,7 @@ ouro-forward -m "$fixture" --steps 6 <"$tmp/fixed.ids" >"$tmp/fixed6.rec" ||
 check "fixture, --steps 6" "$fixture" 6 "$tmp/fixed.ids" "$tmp/fixed6.rec"
 
 # ---- 3. random models
-seed=${OURO_TEST_SEED:-$(( $(date +%s) % 1000000 * 1000 + $$ % 1000 ))}
-case $seed in
-'' | *[!0-9]*) fail "OURO_TEST_SEED '$seed' is not a non-negative integer" ;;
-esac
-echo "# seed $seed (rerun with OURO_TEST_SEED=$seed)"
+test_seed
 
 # One line per case: index, ouro-forward steps, make-model options; and
 # the case's ids in $tmp/case<index>.ids.

@@ -16,18 +16,11 @@
 #   5. bad input and bad options: exit status, one stderr line, and no
 #      -o file left behind;
 #   6. the EXAMPLES of man/ouro-gate.1, run verbatim.
-set -u
-: "${PYTHON:=/usr/bin/python3}"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/t-gate.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
+. tests/lib.sh
+stop_at_fail=1
 fixture=models/ouro-fixture
 ref=scripts/ouro_ref.py
 tol=1e-5
-
-fail() {
-	echo "FAIL: $*"
-	exit 1
-}
 
 # compare NAME MODEL RECORDS [--gate FILE]: the reference recomputes the
 # gate's tensors from the records' hidden.
@@ -200,17 +193,14 @@ EOF
 done
 
 # ---- 5. failures: expect STATUS NAME CMD...: the exit status, one line on
-# stderr that starts with the program's name, and no output file
+# stderr that starts with the program's name, nothing on stdout, and no
+# output file
 expect() {
 	e_want=$1 e_name=$2
 	shift 2
-	"$@" >"$tmp/out" 2>"$tmp/err" </dev/null
-	e_got=$?
-	[ "$e_got" -eq "$e_want" ] || { cat "$tmp/err"; fail "$e_name: exit $e_got, expected $e_want"; }
-	[ "$(wc -l <"$tmp/err")" -eq 1 ] || { cat "$tmp/err"; fail "$e_name: not one line on stderr"; }
-	grep -q '^ouro-gate' "$tmp/err" || fail "$e_name: message does not name the program"
+	expect_fail "$e_want" '^ouro-gate' "$@" </dev/null
 	ls "$tmp" | grep -q '^bad\.' && fail "$e_name: left an output file behind"
-	echo "# $e_name: exit $e_got: $(sed "s|$tmp/||g" "$tmp/err")"
+	echo "# $e_name: exit $e_want: $(sed "s|$tmp/||g" "$tmp/err")"
 }
 
 "$PYTHON" - "$tmp/nohidden.rec" <<'EOF' || fail "writing a record without hidden"

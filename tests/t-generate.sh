@@ -13,17 +13,8 @@
 #      threshold exit does fewer layer passes than the full loop; --kv last
 #      keeps a smaller cache than --kv full (figures printed as '#').
 #   4. Bad option values and prompts: one stderr line, exit status 2 or 1.
-set -u
-: "${PYTHON:=/usr/bin/python3}"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/t-generate.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
-seed=${OURO_TEST_SEED:-$(( ($$ * 7919 + $(date +%s)) % 1000000007 ))}
-echo "# seed $seed (rerun with OURO_TEST_SEED=$seed)"
-failed=0
-fail() {
-	echo "FAIL: $*"
-	failed=1
-}
+. tests/lib.sh
+test_seed
 
 # pipeline MODEL N SEQ [sample options]: extends the id sequence SEQ by N
 # tokens, one process chain per token; prints the new ids.
@@ -118,15 +109,11 @@ echo "# KV cache KiB: full $kvf, last $kvl, mean $kvm"
 	fail "--kv last/mean cache not smaller than full"
 
 # bad input: one line on stderr, documented status, nothing on stdout
+echo "19556 905" >"$tmp/prompt"
 bad() {
-	want=$1
+	b_want=$1
 	shift
-	echo "19556 905" | ouro-generate "$@" >"$tmp/out" 2>"$tmp/err"
-	rc=$?
-	[ "$rc" -eq "$want" ] || fail "ouro-generate $*: exit $rc, expected $want"
-	[ "$(wc -l <"$tmp/err")" -eq 1 ] || fail "ouro-generate $*: stderr is not one line: $(cat "$tmp/err")"
-	grep -q '^ouro-generate: ' "$tmp/err" || fail "ouro-generate $*: stderr: $(cat "$tmp/err")"
-	[ ! -s "$tmp/out" ] || fail "ouro-generate $*: wrote to stdout"
+	expect_fail "$b_want" '^ouro-generate: ' ouro-generate "$@" <"$tmp/prompt"
 }
 bad 2 -q 1.5
 bad 2 -s 4 --prompt-ids
@@ -146,4 +133,4 @@ printf '' | ouro-generate >/dev/null 2>"$tmp/err"
 [ $? -eq 1 ] && grep -q "empty" "$tmp/err" || fail "empty prompt: $(cat "$tmp/err")"
 ouro-generate -m "$tmp/none" hi >/dev/null 2>"$tmp/err"
 [ $? -eq 3 ] || fail "missing model dir: $(cat "$tmp/err")"
-exit $failed
+finish

@@ -5,7 +5,7 @@
 #      the programs (one per cmd/*.c) in bin/, libouro.a and ouro.pc in
 #      lib/, the public headers (every libouro/*.h but the *internal.h,
 #      with every header they include) in include/ouro/, each man page in
-#      share/man/manN/, the bundled model in share/ouro/models/ouro-fixture/,
+#      share/man/manN/, the bundled model in share/ouro/models/ouro-kjv-tiny/,
 #      each the same bytes as in the tree; the programs have /usr/share/ouro/... compiled in and
 #      run a pipeline from the staged tree.
 #   2. make uninstall with the same variables removes all of it.
@@ -20,17 +20,9 @@
 #      default model and runs the forward pass.
 #
 # Run by tests/run from the repository root with bin/ on PATH and $TMPDIR.
-set -u
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/t-install.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
+. tests/lib.sh
 root=$PWD
 make=${MAKE:-make}
-failures=0
-
-fail() {
-	echo "FAIL: $*"
-	failures=$((failures + 1))
-}
 
 # ---- 1. a staged install
 stage=$tmp/stage
@@ -60,9 +52,9 @@ for m in man/*.[0-9]; do
 	echo "usr/share/man/man${m##*.}/$(basename "$m")" >>"$tmp/want"
 	cmp -s "$m" "$stage/usr/share/man/man${m##*.}/$(basename "$m")" || fail "the installed $m differs"
 done
-for f in models/ouro-fixture/*; do
-	echo "usr/share/ouro/models/ouro-fixture/$(basename "$f")" >>"$tmp/want"
-	cmp -s "$f" "$stage/usr/share/ouro/models/ouro-fixture/$(basename "$f")" ||
+for f in models/ouro-kjv-tiny/*; do
+	echo "usr/share/ouro/models/ouro-kjv-tiny/$(basename "$f")" >>"$tmp/want"
+	cmp -s "$f" "$stage/usr/share/ouro/models/ouro-kjv-tiny/$(basename "$f")" ||
 		fail "the installed $f differs"
 done
 (cd "$stage" && find . -type f | sed 's|^\./||' | sort) >"$tmp/have"
@@ -74,11 +66,11 @@ comm -13 "$tmp/want" "$tmp/have" | sed 's/^/FAIL: unexpected file installed: /' 
 [ -s "$tmp/extra" ] && failures=$((failures + 1))
 echo "# $(wc -l <"$tmp/have" | tr -d ' ') files installed"
 grep -q '^prefix=/usr$' "$stage/usr/lib/pkgconfig/ouro.pc" || fail "ouro.pc does not say prefix=/usr"
-grep -q -a '/usr/share/ouro/models/ouro-fixture' "$stage/usr/bin/ouro-forward" ||
-	fail "the installed ouro-forward does not look for /usr/share/ouro/models/ouro-fixture"
+grep -q -a '/usr/share/ouro/models/ouro-kjv-tiny' "$stage/usr/bin/ouro-forward" ||
+	fail "the installed ouro-forward does not look for /usr/share/ouro/models/ouro-kjv-tiny"
 # the staged programs run, given the staged model
-m=$stage/usr/share/ouro/models/ouro-fixture
-echo '19556 905 17' | "$stage/usr/bin/ouro-forward" -m "$m" | "$stage/usr/bin/ouro-gate" -m "$m" |
+m=$stage/usr/share/ouro/models/ouro-kjv-tiny
+echo '100 200 300' | "$stage/usr/bin/ouro-forward" -m "$m" | "$stage/usr/bin/ouro-gate" -m "$m" |
 	"$stage/usr/bin/ouro-sample" -m "$m" -t >"$tmp/staged.txt" || fail "the staged pipeline"
 
 # ---- 2. uninstall
@@ -100,15 +92,15 @@ mkdir "$tmp/elsewhere"
 	unset OURO_MODEL
 	cd "$tmp/elsewhere" || exit 1
 	PATH=$prefix/bin:/usr/bin:/bin
-	echo '19556 905 17' | ouro-forward >fwd.rec &&
+	echo '100 200 300' | ouro-forward >fwd.rec &&
 		ouro-gate <fwd.rec | ouro-sample -t >installed.txt &&
 		ouro-dump --json fwd.rec >fwd.json &&
 		ouro-dump --npz fwd.npz fwd.rec &&
-		ouro-lens --prompt-ids 19556 905 17 >lens.txt
+		ouro-lens --prompt-ids 100 200 300 >lens.txt
 ) || fail "the installed pipeline fails"
-grep -q "\"ouro.model\":\"$prefix/share/ouro/models/ouro-fixture\"" "$tmp/elsewhere/fwd.json" ||
+grep -q "\"ouro.model\":\"$prefix/share/ouro/models/ouro-kjv-tiny\"" "$tmp/elsewhere/fwd.json" ||
 	fail "the installed ouro-forward did not use the installed model: $(cat "$tmp/elsewhere/fwd.json" | head -c 300)"
-(unset OURO_MODEL; echo '19556 905 17' | ouro-forward | ouro-gate | ouro-sample -t) >"$tmp/intree.txt"
+(unset OURO_MODEL; echo '100 200 300' | ouro-forward | ouro-gate | ouro-sample -t) >"$tmp/intree.txt"
 cmp -s "$tmp/intree.txt" "$tmp/elsewhere/installed.txt" ||
 	fail "installed pipeline prints '$(cat "$tmp/elsewhere/installed.txt")', in-tree '$(cat "$tmp/intree.txt")'"
 cmp -s "$tmp/intree.txt" "$tmp/staged.txt" || fail "the staged pipeline prints '$(cat "$tmp/staged.txt")'"
@@ -127,7 +119,7 @@ cat >"$tmp/prog.c" <<'EOF'
 
 int main(void)
 {
-	const int32_t ids[3] = {19556, 905, 17};
+	const int32_t ids[3] = {100, 200, 300};
 	struct ouro_model *m;
 	struct ouro_tok *tok;
 	int32_t top;
@@ -164,12 +156,11 @@ nm "$prefix/lib/libouro.a" 2>/dev/null | grep -q __asan_ && san=-fsanitize=addre
 # shellcheck disable=SC2086
 if ${CC:-cc} -std=c11 -Wall $san -o "$tmp/prog" "$tmp/prog.c" $flags 2>"$tmp/cc.log"; then
 	out=$(cd "$tmp/elsewhere" && unset OURO_MODEL && "$tmp/prog") || fail "the program fails"
-	want="$prefix/share/ouro/models/ouro-fixture 32 $(awk '{ print $NF }' "$tmp/intree.txt")"
+	want="$prefix/share/ouro/models/ouro-kjv-tiny 256 $(awk '{ print $NF }' "$tmp/intree.txt")"
 	[ "$out" = "$want" ] || fail "the program prints '$out', expected '$want'"
 else
 	sed 's/^/    /' "$tmp/cc.log"
 	fail "a program does not build with pkg-config --cflags --libs ouro"
 fi
 
-[ "$failures" -eq 0 ] || { echo "$failures failures"; exit 1; }
-exit 0
+finish

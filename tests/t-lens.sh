@@ -25,19 +25,10 @@
 #
 # Run by tests/run from the repository root with bin/ on PATH; uses
 # $PYTHON (NumPy) and $TMPDIR.
-set -u
-: "${PYTHON:=/usr/bin/python3}"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/t-lens.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
+. tests/lib.sh
 model=models/ouro-fixture
 K=4
 ids='19556 905 17 216 33 34 35 13'
-failures=0
-
-fail() {
-	echo "FAIL: $*"
-	failures=$((failures + 1))
-}
 
 # ---- the pipeline, one record per prefix
 echo "$ids" | awk '{ for (i = 1; i <= NF; i++) { s = $1; for (j = 2; j <= i; j++) s = s " " $j; print s } }' \
@@ -171,20 +162,7 @@ sed -n 2p "$tmp/table.txt" | grep -q '^pos  token .* loop  p(exit)  *cdf  top 1 
 awk 'NR == 2 { c = index($0, "p(exit)") + 6 } NR > 2 { if (substr($0, c - 4, 5) !~ /^[0-9]\.[0-9][0-9][0-9]$/) bad++ }
 	END { exit bad > 0 }' "$tmp/table.txt" || fail "the p(exit) column is not aligned"
 
-# ---- 5. failures
-expect_fail() {
-	want=$1 pattern=$2
-	shift 2
-	"$@" >"$tmp/out" 2>"$tmp/err"
-	rc=$?
-	if [ "$rc" -ne "$want" ]; then
-		fail "$* exits $rc, expected $want: $(cat "$tmp/err")"
-	elif [ "$(wc -l <"$tmp/err")" -ne 1 ] || ! grep -q -- "$pattern" "$tmp/err"; then
-		fail "$*: stderr is not one line matching '$pattern': $(cat "$tmp/err")"
-	elif [ -s "$tmp/out" ]; then
-		fail "$*: wrote to stdout"
-	fi
-}
+# ---- 5. failures (expect_fail: tests/lib.sh)
 expect_fail 2 "^ouro-lens: -k: '0' is not an integer in 1..1000$" ouro-lens -k 0 hello
 expect_fail 2 "^ouro-lens: -q: '1.5' is not a number in 0..1$" ouro-lens -q 1.5 hello
 expect_fail 2 "^ouro-lens: -T: 'x' is not an integer" ouro-lens -T x hello
@@ -203,5 +181,4 @@ expect_fail 4 "^ouro-lens: $tmp/nodir/x.txt: cannot create" ouro-lens -o "$tmp/n
 expect_fail 1 "outside the vocabulary" ouro-lens -o "$tmp/clean/x.txt" --prompt-ids 99999999
 [ -z "$(ls "$tmp/clean")" ] || fail "a failed ouro-lens -o left files behind: $(ls "$tmp/clean")"
 
-[ "$failures" -eq 0 ] || { echo "$failures failures"; exit 1; }
-exit 0
+finish

@@ -15,22 +15,15 @@
 #      for commands that need what a test machine lacks (a real checkpoint).
 #
 # Run by tests/run from the repository root with bin/ on PATH and $TMPDIR.
-set -u
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/t-man.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
+. tests/lib.sh
 root=$PWD
-PATH=$root/bin:$PATH
+PATH=${OURO_BIN:-$root/bin}:$PATH
 OURO_MODEL=$root/models/ouro-fixture
 export PATH OURO_MODEL
 
 # Pages whose examples are run (add a page once its programs exist).
 example_pages="man/ouro-forward.1 man/ouro-generate.1 man/ouro-dump.1 man/ouro-gate.1 man/ouro-sample.1 man/ouro-lens.1 man/ouro-eval.1 man/ouro-tokenize.1 man/ouro-quantize.1"
 
-status=0
-fail() {
-	printf 'FAIL: %s\n' "$*"
-	status=1
-}
 
 # page_long_options PAGE: the long options PAGE documents, sorted, one a
 # line ("--model"): each `Fl -NAME` on a macro line of its SYNOPSIS,
@@ -205,4 +198,4 @@ for page in $example_pages; do
 	run_examples "$page"
 done
 
-exit "$status"
+finish

@@ -12,17 +12,8 @@
 #      amplify the perturbation from loop to loop); the file shrinks; the
 #      greedy tokens shared with the BF16 model are counted.
 #   4. Usage and output errors: one stderr line, status 2 or 4.
-set -u
-: "${PYTHON:=/usr/bin/python3}"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/t-quantize.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
-seed=${OURO_TEST_SEED:-$(( ($$ * 7919 + $(date +%s)) % 1000000007 ))}
-echo "# seed $seed (rerun with OURO_TEST_SEED=$seed)"
-failed=0
-fail() {
-	echo "FAIL: $*"
-	failed=1
-}
+. tests/lib.sh
+test_seed
 
 "$PYTHON" scripts/make-model --out "$tmp/rnd" --vocab 700 --hidden 64 --heads 4 --kv-heads 2 \
 	--head-dim 16 --ffn 160 --layers 2 --steps 4 --max-pos 256 --dtype bf16 \
@@ -86,13 +77,9 @@ done
 
 # errors
 bad() {
-	want=$1
+	b_want=$1
 	shift
-	ouro-quantize "$@" >"$tmp/out" 2>"$tmp/err"
-	rc=$?
-	[ "$rc" -eq "$want" ] || fail "ouro-quantize $*: exit $rc, expected $want"
-	[ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q '^ouro-quantize: ' "$tmp/err" ||
-		fail "ouro-quantize $*: stderr: $(cat "$tmp/err")"
+	expect_fail "$b_want" '^ouro-quantize: ' ouro-quantize "$@"
 }
 bad 2
 bad 2 -o "$tmp/x" extra
@@ -101,4 +88,4 @@ bad 2 --frobnicate
 : >"$tmp/file"
 bad 4 -o "$tmp/file"
 bad 3 -m "$tmp/none" -o "$tmp/y"
-exit $failed
+finish

@@ -24,19 +24,10 @@
 # The random model draws from a seed printed as "# seed S"; rerun with
 # OURO_TEST_SEED=S to replay it. Run by tests/run from the repository root
 # with bin/ on PATH; uses $PYTHON (NumPy) and $TMPDIR.
-set -u
-: "${PYTHON:=/usr/bin/python3}"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/t-sample.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
+. tests/lib.sh
 root=$PWD
 fixture=models/ouro-fixture
 tol=1e-4
-failures=0
-
-fail() {
-	echo "FAIL: $*"
-	failures=$((failures + 1))
-}
 
 # check.py MODEL IN OUT [OPTION ...]: OUT is what ouro-sample OPTION ...
 # wrote for the records IN; compares it with the reference. Prints
@@ -172,11 +163,7 @@ sys.exit(1 if bad else 0)
 EOF
 
 # ---- 1. differential, on the fixture and a random model
-seed=${OURO_TEST_SEED:-$(( $(date +%s) % 1000000 * 1000 + $$ % 1000 ))}
-case $seed in
-'' | *[!0-9]*) echo "FAIL: OURO_TEST_SEED '$seed' is not a non-negative integer"; exit 1 ;;
-esac
-echo "# seed $seed (rerun with OURO_TEST_SEED=$seed)"
+test_seed
 
 # random.py SEED DIR: a make-model command line and ids for it
 "$PYTHON" - "$seed" "$tmp" >"$tmp/random.opts" <<'EOF' || { echo "FAIL: drawing the random model"; exit 1; }
@@ -378,19 +365,9 @@ EOF
 # expect STATUS NEEDLE ARGS...: ouro-sample ARGS exits STATUS with one
 # stderr line "ouro-sample: ..." containing NEEDLE, and nothing on stdout.
 expect() {
-	want=$1 needle=$2
+	e_want=$1 e_needle=$2
 	shift 2
-	ouro-sample "$@" </dev/null >"$tmp/out" 2>"$tmp/err"
-	rc=$?
-	lines=$(wc -l <"$tmp/err")
-	if [ "$rc" -ne "$want" ]; then
-		fail "ouro-sample $*: exit $rc, expected $want ($(head -n 1 "$tmp/err"))"
-	elif [ "$lines" -ne 1 ] || ! grep -q "^ouro-sample: .*$needle" "$tmp/err"; then
-		fail "ouro-sample $*: stderr is not one line with '$needle':"
-		sed 's/^/    /' "$tmp/err"
-	elif [ -s "$tmp/out" ]; then
-		fail "ouro-sample $*: writes to stdout on failure"
-	fi
+	expect_fail "$e_want" "^ouro-sample: .*$e_needle" ouro-sample "$@" </dev/null
 }
 ncase=0
 for c in \
@@ -495,5 +472,4 @@ print("# %d example commands run" % run)
 sys.exit(1 if bad or not run else 0)
 EOF
 
-[ "$failures" -eq 0 ] || { echo "$failures failures"; exit 1; }
-exit 0
+finish

@@ -5,35 +5,19 @@
 # one stderr line, never a crash.
 #
 # Run by tests/run from the repository root with bin/ on PATH and $TMPDIR.
-set -u
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/t-tokenize.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
+: "${PYTHON:=python3}"
+. tests/lib.sh
 root=$PWD
 OURO_MODEL=$root/models/ouro-fixture
 export OURO_MODEL
-: "${PYTHON:=python3}"
-status=0
-fail() {
-	printf 'FAIL: %s\n' "$*"
-	status=1
-}
 
 # expect STATUS PATTERN CMD...: CMD exits STATUS and its stderr is one line
-# "ouro-tokenize: ..." that matches the grep pattern PATTERN.
+# "ouro-tokenize: ..." that matches the grep pattern PATTERN (what it wrote
+# to stdout before the failure is not checked).
 expect() {
-	want=$1 pat=$2
+	e_want=$1 e_pat=$2
 	shift 2
-	"$@" >"$tmp/out" 2>"$tmp/err"
-	got=$?
-	if [ "$got" -ne "$want" ]; then
-		fail "exit $got, expected $want: $*"
-		sed 's/^/    /' "$tmp/err"
-		return
-	fi
-	if [ "$(wc -l <"$tmp/err")" -ne 1 ] || ! grep -q "^ouro-tokenize: .*$pat" "$tmp/err"; then
-		fail "stderr of '$*' is not one line matching '$pat':"
-		sed 's/^/    /' "$tmp/err"
-	fi
+	expect_exit "$e_want" "^ouro-tokenize: .*$e_pat" "$@"
 }
 
 # same WANT CMD...: CMD's stdout is WANT (a string).
@@ -256,30 +240,35 @@ exec(sys.argv[3])
 json.dump(t, open(sys.argv[2], 'w'))
 EOF
 }
-edit unigram "t['model']['type'] = 'Unigram'"
-expect 3 "unigram.json: model type Unigram is not supported" $tok --tokenizer "$tmp/unigram.json" -t "$tmp/a"
-edit badmerge "t['model']['merges'][5] = ['no-such-token', 'x']"
-expect 3 "badmerge.json: merge 5: token \"no-such-token\" is not in the vocabulary" $tok --tokenizer "$tmp/badmerge.json" -t "$tmp/a"
-edit badmerge2 "t['model']['merges'][7] = 'a b c'"
-expect 3 "merge 7 \"a b c\" is not two tokens" $tok --tokenizer "$tmp/badmerge2.json" -t "$tmp/a"
-edit badmerge3 "t['model']['merges'][7] = 17"
-expect 3 "merge 7 is neither" $tok --tokenizer "$tmp/badmerge3.json" -t "$tmp/a"
-edit badid "t['model']['vocab']['hello'] = -3"
-expect 3 "vocab entry \"hello\" has no valid id" $tok --tokenizer "$tmp/badid.json" -t "$tmp/a"
-edit novocab "t['model']['vocab'] = [1, 2]"
-expect 3 "model.vocab is not an object" $tok --tokenizer "$tmp/novocab.json" -t "$tmp/a"
-edit badadded "t['added_tokens'][0]['id'] = 'x'"
-expect 3 "added token 0 has no content or no valid id" $tok --tokenizer "$tmp/badadded.json" -t "$tmp/a"
-edit badpre "t['pre_tokenizer'] = {'type': 'Frobnicate'}"
-expect 3 "pre_tokenizer type Frobnicate is not supported" $tok --tokenizer "$tmp/badpre.json" -t "$tmp/a"
-edit badre "t['pre_tokenizer'] = {'type': 'Split', 'pattern': {'Regex': '(unclosed'}, 'behavior': 'Isolated', 'invert': False}"
-expect 3 "badre.json: regex (unclosed" $tok --tokenizer "$tmp/badre.json" -t "$tmp/a"
-edit badnorm "t['normalizer'] = {'type': 'Frobnicate'}"
-expect 3 "normalizer type Frobnicate is not supported" $tok --tokenizer "$tmp/badnorm.json" -t "$tmp/a"
+# bad_edit NAME EDIT PATTERN: the edit is refused, exit 3, PATTERN on stderr
+bad_edit() {
+	edit "$1" "$2"
+	expect 3 "$3" $tok --tokenizer "$tmp/$1.json" -t "$tmp/a"
+}
+bad_edit unigram "t['model']['type'] = 'Unigram'" \
+	"unigram.json: model type Unigram is not supported"
+bad_edit badmerge "t['model']['merges'][5] = ['no-such-token', 'x']" \
+	"badmerge.json: merge 5: token \"no-such-token\" is not in the vocabulary"
+bad_edit badmerge2 "t['model']['merges'][7] = 'a b c'" \
+	"merge 7 \"a b c\" is not two tokens"
+bad_edit badmerge3 "t['model']['merges'][7] = 17" \
+	"merge 7 is neither"
+bad_edit badid "t['model']['vocab']['hello'] = -3" \
+	"vocab entry \"hello\" has no valid id"
+bad_edit novocab "t['model']['vocab'] = [1, 2]" \
+	"model.vocab is not an object"
+bad_edit badadded "t['added_tokens'][0]['id'] = 'x'" \
+	"added token 0 has no content or no valid id"
+bad_edit badpre "t['pre_tokenizer'] = {'type': 'Frobnicate'}" \
+	"pre_tokenizer type Frobnicate is not supported"
+bad_edit badre "t['pre_tokenizer'] = {'type': 'Split', 'pattern': {'Regex': '(unclosed'}, 'behavior': 'Isolated', 'invert': False}" \
+	"badre.json: regex (unclosed"
+bad_edit badnorm "t['normalizer'] = {'type': 'Frobnicate'}" \
+	"normalizer type Frobnicate is not supported"
 # a tokenizer.json in a model directory is preferred to a tokenizer.model
 mkdir "$tmp/both"
 cp "$tj" "$tmp/both/tokenizer.json"
 printf 'garbage' >"$tmp/both/tokenizer.model"
 same '19556' $tok -m "$tmp/both" -t "$tmp/a"
 
-exit "$status"
+finish

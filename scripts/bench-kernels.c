@@ -1,0 +1,330 @@
+/*
+ * bench-kernels - the two ceilings `make bench` holds ouro's speed against.
+ *
+ *   bench-kernels bandwidth [-j THREADS] [-r REPEAT] [-s MIB]
+ *   bench-kernels sgemm [-j THREADS] [-r REPEAT] -P TOKENS -D DIM -F FFN
+ *                 -H HEADS -K KV_HEADS -d HEAD_DIM -N LAYERS -T STEPS
+ *
+ * bandwidth: THREADS threads stream through one buffer much larger than the
+ * last-level cache (default 4x L3, at least 1 GiB, at most a quarter of
+ * memory), each reading its own contiguous slice with wide vector loads,
+ * as a decode that splits matrix rows across threads does. Decode reads
+ * every layer weight once per loop, so bytes per token / this bandwidth is
+ * its speed limit (the roofline).
+ *
+ * sgemm: OpenBLAS cblas_sgemm, with THREADS threads, on every matrix
+ * product of a prefill of TOKENS tokens through one layer of the given
+ * shape: y = x W^T with W stored [out, in] as in the checkpoint, and the
+ * per-head attention products, of which a causal prefill needs half. The
+ * time of one layer, times N layers, times T loops, is what a prefill
+ * built on OpenBLAS float32 sgemm would need at the least.
+ *
+ * Each measurement is repeated REPEAT times (after one untimed warm-up)
+ * and the median is printed. Output is one "key=value ..." line per
+ * figure on stdout, read by scripts/bench and by people.
+ */
+#include <cblas.h>
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *progname = "bench-kernels";
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: bench-kernels bandwidth [-j THREADS] [-r REPEAT] [-s MIB]\n"
+		"       bench-kernels sgemm [-j THREADS] [-r REPEAT] -P TOKENS -D DIM -F FFN\n"
+		"                     -H HEADS -K KV_HEADS -d HEAD_DIM -N LAYERS -T STEPS\n");
+}
+
+/* One message line on stderr, then exit with status. */
+__attribute__((format(printf, 2, 3))) static void die(int status, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", progname);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(status);
+}
+
+static long parse_long(const char *s, long lo, long hi, const char *what)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (!*s || *end || errno || v < lo || v > hi) {
+		fprintf(stderr, "%s: %s: '%s' is not an integer in %ld..%ld\n", progname, what, s, lo, hi);
+		exit(2);
+	}
+	return v;
+}
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof *v, cmp_double);
+	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* ---- bandwidth ---------------------------------------------------------- */
+
+typedef long long v8q __attribute__((vector_size(64)));
+
+/* Sums n 64-byte blocks with four independent accumulators; compiled for
+ * AVX-512, AVX2 and baseline x86-64 and picked at run time. */
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static long long read_sum(const v8q *p, size_t n) // p: [n] 64-byte blocks
+{
+	v8q a = {0}, b = {0}, c = {0}, d = {0};
+	long long s = 0;
+
+	for (size_t i = 0; i + 4 <= n; i += 4) {
+		a += p[i];
+		b += p[i + 1];
+		c += p[i + 2];
+		d += p[i + 3];
+	}
+	a += b + c + d;
+	for (int k = 0; k < 8; k++)
+		s += a[k];
+	return s;
+}
+
+struct reader {
+	pthread_t tid;
+	pthread_barrier_t *bar;
+	v8q *p;                 // [n] this thread's slice
+	size_t n;
+	int reps;
+	volatile long long sink;
+};
+
+/* Writes its slice once (so its pages are real and local to it), then
+ * reads it once per repetition between two barriers. */
+static void *reader_main(void *arg)
+{
+	struct reader *r = arg;
+
+	memset(r->p, 1, r->n * sizeof *r->p);
+	pthread_barrier_wait(r->bar);
+	for (int i = 0; i < r->reps + 1; i++) {
+		pthread_barrier_wait(r->bar);
+		r->sink += read_sum(r->p, r->n);
+		pthread_barrier_wait(r->bar);
+	}
+	return NULL;
+}
+
+static int bench_bandwidth(int threads, int reps, long mib)
+{
+	long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+	uint64_t bytes, phys = (uint64_t)pages * (uint64_t)psize;
+	size_t per;
+	struct reader *r;
+	pthread_barrier_t bar;
+	double *t, t0;
+	void *buf;
+
+	if (mib > 0) {
+		bytes = (uint64_t)mib << 20;
+	} else {
+		bytes = l3 > 0 ? 4 * (uint64_t)l3 : 0;
+		if (bytes < (1ULL << 30))
+			bytes = 1ULL << 30;
+		if (phys > 0 && bytes > phys / 4)
+			bytes = phys / 4;
+	}
+	/* whole 256-byte groups (four blocks) per thread */
+	per = (size_t)(bytes / (uint64_t)threads / 256) * 4;
+	if (per == 0)
+		die(2, "-s: %llu bytes is too small for %d threads", (unsigned long long)bytes, threads);
+	bytes = (uint64_t)per * 64 * (uint64_t)threads;
+	/* aligned_alloc wants a multiple of the alignment: round up */
+	if (!(buf = aligned_alloc(1 << 21, (size_t)((bytes + (1 << 21) - 1) & ~(uint64_t)((1 << 21) - 1)))))
+		die(5, "out of memory for a %llu-byte buffer", (unsigned long long)bytes);
+	madvise(buf, (size_t)bytes, MADV_HUGEPAGE);   // fewer TLB misses: a true ceiling
+	r = calloc((size_t)threads, sizeof *r);
+	t = calloc((size_t)reps + 1, sizeof *t);
+	if (!r || !t)
+		die(5, "out of memory");
+	pthread_barrier_init(&bar, NULL, (unsigned)threads + 1);
+	for (int i = 0; i < threads; i++) {
+		r[i] = (struct reader){.bar = &bar, .p = (v8q *)buf + (size_t)i * per, .n = per, .reps = reps};
+		if (pthread_create(&r[i].tid, NULL, reader_main, &r[i]))
+			die(4, "cannot start a thread");
+	}
+	pthread_barrier_wait(&bar);           // every slice written
+	for (int i = 0; i < reps + 1; i++) {  // repetition 0 is the warm-up
+		pthread_barrier_wait(&bar);
+		t0 = now();
+		pthread_barrier_wait(&bar);
+		t[i] = now() - t0;
+	}
+	for (int i = 0; i < threads; i++)
+		pthread_join(r[i].tid, NULL);
+	double sec = median(t + 1, reps);
+	printf("bandwidth gbs=%.3f bytes=%llu threads=%d seconds=%.6f l3_bytes=%ld\n",
+	       (double)bytes / sec * 1e-9, (unsigned long long)bytes, threads, sec, l3 > 0 ? l3 : 0);
+	pthread_barrier_destroy(&bar);
+	free(t);
+	free(r);
+	free(buf);
+	return 0;
+}
+
+/* ---- sgemm -------------------------------------------------------------- */
+
+struct shape {
+	const char *name;
+	int m, n, k;            // C [m, n] = A [m, k] x B, B stored [n, k] if trans_b else [k, n]
+	int trans_b;
+	double count;           // products of this shape per layer
+};
+
+static void fill(float *p, size_t n, uint64_t *seed)
+{
+	for (size_t i = 0; i < n; i++) {
+		*seed = *seed * 6364136223846793005ULL + 1442695040888963407ULL;
+		p[i] = (float)((double)(*seed >> 40) / (double)(1 << 24) * 2.0 - 1.0);
+	}
+}
+
+/* Median seconds of one product of shape s. */
+static double time_sgemm(const struct shape *s, int reps)
+{
+	size_t na = (size_t)s->m * (size_t)s->k, nb = (size_t)s->k * (size_t)s->n;
+	size_t nc = (size_t)s->m * (size_t)s->n;
+	float *a = malloc(na * sizeof *a), *b = malloc(nb * sizeof *b), *c = malloc(nc * sizeof *c);
+	double *t = calloc((size_t)reps, sizeof *t), sec;
+	uint64_t seed = 42;
+
+	if (!a || !b || !c || !t)
+		die(5, "out of memory for the %s product", s->name);
+	fill(a, na, &seed);
+	fill(b, nb, &seed);
+	for (int i = 0; i < reps + 1; i++) {
+		double t0 = now();
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, s->trans_b ? CblasTrans : CblasNoTrans,
+			    s->m, s->n, s->k, 1.0f, a, s->k, b, s->trans_b ? s->k : s->n, 0.0f, c, s->n);
+		if (i > 0)
+			t[i - 1] = now() - t0;
+	}
+	sec = median(t, reps);
+	free(a);
+	free(b);
+	free(c);
+	free(t);
+	return sec;
+}
+
+static int bench_sgemm(int threads, int reps, const long *v)
+{
+	int P = (int)v['P'], D = (int)v['D'], F = (int)v['F'], H = (int)v['H'];
+	int KV = (int)v['K'], hd = (int)v['d'], N = (int)v['N'], T = (int)v['T'];
+	const struct shape shapes[] = {
+		{"q", P, H * hd, D, 1, 1},
+		{"k,v", P, KV * hd, D, 1, 2},
+		{"o", P, D, H * hd, 1, 1},
+		{"gate,up", P, F, D, 1, 2},
+		{"down", P, D, F, 1, 1},
+		{"attn_qk", P, P, hd, 1, 0.5 * H},     // per head; causal: half
+		{"attn_pv", P, hd, P, 0, 0.5 * H},
+	};
+	double layer_sec = 0, layer_flop = 0;
+
+	openblas_set_num_threads(threads);
+	for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+		const struct shape *s = &shapes[i];
+		double sec = time_sgemm(s, reps), flop = 2.0 * s->m * s->n * s->k;
+
+		printf("sgemm name=%s m=%d n=%d k=%d count=%g seconds=%.6f gflops=%.2f\n",
+		       s->name, s->m, s->n, s->k, s->count, sec, flop / sec * 1e-9);
+		layer_sec += s->count * sec;
+		layer_flop += s->count * flop;
+	}
+	double sec = layer_sec * N * T, flop = layer_flop * N * T;
+	printf("sgemm_prefill tokens=%d threads=%d gflop=%.3f seconds=%.6f gflops=%.2f tokens_per_s=%.3f\n",
+	       P, threads, flop * 1e-9, sec, flop / sec * 1e-9, P / sec);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"threads", required_argument, NULL, 'j'},
+		{"repeat", required_argument, NULL, 'r'},
+		{"size-mib", required_argument, NULL, 's'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	long shape[128] = {0}, threads, reps = 5, mib = 0;
+	const char *mode;
+	int c;
+
+	threads = sysconf(_SC_NPROCESSORS_ONLN);
+	if (argc < 2 || (strcmp(argv[1], "bandwidth") && strcmp(argv[1], "sgemm"))) {
+		if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+			usage(stdout);
+			return 0;
+		}
+		usage(stderr);
+		return 2;
+	}
+	mode = argv[1];
+	optind = 2;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "j:r:s:P:D:F:H:K:d:N:T:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'j': threads = parse_long(optarg, 1, 4096, "--threads"); break;
+		case 'r': reps = parse_long(optarg, 1, 1000, "--repeat"); break;
+		case 's': mib = parse_long(optarg, 1, 1L << 24, "--size-mib"); break;
+		case 'P': case 'D': case 'F': case 'H': case 'K': case 'd': case 'N': case 'T': {
+			char what[3] = {'-', (char)c, 0};
+			shape[c] = parse_long(optarg, 1, 1 << 20, what);
+			break;
+		}
+		case 'h': usage(stdout); return 0;
+		default:
+			die(2, "%s: unknown option or missing argument", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		die(2, "%s: unexpected argument", argv[optind]);
+	if (!strcmp(mode, "bandwidth"))
+		return bench_bandwidth((int)threads, (int)reps, mib);
+	for (const char *p = "PDFHKdNT"; *p; p++)
+		if (!shape[(int)*p]) {
+			char what[3] = {'-', *p, 0};
+			die(2, "sgemm needs %s (see --help)", what);
+		}
+	return bench_sgemm((int)threads, (int)reps, shape);
+}

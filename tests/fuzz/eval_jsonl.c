@@ -1,0 +1,141 @@
+/*
+ * eval_jsonl.c - fuzzes the readers of cmd/ouro-eval.c, which it includes
+ * whole (its main renamed) to reach its static functions. The first byte
+ * picks the reader, the rest is the file:
+ *   0  ppl documents as JSONL (ppl_add_jsonl, field "text")
+ *   1  ppl documents as token ids, vocabulary 100 (ppl_add_ids)
+ *   2  multiple-choice tasks as JSONL (choice_add_jsonl)
+ *   3  a report given to merge: its config and sums (config_layout,
+ *      sums_parse, sums_add), then the report rebuilt from the sums and
+ *      printed as a table (to /dev/null) and a plot (to a temporary
+ *      directory, emptied after each input)
+ *   4  the log of an interrupted run given to --resume (log_resume), its
+ *      first line taken as the run's own header
+ */
+/* main() ends in a usage error that does not return; as another name
+ * the compiler no longer knows that main may end without a return */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wreturn-type"
+#define main ouro_eval_main
+#include "../../cmd/ouro-eval.c"
+#undef main
+#pragma GCC diagnostic pop
+
+#include "fuzz.h"
+
+static void readers(int mode, const uint8_t *data, size_t size)
+{
+	struct corpus c;
+	char *buf = fuzz_copy(data, size, 1);
+
+	int rc = OURO_OK;
+
+	memset(&c, 0, sizeof c);
+	switch (mode) {
+	case 0: rc = ppl_add_jsonl(&c, "fuzz", buf, size, "text"); break;
+	case 1: rc = ppl_add_ids(&c, "fuzz", buf, size, 100); break;
+	case 2: rc = choice_add_jsonl(&c, "fuzz", buf, size); break;
+	}
+	/* after a failure the program only frees the corpus */
+	for (int64_t i = 0; !rc && i < c.n; i++) {
+		struct example *e = &c.ex[i];
+		if (e->text)
+			fuzz_touch(e->text, e->len);
+		for (size_t k = 0; k < e->ids.n; k++)
+			FUZZ_ASSERT(e->ids.v[k] >= 0 && e->ids.v[k] < 100);
+		FUZZ_ASSERT(e->npairs == 0 || (e->gold >= 0 && e->gold < e->npairs));
+		for (int k = 0; k < e->npairs; k++) {
+			fuzz_touch(e->pairs[k].ctx, e->pairs[k].ctx_len + 1);
+			fuzz_touch(e->pairs[k].cont, e->pairs[k].cont_len + 1);
+		}
+	}
+	corpus_free(&c);
+	free(buf);
+}
+
+static char plotdir[64];
+
+static void rm_plotdir(void)
+{
+	rmdir(plotdir);
+}
+
+static void report(const uint8_t *data, size_t size)
+{
+	json_error_t err;
+	json_t *j = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, &err), *rep;
+	struct layout L;
+	int64_t *v, *acc;
+
+	if (!j)
+		return;
+	if (config_layout(jget(j, "config"), &L, "fuzz") == OURO_OK) {
+		FUZZ_ASSERT(L.total > 0);
+		v = calloc((size_t)L.total, sizeof *v);
+		acc = calloc((size_t)L.total, sizeof *acc);
+		FUZZ_ASSERT(v && acc);
+		if (sums_parse(&L, jget(j, "sums"), v, "fuzz") == OURO_OK &&
+		    sums_add(&L, acc, v, "fuzz") == OURO_OK) {
+			rep = report_build(jget(j, "config"), 0, 0, 1, &L, acc);
+			FILE *f = fopen("/dev/null", "w");
+			FUZZ_ASSERT(f);
+			table_print(f, rep);
+			fclose(f);
+			if (!plotdir[0]) {
+				snprintf(plotdir, sizeof plotdir, "/tmp/ouro-fuzz-XXXXXX");
+				FUZZ_ASSERT(mkdtemp(plotdir));
+				atexit(rm_plotdir);
+			}
+			char plot[96];
+			snprintf(plot, sizeof plot, "%s/plot.svg", plotdir);
+			plot_write(plot, rep);
+			unlink(plot);
+			json_decref(rep);
+		}
+		free(v);
+		free(acc);
+	}
+	json_decref(j);
+}
+
+static void resume(const uint8_t *data, size_t size)
+{
+	const char *nl = memchr(data, '\n', size);
+	json_error_t err;
+	json_t *header;
+	struct layout L;
+	struct opts o;
+
+	if (!nl || !(header = json_loadb((const char *)data, (size_t)(nl - (const char *)data), 0, &err)))
+		return;
+	memset(&o, 0, sizeof o);
+	json_t *tot = jget(header, "examples_total");
+	int64_t total = json_is_integer(tot) ? json_integer_value(tot) : 0;
+	if (total >= 1 && total <= 4096 && config_layout(jget(header, "config"), &L, "fuzz") == OURO_OK) {
+		unsigned char *done = calloc((size_t)total, 1);
+		int64_t *acc = calloc((size_t)L.total, sizeof *acc), ndone;
+		off_t keep;
+		FUZZ_ASSERT(done && acc);
+		if (log_resume(fuzz_path(data, size), header, &o, &L, total, done, acc, &ndone, &keep) ==
+		    OURO_OK) {
+			FUZZ_ASSERT(ndone >= 0 && ndone <= total);
+			FUZZ_ASSERT(keep >= 0 && (size_t)keep <= size);
+		}
+		free(done);
+		free(acc);
+	}
+	json_decref(header);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (size < 1)
+		return 0;
+	progname = "fuzz";
+	switch (data[0] % 5) {
+	case 0: case 1: case 2: readers(data[0] % 5, data + 1, size - 1); break;
+	case 3: report(data + 1, size - 1); break;
+	case 4: resume(data + 1, size - 1); break;
+	}
+	return 0;
+}

@@ -1,0 +1,65 @@
+# lib.sh - what the shell tests share. Each tests/t-*.sh sources it first
+# thing with ". tests/lib.sh" (tests/run starts every test from the
+# repository root), and gets:
+#
+#   $tmp              a scratch directory, removed when the test exits
+#   $PYTHON           the Python of the reference scripts
+#   fail MESSAGE      prints "FAIL: MESSAGE" and counts the failure; a test
+#                     whose later steps build on the earlier ones sets
+#                     stop_at_fail=1 to end at the first
+#   finish            ends the test: the count and status 1 if anything
+#                     failed, else status 0
+#   expect_exit STATUS PATTERN CMD...
+#                     CMD exits STATUS and its stderr ($tmp/err) is one line
+#                     matching the grep pattern PATTERN (stdout: $tmp/out);
+#                     returns 1 after a failure
+#   expect_fail STATUS PATTERN CMD...
+#                     the same, and CMD writes nothing to stdout
+#   test_seed         sets $seed for random cases: $OURO_TEST_SEED, else a
+#                     fresh one, and prints how to run again with it
+set -u
+: "${PYTHON:=/usr/bin/python3}"
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/$(basename "$0" .sh).XXXXXX") || exit 1
+trap 'rm -rf "$tmp"' EXIT
+failures=0
+stop_at_fail=0
+
+fail() {
+	printf 'FAIL: %s\n' "$*"
+	failures=$((failures + 1))
+	[ "$stop_at_fail" -eq 0 ] || exit 1
+}
+
+finish() {
+	[ "$failures" -eq 0 ] || { echo "$failures failures"; exit 1; }
+	exit 0
+}
+
+expect_exit() {
+	want=$1 pattern=$2
+	shift 2
+	"$@" >"$tmp/out" 2>"$tmp/err"
+	rc=$?
+	if [ "$rc" -ne "$want" ]; then
+		fail "$* exits $rc, expected $want: $(cat "$tmp/err")"
+	elif [ "$(wc -l <"$tmp/err")" -ne 1 ] || ! grep -q -- "$pattern" "$tmp/err"; then
+		fail "$*: stderr is not one line matching '$pattern': $(cat "$tmp/err")"
+	else
+		return 0
+	fi
+	return 1
+}
+
+expect_fail() {
+	expect_exit "$@" || return 1
+	shift 2
+	[ ! -s "$tmp/out" ] || fail "$*: wrote to stdout"
+}
+
+test_seed() {
+	seed=${OURO_TEST_SEED:-$(( $(date +%s) % 1000000 * 1000 + $$ % 1000 ))}
+	case $seed in
+	'' | *[!0-9]*) echo "FAIL: OURO_TEST_SEED '$seed' is not a non-negative integer"; exit 1 ;;
+	esac
+	echo "# seed $seed (rerun with OURO_TEST_SEED=$seed)"
+}

@@ -1,0 +1,283 @@
+#!/bin/sh
+# t-hostile - every program on malformed data it did not write itself.
+#
+#   1. Model directories: every broken model of tests/bad/ (model-*, st-*,
+#      shard-*; made by tests/bad/make-bad, one failure mode each) given to
+#      each program that loads a model other than ouro-forward (which
+#      t-forward-errors covers): ouro-generate, ouro-lens, ouro-gate,
+#      ouro-sample, ouro-eval ppl and ouro-quantize. Each must exit 3 with
+#      one stderr line that names the directory, write nothing to stdout,
+#      and with -o leave no file and no temporary.
+#   2. Records (made here): truncated, a header length past the limit, a
+#      header that is not JSON, a newer format version, tensors of the
+#      wrong dtype, shape or size, ids outside the vocabulary, NaN and
+#      infinite states, empty sequences, and tensors at unaligned offsets
+#      (valid safetensors; a careless reader would load an int32 or a float
+#      from an odd address, which the sanitizer build catches). Given to
+#      every program that reads records: ouro-forward, ouro-gate, ouro-gate
+#      train, ouro-sample, ouro-lens, ouro-dump and ouro-tokenize -d. Each
+#      must refuse with status 1 and one stderr line, or (for data that is
+#      valid, if odd) succeed; never crash, hang or report from a sanitizer.
+#   3. Gate files (--gate of ouro-gate, ouro-generate and ouro-eval):
+#      truncated, NaN weights, the wrong width, text: exit 3.
+#   4. Reports given to ouro-eval merge with a config or sums it cannot
+#      use (missing or mistyped keys, sizes out of range): exit 1.
+#
+# Run by tests/run from the repository root with the programs on PATH;
+# uses $PYTHON and $TMPDIR.
+set -u
+: "${PYTHON:=/usr/bin/python3}"
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/t-hostile.XXXXXX") || exit 1
+trap 'rm -rf "$tmp"' EXIT
+failures=0
+cases=0
+fail() {
+	echo "FAIL: $*"
+	failures=$((failures + 1))
+}
+fixture=models/ouro-fixture
+bad=tests/bad
+to="timeout 120"
+
+# run LABEL CMD...: runs CMD (stdin from $input, else /dev/null) with
+# stdout, stderr and the status in $tmp/out, $tmp/err and $rc.
+run() {
+	label=$1
+	shift
+	cases=$((cases + 1))
+	$to "$@" <"${input:-/dev/null}" >"$tmp/out" 2>"$tmp/err"
+	rc=$?
+}
+
+# one_line PROG NEEDLE: $tmp/err is one line "PROG: ..." containing NEEDLE.
+one_line() {
+	if [ "$(wc -l <"$tmp/err")" -ne 1 ] || ! grep -q "^$1: " "$tmp/err"; then
+		fail "$label: stderr is not one '$1: ' line: $(head -n 3 "$tmp/err")"
+	elif ! grep -qF -- "$2" "$tmp/err"; then
+		fail "$label: stderr does not name '$2': $(cat "$tmp/err")"
+	fi
+}
+
+# ---- 1. broken model directories
+printf '1 2 3\n' >"$tmp/ids"
+ouro-forward -m "$bad/model-ok" "$tmp/ids" >"$tmp/ok.rec" || { echo "FAIL: ouro-forward"; exit 1; }
+ouro-gate -m "$bad/model-ok" "$tmp/ok.rec" >"$tmp/ok.gate" || { echo "FAIL: ouro-gate"; exit 1; }
+models=0
+for dir in "$bad"/model-* "$bad"/st-* "$bad"/shard-*; do
+	[ "$dir" = "$bad/model-ok" ] && continue
+	models=$((models + 1))
+	rm -rf "$tmp/o" && mkdir "$tmp/o" || exit 1
+	for prog in generate lens gate sample eval quantize; do
+		case $prog in
+		generate) set -- ouro-generate -m "$dir" -n 2 --prompt-ids -t "1 2 3" ;;
+		lens) set -- ouro-lens -m "$dir" -o "$tmp/o/out" --prompt-ids "1 2 3" ;;
+		gate) set -- ouro-gate -m "$dir" -o "$tmp/o/out" "$tmp/ok.rec" ;;
+		sample) set -- ouro-sample -m "$dir" -o "$tmp/o/out" "$tmp/ok.gate" ;;
+		eval) set -- ouro-eval ppl -m "$dir" -f ids -o "$tmp/o/out" "$tmp/ids" ;;
+		quantize) set -- ouro-quantize -m "$dir" -o "$tmp/o/q" ;;
+		esac
+		run "$* (model $(basename "$dir"))" "$@"
+		[ "$rc" -eq 3 ] || fail "$label: exit $rc, expected 3"
+		one_line "$1" "$dir"
+		[ -s "$tmp/out" ] && fail "$label: wrote to stdout"
+		left=$(find "$tmp/o" -type f)
+		[ -z "$left" ] || fail "$label: left $left"
+	done
+done
+echo "# $models broken model directories x 6 programs"
+
+# ---- 2. hostile records
+"$PYTHON" - "$tmp" <<'EOF' || { echo "FAIL: writing the records"; exit 1; }
+import json, struct, sys
+
+tmp = sys.argv[1]
+T, D, V = 4, 32, 49152   # the bundled fixture
+
+
+def image(tensors, meta=None, raw_header=None, pad=True):
+    header = {"__metadata__": meta if meta is not None else {"ouro.version": "1"}}
+    off, blobs = 0, []
+    for name, dtype, shape, blob in tensors:
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [off, off + len(blob)]}
+        off += len(blob)
+        blobs.append(blob)
+    text = raw_header if raw_header is not None else json.dumps(header).encode()
+    if pad:
+        text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + b"".join(blobs)
+
+
+def i32(xs):
+    return struct.pack("<%di" % len(xs), *xs)
+
+
+def f32(xs):
+    return struct.pack("<%df" % len(xs), *xs)
+
+
+def states(n, value=None):
+    return f32([value if value is not None else 0.01 * ((i * 7) % 13 - 6) for i in range(T * n * D)])
+
+
+def rec(n=3, tokens=None, hidden=None, hshape=None, extra=(), meta=None, first=()):
+    tokens = tokens if tokens is not None else list(range(1, n + 1))
+    ts = list(first) + [("tokens", "I32", [len(tokens)], i32(tokens))]
+    ts.append(("hidden", "F32", hshape or [T, n, D], hidden if hidden is not None else states(n)))
+    ts += list(extra)
+    return image(ts, meta)
+
+
+good = rec()
+cases = {
+    "truncated": good + good[:len(good) // 2],
+    "header-too-long": struct.pack("<Q", 200000000) + b"{" + b" " * 64,
+    "header-not-json": image([], raw_header=b'{"tokens": [1, 2'),
+    "header-length-past-end": struct.pack("<Q", 4096) + b'{"tokens":{}}',
+    "version-2": rec(meta={"ouro.version": "2"}),
+    "tokens-f32": image([("tokens", "F32", [3], f32([1, 2, 3])), ("hidden", "F32", [T, 3, D], states(3))]),
+    "tokens-2d": image([("tokens", "I32", [1, 3], i32([1, 2, 3])), ("hidden", "F32", [T, 3, D], states(3))]),
+    "tokens-empty": rec(n=0, tokens=[]),
+    "id-negative": rec(tokens=[1, -5, 3]),
+    "id-past-vocab": rec(tokens=[1, V, 3]),
+    "id-int-max": rec(tokens=[1, 2, 2147483647]),
+    "hidden-missing": image([("tokens", "I32", [3], i32([1, 2, 3]))]),
+    "hidden-wrong-width": rec(hidden=f32([0.5] * (T * 3 * 7)), hshape=[T, 3, 7]),
+    "hidden-wrong-length": rec(hidden=states(2), hshape=[T, 2, D]),
+    "hidden-i64": image([("tokens", "I32", [3], i32([1, 2, 3])),
+                         ("hidden", "I64", [T, 3, D], b"\0" * (8 * T * 3 * D))]),
+    "hidden-1d": image([("tokens", "I32", [3], i32([1, 2, 3])), ("hidden", "F32", [T * 3 * D], states(3))]),
+    "hidden-nan": rec(hidden=states(3, float("nan"))),
+    "hidden-inf": rec(hidden=states(3, float("inf"))),
+    "hidden-huge": rec(hidden=states(3, 3e38)),
+    "exit-hidden-nan": rec(extra=[("exit_hidden", "F32", [3, D], f32([float("nan")] * (3 * D)))]),
+    "exit-step-wild": rec(extra=[("exit_step", "I32", [3], i32([-7, 99, 2147483647]))]),
+    # valid safetensors with tensors at unaligned offsets
+    "unaligned": image([("pad", "U8", [1], b"\x07"), ("tokens", "I32", [3], i32([1, 2, 3])),
+                        ("hidden", "F32", [T, 3, D], states(3))]),
+    "unaligned-bf16": image([("pad", "U8", [3], b"\x07\x07\x07"), ("tokens", "I32", [3], i32([1, 2, 3])),
+                             ("hidden", "BF16", [T, 3, D], b"\x80\x3f" * (T * 3 * D))]),
+    "unpadded-header": image([("tokens", "I32", [3], i32([1, 2, 3])), ("hidden", "F32", [T, 3, D], states(3))],
+                             pad=False),
+    "zero-steps": rec(hidden=b"", hshape=[0, 3, D]),
+    "many-records": good * 50,
+}
+for name, blob in cases.items():
+    with open("%s/%s.rec" % (tmp, name), "wb") as f:
+        f.write(blob)
+EOF
+
+# Each program on each record file: status 0 (valid data), 1 with one
+# stderr line (refused), or, for ouro-forward, the model's exit on an id it
+# cannot embed; never a signal (a crash, a sanitizer's abort), a timeout
+# or a sanitizer's report.
+for r in "$tmp"/*.rec; do
+	case $r in "$tmp/ok.rec") continue ;; esac
+	name=$(basename "$r" .rec)
+	for prog in forward gate train sample lens dump dump-steps tokenize; do
+		rm -rf "$tmp/o" && mkdir "$tmp/o" || exit 1
+		input=
+		case $prog in
+		forward) set -- ouro-forward -m "$fixture" -o "$tmp/o/out" "$r" ;;
+		gate) set -- ouro-gate -m "$fixture" -q 0.5 -o "$tmp/o/out" "$r" ;;
+		train) set -- ouro-gate train -m "$fixture" -n 1 -o "$tmp/o/out" "$r" ;;
+		sample) set -- ouro-sample -m "$fixture" --temperature 0.7 --top-p 0.9 -o "$tmp/o/out" "$r" ;;
+		lens) set -- ouro-lens -m "$fixture" -o "$tmp/o/out"; input=$r ;;   # records on stdin
+		dump) set -- ouro-dump --text -o "$tmp/o/out" "$r" ;;
+		dump-steps) set -- ouro-dump --per-step --per-token -o "$tmp/o/out" "$r" ;;
+		tokenize) set -- ouro-tokenize -m "$fixture" -d "$r" ;;
+		esac
+		run "$* ($name)" "$@"
+		if [ "$rc" -eq 1 ]; then
+			one_line "${1}$([ "$2" = train ] && echo ' train')" "$([ -n "$input" ] && echo stdin || basename "$r")"
+			left=$(find "$tmp/o" -type f)
+			[ -z "$left" ] || fail "$label: left $left"
+		elif [ "$rc" -ne 0 ]; then
+			fail "$label: exit $rc: $(head -n 5 "$tmp/err")"
+		elif grep -q "runtime error\|Sanitizer" "$tmp/err"; then
+			fail "$label: $(head -n 5 "$tmp/err")"
+		fi
+		[ "$rc" -eq 0 ] && echo "$prog $name" >>"$tmp/accepted"
+	done
+done
+input=
+# data that is plainly invalid is refused by every program that reads it
+for name in truncated header-too-long header-not-json header-length-past-end version-2; do
+	grep -q " $name\$" "$tmp/accepted" 2>/dev/null &&
+		fail "accepted by $(grep " $name\$" "$tmp/accepted" | cut -d' ' -f1 | tr '\n' ' ')on $name"
+done
+echo "# $(ls "$tmp"/*.rec | wc -l) record files x 8 programs, $(wc -l <"$tmp/accepted") runs on valid data accepted"
+
+# ---- 3. hostile gate files
+"$PYTHON" - "$tmp" <<'EOF' || { echo "FAIL: writing the gate files"; exit 1; }
+import json, struct, sys
+
+tmp, D = sys.argv[1], 32
+
+
+def image(tensors):
+    header, off, blobs = {}, 0, []
+    for name, dtype, shape, blob in tensors:
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [off, off + len(blob)]}
+        off += len(blob)
+        blobs.append(blob)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + b"".join(blobs)
+
+
+def gate(w, b=0.5, dim=D):
+    return image([("model.early_exit_gate.weight", "F32", [1, dim], struct.pack("<%df" % dim, *w)),
+                  ("model.early_exit_gate.bias", "F32", [1], struct.pack("<f", b))])
+
+
+good = gate([0.01] * D)
+for name, blob in {"truncated": good[:len(good) - 8], "nan": gate([float("nan")] * D),
+                   "inf-bias": gate([0.0] * D, float("inf")), "width": gate([0.0] * 16, dim=16),
+                   "text": b"not a safetensors file\n", "empty": b""}.items():
+    with open("%s/gate-%s.st" % (tmp, name), "wb") as f:
+        f.write(blob)
+EOF
+ouro-forward -m "$fixture" "$tmp/ids" >"$tmp/fix.rec" || fail "ouro-forward"
+for g in "$tmp"/gate-*.st; do
+	for prog in gate generate eval; do
+		case $prog in
+		gate) set -- ouro-gate -m "$fixture" --gate "$g" "$tmp/fix.rec" ;;
+		generate) set -- ouro-generate -m "$fixture" --gate "$g" -n 2 --prompt-ids -t "1 2 3" ;;
+		eval) set -- ouro-eval ppl -m "$fixture" --gate "$g" -f ids "$tmp/ids" ;;
+		esac
+		run "$* ($(basename "$g"))" "$@"
+		[ "$rc" -eq 3 ] || fail "$label: exit $rc, expected 3: $(head -n 3 "$tmp/err")"
+		one_line "$1" "$g"
+		[ -s "$tmp/out" ] && fail "$label: wrote to stdout"
+	done
+done
+
+# ---- 4. hostile reports given to ouro-eval merge
+ouro-eval ppl -m "$fixture" --limit 2 --shard 0/1 -o "$tmp/r.json" tests/eval/docs.jsonl ||
+	fail "ouro-eval ppl --shard 0/1"
+"$PYTHON" - "$tmp" <<'EOF' || { echo "FAIL: writing the reports"; exit 1; }
+import copy, json, sys
+
+tmp = sys.argv[1]
+r = json.load(open(tmp + "/r.json"))
+cases = {}
+c = copy.deepcopy(r); del c["config"]["model"]; cases["no-model"] = c
+c = copy.deepcopy(r); c["config"]["gate"] = 7; cases["gate-not-string"] = c
+c = copy.deepcopy(r); c["config"]["steps"] = 100000; cases["steps-huge"] = c
+c = copy.deepcopy(r); c["config"]["rules"] = ["x"] * 1000; cases["rules-many"] = c
+c = copy.deepcopy(r); c["sums"]["nll"] = c["sums"]["nll"][:1]; cases["sums-short"] = c
+c = copy.deepcopy(r); c["sums"]["examples"] = 2 ** 63 - 1; cases["sums-huge"] = c
+c = copy.deepcopy(r); c["shard"] = {"index": 0, "count": 1 << 30}; cases["shards-many"] = c
+c = copy.deepcopy(r); c["examples_total"] = -1; cases["total-negative"] = c
+for name, c in cases.items():
+    json.dump(c, open("%s/report-%s.json" % (tmp, name), "w"))
+EOF
+for f in "$tmp"/report-*.json; do
+	run "ouro-eval merge --table $(basename "$f")" ouro-eval merge --table "$f"
+	[ "$rc" -eq 1 ] || fail "$label: exit $rc, expected 1: $(head -n 3 "$tmp/err")"
+	one_line ouro-eval "$f"
+	[ -s "$tmp/out" ] && fail "$label: wrote to stdout"
+done
+
+echo "# $cases cases, $failures failures"
+[ "$failures" -eq 0 ]
