@@ -7,15 +7,7 @@
 # Decoding (one position at a time) never uses it: ouro-generate's greedy
 # tokens stay those of the float32 path. On a machine without AMX the
 # variable changes nothing, which is checked instead.
-set -u
-: "${PYTHON:=/usr/bin/python3}"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/t-bf16.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
-failed=0
-fail() {
-	echo "FAIL: $*"
-	failed=1
-}
+. tests/lib.sh
 
 "$PYTHON" scripts/make-model --out "$tmp/rnd" --vocab 600 --hidden 256 --heads 4 --kv-heads 2 \
 	--head-dim 64 --ffn 512 --layers 2 --steps 4 --max-pos 1024 --dtype bf16 --seed 17 >/dev/null ||
@@ -42,4 +34,4 @@ for name in fixture rnd; do
 	b=$(head -c 60 "$tmp/ids.$name" | OURO_MATMUL=bf16 ouro-generate -m "$model" --prompt-ids -t -n 8 -s 3)
 	echo "# $name greedy tokens, float32: $a; bf16 prefill: $b"
 done
-exit $failed
+finish

@@ -18,17 +18,10 @@
 #
 # Needs NumPy, not PyTorch. Run by tests/run from the repository root with
 # bin/ on PATH.
-set -u
-: "${PYTHON:=/usr/bin/python3}"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/t-tiny-model.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
+. tests/lib.sh
+stop_at_fail=1
 model=models/ouro-kjv-tiny
 ref=scripts/ouro_ref.py
-
-fail() {
-	echo "FAIL: $*"
-	exit 1
-}
 
 # ---- 1. tokenizer
 printf '%s\n' 'In the beginning God created the heaven and the earth.' \
