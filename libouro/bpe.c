@@ -930,8 +930,10 @@ static int template_ids(struct tok_hf *t, json_t *specials, const char *name,
 		return ouro_fail(OURO_EMODEL, "%s: post_processor special token %.60s has no ids", what, name);
 	json_array_foreach(st, i, e) {
 		json_int_t id = json_integer_value(e);
-		if (!json_is_integer(e) || id < 0 || id >= t->nids)
-			return ouro_fail(OURO_EMODEL, "%s: post_processor special token %.60s has an invalid id", what, name);
+		/* an id no token has would be encoded and then not decode */
+		if (!json_is_integer(e) || id < 0 || id >= t->nids || !t->id_str[id])
+			return ouro_fail(OURO_EMODEL, "%s: post_processor special token %.60s has an id that is no token's",
+					 what, name);
 		void *p = realloc(*ids, (size_t)(*n + 1) * sizeof **ids);
 		if (!p)
 			return ouro_fail(OURO_ENOMEM, "out of memory");
@@ -980,7 +982,8 @@ static int load_post(struct tok_hf *t, json_t *p, const char *what)
 		json_t *ci = json_array_get(cls, 1), *si = json_array_get(sep, 1);
 		if (!json_is_integer(ci) || !json_is_integer(si) ||
 		    json_integer_value(ci) < 0 || json_integer_value(ci) >= t->nids ||
-		    json_integer_value(si) < 0 || json_integer_value(si) >= t->nids)
+		    json_integer_value(si) < 0 || json_integer_value(si) >= t->nids ||
+		    !t->id_str[json_integer_value(ci)] || !t->id_str[json_integer_value(si)])
 			return ouro_fail(OURO_EMODEL, "%s: %s without valid cls and sep", what, type);
 		t->post_pre = malloc(sizeof *t->post_pre);
 		t->post_suf = malloc(sizeof *t->post_suf);
