@@ -86,6 +86,9 @@ fuzz-replay: $(FUZZ_REPLAY)
 		$(BUILD)/fuzz-replay/$$f tests/fuzz/$$f || { echo "FAIL fuzz replay $$f"; exit 1; }; \
 	done
 
+# Shell tests run TEST_JOBS at a time (tests/run prints them in order).
+TEST_JOBS ?= 2
+
 # The sanitizer pass: LeakSanitizer on, every report fatal (an abort, so
 # that no test mistakes it for an exit status of its own); a failed
 # allocation returns NULL, as without the sanitizers. t-install is
@@ -96,10 +99,11 @@ SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_r
 ifeq ($(SANITIZE),1)
 check: all $(UNITS) $(FUZZ_REPLAY)
 	$(SAN_ENV) $(MAKE) --no-print-directory fuzz-replay
-	$(SAN_ENV) PYTHON=$(PYTHON) OURO_BIN=$(CURDIR)/$(BIN) OURO_SKIP=t-install tests/run $(UNITS)
+	$(SAN_ENV) PYTHON=$(PYTHON) OURO_BIN=$(CURDIR)/$(BIN) OURO_TEST_JOBS=$(TEST_JOBS) \
+		OURO_SKIP=t-install tests/run $(UNITS)
 else
 check: all $(UNITS) $(FUZZ_REPLAY)
-	PYTHON=$(PYTHON) OURO_BIN=$(CURDIR)/$(BIN) tests/run $(UNITS)
+	PYTHON=$(PYTHON) OURO_BIN=$(CURDIR)/$(BIN) OURO_TEST_JOBS=$(TEST_JOBS) tests/run $(UNITS)
 	$(MAKE) --no-print-directory fuzz-replay
 	$(MAKE) --no-print-directory SANITIZE=1 BUILD=$(BUILD)-san BIN=$(BIN)-san check
 endif
