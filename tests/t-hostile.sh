@@ -18,6 +18,8 @@
 #      train, ouro-sample, ouro-lens, ouro-dump and ouro-tokenize -d. Each
 #      must refuse with status 1 and one stderr line, or (for data that is
 #      valid, if odd) succeed; never crash, hang or report from a sanitizer.
+#      After a good record, a truncated one leaves on stdout the good
+#      record's output, whole.
 #   3. Gate files (--gate of ouro-gate, ouro-generate and ouro-eval):
 #      truncated, NaN weights, the wrong width, text: exit 3.
 #   4. Reports given to ouro-eval merge with a config or sums it cannot
@@ -205,7 +207,37 @@ for name in truncated header-too-long header-not-json header-length-past-end ver
 	grep -q " $name\$" "$tmp/accepted" 2>/dev/null &&
 		fail "accepted by $(grep " $name\$" "$tmp/accepted" | cut -d' ' -f1 | tr '\n' ' ')on $name"
 done
-echo "# $(ls "$tmp"/*.rec | wc -l) record files x 8 programs, $(wc -l <"$tmp/accepted") runs on valid data accepted"
+echo "# $(($(ls "$tmp"/*.rec | wc -l) - 1)) record files x 8 programs, $(wc -l <"$tmp/accepted") runs on valid data accepted"
+
+# a bad record after a good one: stdout holds the good one's output whole
+cat >"$tmp/whole.py" <<'EOF'
+import json, struct, sys
+buf = open(sys.argv[1], "rb").read()
+pos = n = 0
+while pos < len(buf):
+    if len(buf) - pos < 8:
+        sys.exit("partial record at byte %d" % pos)
+    (hl,) = struct.unpack_from("<Q", buf, pos)
+    if hl > len(buf) - pos - 8:
+        sys.exit("partial record at byte %d" % pos)
+    h = json.loads(buf[pos + 8:pos + 8 + hl])
+    end = pos + 8 + hl + max([v["data_offsets"][1] for k, v in h.items() if k != "__metadata__"] or [0])
+    if end > len(buf):
+        sys.exit("partial record at byte %d" % pos)
+    pos, n = end, n + 1
+print(n)
+EOF
+for prog in forward gate sample; do
+	case $prog in
+	forward) set -- ouro-forward -m "$fixture" "$tmp/truncated.rec" ;;
+	gate) set -- ouro-gate -m "$fixture" "$tmp/truncated.rec" ;;
+	sample) set -- ouro-sample -m "$fixture" "$tmp/truncated.rec" ;;
+	esac
+	run "$* > stdout (truncated)" "$@"
+	[ "$rc" -eq 1 ] || fail "$label: exit $rc, expected 1"
+	n=$("$PYTHON" "$tmp/whole.py" "$tmp/out") || fail "$label: stdout ends in a partial record"
+	[ "$n" = 1 ] || fail "$label: stdout holds $n records, expected the 1 of the good record"
+done
 
 # ---- 3. hostile gate files
 "$PYTHON" - "$tmp" <<'EOF' || { echo "FAIL: writing the gate files"; exit 1; }
