@@ -135,14 +135,13 @@ void ouro_gen_free(struct ouro_gen *g)
 static int cache_alloc(struct ouro_gen *g, int64_t P)
 {
 	uint64_t need = kv_bytes(g, P);
-	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+	uint64_t phys = ouro_phys_bytes();
 	int shared = g->o.kv != OURO_KV_FULL;
 	size_t rows = (size_t)(shared ? P : g->cap), drows = (size_t)(g->cap - P);
 
-	if (pages > 0 && psize > 0 && need > (uint64_t)pages * (uint64_t)psize)
+	if (phys && need > phys)
 		return ouro_fail(OURO_ENOMEM, "the KV cache for %lld tokens needs %.1f MiB, more than this machine's %.1f MiB of memory",
-				 (long long)g->cap, (double)need / (1 << 20),
-				 (double)pages * (double)psize / (1 << 20));
+				 (long long)g->cap, (double)need / (1 << 20), (double)phys / (1 << 20));
 	for (int64_t i = 0; i < g->T * g->N; i++)
 		if (!(g->kslot[i] = malloc(rows * (size_t)g->KD * sizeof(float))) ||
 		    !(g->vslot[i] = malloc(rows * (size_t)g->KD * sizeof(float))))

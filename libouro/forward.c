@@ -53,11 +53,10 @@ int ouro_fwd_alloc(struct ouro_fwd_buf *b, const struct ouro_config *c, int64_t 
 	memset(b, 0, sizeof *b);
 	for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
 		total += sizes[i];
-	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
-	if (pages > 0 && psize > 0 && total * sizeof(float) > (uint64_t)pages * (uint64_t)psize)
+	uint64_t phys = ouro_phys_bytes();
+	if (phys && total * sizeof(float) > phys)
 		return ouro_fail(OURO_ENOMEM, "a forward pass over %lld tokens needs %.1f MiB of working memory, more than this machine's %.1f MiB",
-				 (long long)n, (double)total * 4 / (1 << 20),
-				 (double)pages * (double)psize / (1 << 20));
+				 (long long)n, (double)total * 4 / (1 << 20), (double)phys / (1 << 20));
 	for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
 		if (!(p[i] = malloc(sizes[i] * sizeof(float)))) {
 			ouro_fwd_free(b);

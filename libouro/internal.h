@@ -79,6 +79,9 @@ int ouro_amx_matmul(float *y, const float *x, const struct ouro_weight *w, int64
 /* The number of threads the kernels use (ouro_set_threads, default: all
  * cores). Set it before anything else: buffers are sized by it. */
 int ouro_threads(void);
+/* The machine's physical memory in bytes, 0 when unknown: requests larger
+ * than this fail up front with the size they need. */
+uint64_t ouro_phys_bytes(void);
 /* Like ouro_parallel, and fn learns which thread's range it runs (0 is
  * the caller), to use that thread's slice of a scratch buffer. */
 void ouro_parallel_parts(void (*fn)(void *ctx, int part, int64_t begin, int64_t end),

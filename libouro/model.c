@@ -5,8 +5,10 @@
  * or from the shards that model.safetensors.index.json names. Files are
  * mapped read-only and the large matrices are used in place, in their
  * stored dtype (BF16, F16 or F32); only the small vectors (norm weights,
- * the exit gate) are converted to float. Every tensor the forward pass
- * uses is looked up by its Hugging Face name and its shape checked.
+ * the exit gate) are converted to float. With OURO_LOAD=read the files
+ * are read into anonymous memory instead and used the same way. Every
+ * tensor the forward pass uses is looked up by its Hugging Face name and
+ * its shape checked.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -47,18 +49,71 @@ static char *join(const char *dir, const char *name)
 	return p;
 }
 
-/* Maps path and parses its safetensors header into m->maps[m->nmaps]. */
+/* How the weight files are held, from OURO_LOAD: mapped (the default,
+ * "map") or read into anonymous memory ("read"). */
+static int read_in(int *read)
+{
+	const char *mode = getenv("OURO_LOAD");
+
+	*read = 0;
+	if (!mode || !*mode || strcmp(mode, "map") == 0)
+		return OURO_OK;
+	if (strcmp(mode, "read") == 0) {
+		*read = 1;
+		return OURO_OK;
+	}
+	return ouro_fail(OURO_EUSAGE, "OURO_LOAD: '%s' is neither map nor read", mode);
+}
+
+/* Reads the len bytes of fd (the file path) into new anonymous memory at
+ * *addr, made read-only afterwards like a mapping; fails up front when
+ * the file is larger than this machine's memory. */
+static int read_file(void **addr, int fd, size_t len, const char *path)
+{
+	uint64_t phys = ouro_phys_bytes();
+	unsigned char *p;
+	size_t got = 0;
+
+	if (phys && len > phys)
+		return ouro_fail(OURO_ENOMEM, "%s: reading it in needs %.1f MiB, more than this machine's %.1f MiB of memory",
+				 path, (double)len / (1 << 20), (double)phys / (1 << 20));
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return ouro_fail(OURO_ENOMEM, "%s: reading it in needs %.1f MiB, which is not available",
+				 path, (double)len / (1 << 20));
+	madvise(p, len, MADV_HUGEPAGE);
+	while (got < len) {
+		ssize_t r = pread(fd, p + got, len - got, (off_t)got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			munmap(p, len);
+			if (r == 0)
+				return ouro_fail(OURO_EMODEL, "%s: shorter than its size (changed while being read)", path);
+			return ouro_fail(OURO_ESYS, "%s: %s", path, strerror(errno));
+		}
+		got += (size_t)r;
+	}
+	mprotect(p, len, PROT_READ);
+	*addr = p;
+	return OURO_OK;
+}
+
+/* Maps (or reads in) path and parses its safetensors header into
+ * m->maps[m->nmaps]. */
 static int map_file(struct ouro_model *m, const char *path)
 {
 	struct ouro_mapping *mp = &m->maps[m->nmaps];
 	struct stat sb;
 	uint64_t used;
-	int fd, rc;
+	int fd, rc, read;
 
 	memset(mp, 0, sizeof *mp);
 	if (!(mp->path = strdup(path)))
 		return ouro_fail(OURO_ENOMEM, "out of memory");
 	m->nmaps++;
+	if ((rc = read_in(&read)))
+		return rc;
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
 		return ouro_fail(OURO_EMODEL, "%s: %s", path, strerror(errno));
 	if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
@@ -66,7 +121,13 @@ static int map_file(struct ouro_model *m, const char *path)
 		return ouro_fail(OURO_EMODEL, "%s: not a regular file", path);
 	}
 	mp->len = (size_t)sb.st_size;
-	if (mp->len) {
+	if (mp->len && read) {
+		rc = read_file(&mp->addr, fd, mp->len, path);
+		if (rc) {
+			close(fd);
+			return rc;
+		}
+	} else if (mp->len) {
 		mp->addr = mmap(NULL, mp->len, PROT_READ, MAP_PRIVATE, fd, 0);
 		if (mp->addr == MAP_FAILED) {
 			mp->addr = NULL;

@@ -90,6 +90,13 @@ int ouro_threads(void)
 	return pool.nthreads;
 }
 
+uint64_t ouro_phys_bytes(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+
+	return pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : 0;
+}
+
 void ouro_parallel_parts(void (*fn)(void *ctx, int part, int64_t begin, int64_t end),
 			 void *ctx, int64_t n)
 {

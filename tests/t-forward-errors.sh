@@ -226,6 +226,14 @@ expect 2 "--threads|0" -m "$ok" -j 0
 expect 2 "frobnicate" -m "$ok" --frobnicate
 expect 2 "" -m "$ok" -x
 expect 2 "" -m
+export OURO_LOAD=mmap
+expect 2 "OURO_LOAD|mmap" -m "$ok"
+# weights read into memory: the same checks of the same files
+export OURO_LOAD=read
+expect 3 "$bad/model-tensor-missing|model.norm.weight" -m "$bad/model-tensor-missing"
+expect 3 "$bad/shard-missing/model-00002-of-00002.safetensors" -m "$bad/shard-missing"
+expect 3 "$bad/model-weights-is-dir/model.safetensors" -m "$bad/model-weights-is-dir"
+unset OURO_LOAD
 
 # ---- an existing -o FILE survives a failed run, and no temporary is left
 printf 'old contents\n' >"$tmp/old.rec"

@@ -10,7 +10,8 @@
 #   3. four random models of fresh shapes (GQA, head_dim * heads != D,
 #      1-3 layers, bf16/f16/f32, one sharded, one with tied embeddings,
 #      other rope_theta and rms_norm_eps) at a random T in 1..6, on random
-#      sequences of 1..300 tokens.
+#      sequences of 1..300 tokens; each also with its weights read into
+#      memory (OURO_LOAD=read), which must give the same bytes.
 #
 # The random part draws from a seed printed as "# seed S"; rerun with
 # OURO_TEST_SEED=S to replay it. Run by tests/run from the repository root
@@ -108,6 +109,11 @@ while read -r i steps opts; do
 		fail "case $i: ouro-forward --steps $steps on make-model $opts (exit $?)"
 	check "case $i: --steps $steps, make-model $opts" "$model" "$steps" \
 		"$tmp/case$i.ids" "$tmp/case$i.rec"
+	OURO_LOAD=read ouro-forward -m "$model" --steps "$steps" "$tmp/case$i.ids" \
+		</dev/null >"$tmp/case$i.read.rec" ||
+		fail "case $i: OURO_LOAD=read ouro-forward (exit $?)"
+	cmp -s "$tmp/case$i.rec" "$tmp/case$i.read.rec" ||
+		fail "case $i: OURO_LOAD=read gives other states than the mapped weights"
 done <"$tmp/cases"
 
 awk 'BEGIN { m = 0 } { if ($1 + 0 > m) m = $1 + 0 }
