@@ -27,16 +27,8 @@
 #
 # Run by tests/run from the repository root with the programs on PATH;
 # uses $PYTHON and $TMPDIR.
-set -u
-: "${PYTHON:=/usr/bin/python3}"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/t-hostile.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
-failures=0
+. tests/lib.sh
 cases=0
-fail() {
-	echo "FAIL: $*"
-	failures=$((failures + 1))
-}
 fixture=models/ouro-fixture
 bad=tests/bad
 to="timeout 120"
@@ -311,5 +303,5 @@ for f in "$tmp"/report-*.json; do
 	[ -s "$tmp/out" ] && fail "$label: wrote to stdout"
 done
 
-echo "# $cases cases, $failures failures"
-[ "$failures" -eq 0 ]
+echo "# $cases cases"
+finish

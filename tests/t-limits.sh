@@ -12,21 +12,15 @@
 # memory), one stderr line saying how much it needs, and nothing on
 # stdout:
 #   - ouro-forward, ouro-lens and ouro-eval ppl on a sequence that long;
-#   - ouro-generate -n 16000000 (a KV cache of about 2 TiB).
+#   - ouro-generate -n 16000000 (a KV cache of about 2 TiB);
+#   - ouro-forward with OURO_LOAD=read on a (sparse) weights file twice
+#     the size of this machine's memory.
 # A sequence longer than max_position_embeddings is refused with status 1.
 #
 # Run by tests/run from the repository root with the programs on PATH;
 # uses $PYTHON and $TMPDIR.
-set -u
-: "${PYTHON:=/usr/bin/python3}"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/t-limits.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
-failures=0
+. tests/lib.sh
 cases=0
-fail() {
-	echo "FAIL: $*"
-	failures=$((failures + 1))
-}
 
 mem_kib=$(sed -n 's/^MemTotal: *\([0-9]*\) kB$/\1/p' /proc/meminfo)
 [ -n "$mem_kib" ] || { echo "# no MemTotal in /proc/meminfo; nothing to test"; exit 0; }
@@ -80,5 +74,15 @@ awk 'BEGIN { for (i = 0; i < 33; i++) printf "%d%s", i, i < 32 ? " " : "\n" }' >
 expect 1 "exceeds max_position_embeddings 32" ouro-forward -m tests/bad/model-ok "$tmp/33.ids"
 stdin=$tmp/33.ids expect 1 "max_position_embeddings" ouro-generate -m tests/bad/model-ok --prompt-ids -t
 
-echo "# $cases cases, $failures failures"
-[ "$failures" -eq 0 ]
+# weights read into memory (OURO_LOAD=read) from a file twice this
+# machine's memory (sparse: it takes no disk space); mapped, the same file
+# is refused for its header instead (status 3)
+mkdir "$tmp/huge" && cp tests/bad/model-ok/config.json "$tmp/huge/" &&
+	truncate -s $((mem_kib * 2))K "$tmp/huge/model.safetensors" || fail "making the sparse model"
+export OURO_LOAD=read
+expect 5 "model.safetensors: reading it in $big" ouro-forward -m "$tmp/huge" "$tmp/33.ids"
+unset OURO_LOAD
+expect 3 "model.safetensors" ouro-forward -m "$tmp/huge" "$tmp/33.ids"
+
+echo "# $cases cases"
+finish

@@ -11,16 +11,8 @@
 #
 # Run by tests/run from the repository root with the programs on PATH;
 # uses $PYTHON and $TMPDIR.
-set -u
-: "${PYTHON:=/usr/bin/python3}"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/t-threads.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
-failures=0
+. tests/lib.sh
 checks=0
-fail() {
-	echo "FAIL: $*"
-	failures=$((failures + 1))
-}
 
 fixture=models/ouro-fixture
 rand=$tmp/rand
@@ -76,5 +68,4 @@ same "fixture-eval-choice" 'ouro-eval choice -m '"$fixture"' -j $J -q 0.5 tests/
 same "fixture-generate-text" 'ouro-generate -m '"$fixture"' -j $J -n 16 --temperature 1 --seed 3 "In the beginning" >$out'
 
 echo "# $checks programs and settings, each byte-identical with 1, 2 and 3 threads"
-echo "# $failures failures"
-[ "$failures" -eq 0 ]
+finish
