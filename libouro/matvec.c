@@ -12,6 +12,7 @@
  */
 #include <cpuid.h>
 #include <immintrin.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -94,6 +95,42 @@ T512 static __m512 f32x16(const char *p)
 AVX512(dot_bf16_avx512, bf16x16, 2, OURO_BF16)
 AVX512(dot_f16_avx512, f16x16, 2, OURO_F16)
 AVX512(dot_f32_avx512, f32x16, 4, OURO_F32)
+
+/* BF16 rows against x rearranged by split_x: each 64-byte load of W
+ * holds 32 weights, the even ones in the low halves of its 16 lanes and
+ * the odd ones in the high halves, so a shift and a mask make them
+ * floats without any shuffle (the decoder's inner loop is short of
+ * shuffle ports, not of memory, at 2 threads). */
+T512 static float dot_bf16_split_avx512(const void *w, const float *xs, const float *x, int64_t n)
+{
+	const char *p = w;
+	const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
+	__m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+	int64_t i = 0;
+
+	for (; i + 32 <= n; i += 32) {
+		__m512i v = _mm512_loadu_si512((const void *)(p + i * 2));
+		a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)),
+				     _mm512_loadu_ps(xs + i), a0);
+		a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, hi)),
+				     _mm512_loadu_ps(xs + i + 16), a1);
+	}
+	float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+	for (; i < n; i++)
+		s += load(p, i, OURO_BF16) * x[i];
+	return s;
+}
+
+/* xs [n]: x with each whole block of 32 as its 16 even elements, then its
+ * 16 odd ones (the order dot_bf16_split_avx512 reads them in). */
+static void split_x(float *xs, const float *x, int64_t n)
+{
+	for (int64_t b = 0; b + 32 <= n; b += 32)
+		for (int i = 0; i < 16; i++) {
+			xs[b + i] = x[b + 2 * i];
+			xs[b + 16 + i] = x[b + 2 * i + 1];
+		}
+}
 
 T512 static __m512 i8x16(const char *p)
 {
@@ -228,6 +265,7 @@ static dotq_fn pick_q8(void)
 struct job {
 	float *y;              /* [out] */
 	const float *x;        /* [in] */
+	const float *xs;       /* [in] x split for dot_bf16_split_avx512, or NULL */
 	const struct ouro_weight *w;
 	size_t row_bytes;
 	dot_fn dot;
@@ -242,6 +280,10 @@ static void rows(void *ctx, int64_t begin, int64_t end)
 	float scale[nb ? nb : 1];
 
 	for (int64_t r = begin; r < end; r++) {
+		if (j->xs) {
+			j->y[r] = dot_bf16_split_avx512(data + (size_t)r * j->row_bytes, j->xs, j->x, in);
+			continue;
+		}
 		if (!j->dotq) {
 			j->y[r] = j->dot(data + (size_t)r * j->row_bytes, j->x, in);
 			continue;
@@ -261,9 +303,19 @@ void ouro_matvec(float *y, const float *x, const struct ouro_weight *w)
 		.dotq = w->scale ? pick_q8() : NULL,
 	};
 
+	float *xs = NULL;
+
+	/* BF16 on AVX-512: x rearranged once for the shuffle-free kernel (when
+	 * the few KiB cannot be had, the plain kernel does the same sums) */
+	if (!w->scale && w->t->dtype == OURO_BF16 && cpu_level() == 2 && w->in >= 32 &&
+	    (xs = malloc((size_t)w->in * sizeof *xs))) {
+		split_x(xs, x, w->in);
+		j.xs = xs;
+	}
 	/* small matrices are not worth waking the threads for */
 	if (w->out * w->in < (1 << 16))
 		rows(&j, 0, w->out);
 	else
 		ouro_parallel(rows, &j, w->out);
+	free(xs);
 }
