@@ -248,9 +248,9 @@ FORCE:
 
 # make bench: speed against this machine's ceilings and PyTorch (scripts/bench;
 # BENCH_ARGS=--small for a quick run). Not part of check.
-$(BUILD)/bench-kernels: scripts/bench-kernels.c
+$(BUILD)/bench-kernels: scripts/bench-kernels.c cmd/cli.h $(LIB)
 	@mkdir -p $(BUILD)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS)
+	$(CC) $(CFLAGS) -Icmd $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
 bench: all $(BUILD)/bench-kernels
 	$(PYTHON) scripts/bench --bin $(BIN) --kernels $(BUILD)/bench-kernels $(BENCH_ARGS)

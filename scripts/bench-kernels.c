@@ -24,19 +24,10 @@
  * figure on stdout, read by scripts/bench and by people.
  */
 #include <cblas.h>
-#include <errno.h>
-#include <getopt.h>
 #include <pthread.h>
-#include <stdarg.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/mman.h>
-#include <time.h>
-#include <unistd.h>
 
-static const char *progname = "bench-kernels";
+#include "cli.h"        /* messages, option values and the clock of the programs */
 
 static void usage(FILE *f)
 {
@@ -46,40 +37,6 @@ static void usage(FILE *f)
 		"                     -H HEADS -K KV_HEADS -d HEAD_DIM -N LAYERS -T STEPS\n");
 }
 
-/* One message line on stderr, then exit with status. */
-__attribute__((format(printf, 2, 3))) static void die(int status, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "%s: ", progname);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(status);
-}
-
-static long parse_long(const char *s, long lo, long hi, const char *what)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (!*s || *end || errno || v < lo || v > hi) {
-		fprintf(stderr, "%s: %s: '%s' is not an integer in %ld..%ld\n", progname, what, s, lo, hi);
-		exit(2);
-	}
-	return v;
-}
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -166,28 +123,28 @@ static int bench_bandwidth(int threads, int reps, long mib)
 	/* whole 256-byte groups (four blocks) per thread */
 	per = (size_t)(bytes / (uint64_t)threads / 256) * 4;
 	if (per == 0)
-		die(2, "-s: %llu bytes is too small for %d threads", (unsigned long long)bytes, threads);
+		usage_error("-s: %llu bytes is too small for %d threads", (unsigned long long)bytes, threads);
 	bytes = (uint64_t)per * 64 * (uint64_t)threads;
 	/* aligned_alloc wants a multiple of the alignment: round up */
 	if (!(buf = aligned_alloc(1 << 21, (size_t)((bytes + (1 << 21) - 1) & ~(uint64_t)((1 << 21) - 1)))))
-		die(5, "out of memory for a %llu-byte buffer", (unsigned long long)bytes);
+		die(ouro_fail(OURO_ENOMEM, "out of memory for a %llu-byte buffer", (unsigned long long)bytes));
 	madvise(buf, (size_t)bytes, MADV_HUGEPAGE);   // fewer TLB misses: a true ceiling
 	r = calloc((size_t)threads, sizeof *r);
 	t = calloc((size_t)reps + 1, sizeof *t);
 	if (!r || !t)
-		die(5, "out of memory");
+		die(ouro_fail(OURO_ENOMEM, "out of memory"));
 	pthread_barrier_init(&bar, NULL, (unsigned)threads + 1);
 	for (int i = 0; i < threads; i++) {
 		r[i] = (struct reader){.bar = &bar, .p = (v8q *)buf + (size_t)i * per, .n = per, .reps = reps};
 		if (pthread_create(&r[i].tid, NULL, reader_main, &r[i]))
-			die(4, "cannot start a thread");
+			die(ouro_fail(OURO_ESYS, "cannot start a thread"));
 	}
 	pthread_barrier_wait(&bar);           // every slice written
 	for (int i = 0; i < reps + 1; i++) {  // repetition 0 is the warm-up
 		pthread_barrier_wait(&bar);
-		t0 = now();
+		t0 = cli_now();
 		pthread_barrier_wait(&bar);
-		t[i] = now() - t0;
+		t[i] = cli_now() - t0;
 	}
 	for (int i = 0; i < threads; i++)
 		pthread_join(r[i].tid, NULL);
@@ -228,15 +185,15 @@ static double time_sgemm(const struct shape *s, int reps)
 	uint64_t seed = 42;
 
 	if (!a || !b || !c || !t)
-		die(5, "out of memory for the %s product", s->name);
+		die(ouro_fail(OURO_ENOMEM, "out of memory for the %s product", s->name));
 	fill(a, na, &seed);
 	fill(b, nb, &seed);
 	for (int i = 0; i < reps + 1; i++) {
-		double t0 = now();
+		double t0 = cli_now();
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, s->trans_b ? CblasTrans : CblasNoTrans,
 			    s->m, s->n, s->k, 1.0f, a, s->k, b, s->trans_b ? s->k : s->n, 0.0f, c, s->n);
 		if (i > 0)
-			t[i - 1] = now() - t0;
+			t[i - 1] = cli_now() - t0;
 	}
 	sec = median(t, reps);
 	free(a);
@@ -290,6 +247,7 @@ int main(int argc, char **argv)
 	const char *mode;
 	int c;
 
+	cli_init("bench-kernels");
 	threads = sysconf(_SC_NPROCESSORS_ONLN);
 	if (argc < 2 || (strcmp(argv[1], "bandwidth") && strcmp(argv[1], "sgemm"))) {
 		if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
@@ -301,30 +259,27 @@ int main(int argc, char **argv)
 	}
 	mode = argv[1];
 	optind = 2;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "j:r:s:P:D:F:H:K:d:N:T:h", longopts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, "j:r:s:P:D:F:H:K:d:N:T:h", longopts)) != -1) {
 		switch (c) {
-		case 'j': threads = parse_long(optarg, 1, 4096, "--threads"); break;
-		case 'r': reps = parse_long(optarg, 1, 1000, "--repeat"); break;
-		case 's': mib = parse_long(optarg, 1, 1L << 24, "--size-mib"); break;
+		case 'j': threads = cli_long(optarg, 1, 4096, "--threads"); break;
+		case 'r': reps = cli_long(optarg, 1, 1000, "--repeat"); break;
+		case 's': mib = cli_long(optarg, 1, 1L << 24, "--size-mib"); break;
 		case 'P': case 'D': case 'F': case 'H': case 'K': case 'd': case 'N': case 'T': {
 			char what[3] = {'-', (char)c, 0};
-			shape[c] = parse_long(optarg, 1, 1 << 20, what);
+			shape[c] = cli_long(optarg, 1, 1 << 20, what);
 			break;
 		}
-		case 'h': usage(stdout); return 0;
-		default:
-			die(2, "%s: unknown option or missing argument", argv[optind - 1]);
+		default: usage(stdout); return 0;   /* -h */
 		}
 	}
 	if (optind < argc)
-		die(2, "%s: unexpected argument", argv[optind]);
+		usage_error("%s: unexpected argument", argv[optind]);
 	if (!strcmp(mode, "bandwidth"))
 		return bench_bandwidth((int)threads, (int)reps, mib);
 	for (const char *p = "PDFHKdNT"; *p; p++)
 		if (!shape[(int)*p]) {
 			char what[3] = {'-', *p, 0};
-			die(2, "sgemm needs %s (see --help)", what);
+			usage_error("sgemm needs %s (see --help)", what);
 		}
 	return bench_sgemm((int)threads, (int)reps, shape);
 }
