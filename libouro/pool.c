@@ -10,9 +10,21 @@
  * Jobs run one at a time (a mutex serialises callers). OpenBLAS is kept
  * to one thread and called from inside the jobs, so the two never
  * oversubscribe the cores.
+ *
+ * Decoding one token hands out some 800 small jobs, a few hundred
+ * microseconds each. Waking a sleeping thread takes tens of microseconds
+ * (a futex and, on a virtual machine, an interrupt to another CPU), so
+ * the threads first spin for up to 100 us on the job counter (workers) or
+ * the count of busy workers (the caller), and only then sleep on the
+ * condition variables. On the Ouro-1.4B shapes with 2 threads this took
+ * BF16 decode from 2.55 to 2.72 tokens/s mapped and 2.90 to 3.17 read in;
+ * two such processes sharing 2 cores run as fast as before.
  */
+#include <immintrin.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cblas.h>
@@ -25,8 +37,9 @@ static struct {
 	pthread_cond_t go, done;
 	int nthreads;              /* workers + the caller */
 	int started;               /* workers running */
-	unsigned long gen;         /* job generation */
-	int pending;               /* workers still busy with this job */
+	unsigned long gen;         /* job generation (atomic) */
+	unsigned long born;        /* gen when the newest workers were made */
+	unsigned long pending;     /* workers still busy with this job (atomic) */
 	void (*fn)(void *, int, int64_t, int64_t);
 	void *ctx;
 	int64_t n;
@@ -37,6 +50,34 @@ static struct {
 	.done = PTHREAD_COND_INITIALIZER,
 };
 
+#define SPIN_NS 100000     /* 30 us did as well, 5 us far worse */
+
+static int64_t now_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* Spins until *p == v, for at most SPIN_NS; 1 if it came. The spin yields
+ * the CPU every 64 pauses (under a microsecond), so that with more threads
+ * than free cores the thread it waits for gets to run. */
+static int spin_until(const unsigned long *p, unsigned long v)
+{
+	int64_t end = now_ns() + SPIN_NS;
+
+	do {
+		for (int i = 0; i < 64; i++) {
+			if (__atomic_load_n(p, __ATOMIC_ACQUIRE) == v)
+				return 1;
+			_mm_pause();
+		}
+		sched_yield();
+	} while (now_ns() < end);
+	return 0;
+}
+
 static void range(int part, int parts, int64_t n, int64_t *b, int64_t *e)
 {
 	*b = n * part / parts;
@@ -46,25 +87,28 @@ static void range(int part, int parts, int64_t n, int64_t *b, int64_t *e)
 static void *worker(void *arg)
 {
 	int part = (int)(intptr_t)arg;
-	unsigned long seen = 0;
+	unsigned long seen = pool.born;
 
 	for (;;) {
 		int64_t b, e;
 
-		pthread_mutex_lock(&pool.mu);
-		while (pool.gen == seen)
-			pthread_cond_wait(&pool.go, &pool.mu);
-		seen = pool.gen;
-		pthread_mutex_unlock(&pool.mu);
+		if (!spin_until(&pool.gen, seen + 1)) {
+			pthread_mutex_lock(&pool.mu);
+			while (__atomic_load_n(&pool.gen, __ATOMIC_ACQUIRE) == seen)
+				pthread_cond_wait(&pool.go, &pool.mu);
+			pthread_mutex_unlock(&pool.mu);
+		}
+		seen = __atomic_load_n(&pool.gen, __ATOMIC_ACQUIRE);
 		if (part < pool.nthreads) {     /* workers beyond the count idle */
 			range(part, pool.nthreads, pool.n, &b, &e);
 			if (b < e)
 				pool.fn(pool.ctx, part, b, e);
 		}
-		pthread_mutex_lock(&pool.mu);
-		if (--pool.pending == 0)
+		if (__atomic_sub_fetch(&pool.pending, 1, __ATOMIC_ACQ_REL) == 0) {
+			pthread_mutex_lock(&pool.mu);
 			pthread_cond_signal(&pool.done);
-		pthread_mutex_unlock(&pool.mu);
+			pthread_mutex_unlock(&pool.mu);
+		}
 	}
 	return NULL;
 }
@@ -108,6 +152,7 @@ void ouro_parallel_parts(void (*fn)(void *ctx, int part, int64_t begin, int64_t 
 		return;
 	}
 	pthread_mutex_lock(&pool.lock);
+	pool.born = pool.gen;
 	while (pool.started < threads - 1) {
 		pthread_t t;
 		if (pthread_create(&t, NULL, worker, (void *)(intptr_t)(pool.started + 1)))
@@ -124,17 +169,19 @@ void ouro_parallel_parts(void (*fn)(void *ctx, int part, int64_t begin, int64_t 
 	pool.fn = fn;
 	pool.ctx = ctx;
 	pool.n = n;
-	pool.pending = pool.started;
-	pool.gen++;
+	__atomic_store_n(&pool.pending, pool.started, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&pool.gen, 1, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&pool.go);
 	pthread_mutex_unlock(&pool.mu);
 	range(0, threads, n, &b, &e);
 	if (b < e)
 		fn(ctx, 0, b, e);
-	pthread_mutex_lock(&pool.mu);
-	while (pool.pending)
-		pthread_cond_wait(&pool.done, &pool.mu);
-	pthread_mutex_unlock(&pool.mu);
+	if (!spin_until(&pool.pending, 0)) {
+		pthread_mutex_lock(&pool.mu);
+		while (__atomic_load_n(&pool.pending, __ATOMIC_ACQUIRE))
+			pthread_cond_wait(&pool.done, &pool.mu);
+		pthread_mutex_unlock(&pool.mu);
+	}
 	pthread_mutex_unlock(&pool.lock);
 }
 
