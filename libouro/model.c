@@ -134,6 +134,7 @@ static int map_file(struct ouro_model *m, const char *path)
 			close(fd);
 			return ouro_fail(OURO_ESYS, "%s: cannot map: %s", path, strerror(errno));
 		}
+		madvise(mp->addr, mp->len, MADV_HUGEPAGE);
 	}
 	close(fd);
 	rc = ouro_st_parse(&mp->st, path, mp->addr, mp->len, &used);
