@@ -38,7 +38,8 @@ struct tilecfg {
 	uint8_t rows[16];
 };
 
-/* 1 when OURO_MATMUL=bf16 is set and the CPU and kernel allow AMX. */
+/* 1 when OURO_MATMUL=bf16 is set and the CPU and kernel allow AMX (and
+ * the CPU has AVX512-BF16, as every one with AMX-BF16 has, for packing). */
 int ouro_amx_enabled(void)
 {
 	static int enabled = -1;
@@ -50,6 +51,7 @@ int ouro_amx_enabled(void)
 	mode = getenv("OURO_MATMUL");
 	enabled = mode && strcmp(mode, "bf16") == 0 && __get_cpuid_count(7, 0, &a, &b, &c, &d) &&
 		  (d & (1u << 22)) && (d & (1u << 24)) &&   /* AMX-BF16, AMX-TILE */
+		  __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5)) &&  /* AVX512-BF16 */
 		  syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
 	return enabled;
 }
@@ -65,13 +67,83 @@ struct amx_job {
 	float *ctmp;               /* [threads, 4, TN, TN] */
 };
 
-/* Stores C tile t (16 rows of W from r, 16 positions from p) into y. */
-__attribute__((target("amx-tile,amx-bf16")))
-static void store_c(const struct amx_job *j, float *tmp, int64_t r, int64_t rows, int64_t p)
+#define T512 __attribute__((target("avx512f,avx512bf16")))
+
+/* Transposes the 16 x 16 32-bit values of r[16] in registers. */
+T512 static void transpose16(__m512 r[16])
 {
+	__m512 t[16], u[16];
+
+	for (int i = 0; i < 16; i += 2) {
+		t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+		t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+	}
+	/* u[4g + k], 128-bit lane L: column 4L + k of rows 4g..4g+3 */
+	for (int g = 0; g < 16; g += 4) {
+		u[g] = _mm512_shuffle_ps(t[g], t[g + 2], 0x44);
+		u[g + 1] = _mm512_shuffle_ps(t[g], t[g + 2], 0xee);
+		u[g + 2] = _mm512_shuffle_ps(t[g + 1], t[g + 3], 0x44);
+		u[g + 3] = _mm512_shuffle_ps(t[g + 1], t[g + 3], 0xee);
+	}
+	for (int k = 0; k < 4; k++) {
+		__m512 x0 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0x88);
+		__m512 x1 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0xdd);
+		__m512 x2 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0x88);
+		__m512 x3 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0xdd);
+		r[k] = _mm512_shuffle_f32x4(x0, x2, 0x88);
+		r[4 + k] = _mm512_shuffle_f32x4(x1, x3, 0x88);
+		r[8 + k] = _mm512_shuffle_f32x4(x0, x2, 0xdd);
+		r[12 + k] = _mm512_shuffle_f32x4(x1, x3, 0xdd);
+	}
+}
+
+/* Stores a C tile held in tmp (16 rows of W from r, 16 positions from p)
+ * into y, transposed in registers. */
+T512 static void store_c(const struct amx_job *j, const float *tmp, int64_t r, int64_t rows, int64_t p)
+{
+	__m512 v[16];
+	__mmask16 m = (__mmask16)((1u << rows) - 1);
+
+	for (int i = 0; i < TN; i++)
+		v[i] = _mm512_loadu_ps(tmp + i * TN);
+	transpose16(v);
 	for (int64_t pos = p; pos < p + TN && pos < j->n; pos++)
-		for (int64_t i = 0; i < rows; i++)
-			j->y[pos * j->w->out + r + i] = tmp[i * TN + (pos - p)];
+		_mm512_mask_storeu_ps(j->y + pos * j->w->out + r, m, v[pos - p]);
+}
+
+struct pack_job {
+	uint16_t *xp;
+	const float *x;
+	int64_t n, in, kt;
+};
+
+/* Packs positions 16g.. of x as B tiles, for groups g in [begin, end):
+ * each position's 32 values of a k tile rounded to BF16 (to nearest even)
+ * as 16 pairs, then 16 positions transposed into the tile's rows. */
+T512 static void pack_x(void *ctx, int64_t begin, int64_t end)
+{
+	const struct pack_job *j = ctx;
+
+	for (int64_t g = begin; g < end; g++)
+		for (int64_t kb = 0; kb < j->kt; kb++) {
+			int64_t k0 = kb * TK, left = j->in - k0 < TK ? j->in - k0 : TK;
+			__mmask16 lo = (__mmask16)(left >= 16 ? 0xffff : (1u << left) - 1);
+			__mmask16 hi = (__mmask16)(left >= 32 ? 0xffff : left > 16 ? (1u << (left - 16)) - 1 : 0);
+			__m512 v[16];
+
+			for (int i = 0; i < TN; i++) {
+				int64_t pos = g * TN + i;
+				const float *src = j->x + pos * j->in + k0;
+
+				v[i] = _mm512_setzero_ps();
+				if (pos < j->n)
+					v[i] = _mm512_castsi512_ps((__m512i)_mm512_cvtne2ps_pbh(
+						_mm512_maskz_loadu_ps(hi, src + 16), _mm512_maskz_loadu_ps(lo, src)));
+			}
+			transpose16(v);
+			for (int i = 0; i < TN; i++)
+				_mm512_storeu_ps(j->xp + (g * j->kt + kb) * TILE + i * TK, v[i]);
+		}
 }
 
 __attribute__((target("amx-tile,amx-bf16")))
@@ -157,27 +229,22 @@ int ouro_amx_matmul(float *y, const float *x, const struct ouro_weight *w, int64
 	struct amx_job j = {
 		.y = y, .w = w, .n = n, .n16 = n16, .kt = kt,
 		.direct = w->t->dtype == OURO_BF16 && !w->scale && w->in % TK == 0,
-		.wrow = malloc(threads * OURO_CHUNK * (size_t)w->in * sizeof(float)),
-		.wb = malloc(threads * OURO_CHUNK * (size_t)(kt * TK) * sizeof(uint16_t)),
 		.ctmp = malloc(threads * 4 * TN * TN * sizeof(float)),
 	};
-	uint16_t *xp = calloc((size_t)n16 * (size_t)(kt * TK), sizeof *xp);
-	uint16_t *row = calloc((size_t)(kt * TK), sizeof *row);
+	uint16_t *xp = malloc((size_t)n16 * (size_t)(kt * TK) * sizeof *xp);
+	struct pack_job pj = {xp, x, n, w->in, kt};
+	int convert = !j.direct || w->out % OURO_CHUNK;   /* some rows to convert */
 	int rc = OURO_OK;
 
-	if (!j.wrow || !j.wb || !j.ctmp || !xp || !row) {
+	if (convert) {
+		j.wrow = malloc(threads * OURO_CHUNK * (size_t)w->in * sizeof(float));
+		j.wb = malloc(threads * OURO_CHUNK * (size_t)(kt * TK) * sizeof(uint16_t));
+	}
+	if ((convert && (!j.wrow || !j.wb)) || !j.ctmp || !xp) {
 		rc = ouro_fail(OURO_ENOMEM, "out of memory for the BF16 matrix product");
 		goto out;
 	}
-	/* B tiles: xp[pb][kb] row kp holds, for each of 16 positions, the
-	 * BF16 pair x[pos][kb*32 + 2kp], x[pos][kb*32 + 2kp + 1] */
-	for (int64_t pos = 0; pos < n; pos++) {
-		uint16_t *dst = xp + (pos / TN) * kt * TILE + (pos % TN) * 2;
-
-		ouro_from_f32(row, x + pos * w->in, OURO_BF16, (size_t)w->in);
-		for (int64_t p = 0; p < kt * TK / 2; p++)
-			memcpy(dst + (p / (TK / 2)) * TILE + (p % (TK / 2)) * TK, row + 2 * p, 4);
-	}
+	ouro_parallel(pack_x, &pj, n16 / TN);
 	j.xp = xp;
 	ouro_parallel_parts(amx_chunks, &j, (w->out + OURO_CHUNK - 1) / OURO_CHUNK);
 out:
@@ -185,6 +252,5 @@ out:
 	free(j.wb);
 	free(j.ctmp);
 	free(xp);
-	free(row);
 	return rc;
 }

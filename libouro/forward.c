@@ -81,21 +81,68 @@ void ouro_rope_tables(struct ouro_fwd_buf *b, const struct ouro_config *c, int64
 	}
 }
 
-/* Rotates each head of x [n, heads*hd] in place, rotate-half form. */
-static void rope_apply(float *x, const struct ouro_fwd_buf *b, int64_t n, int64_t heads, int64_t hd)
+/* Rotates each head of x [heads*hd] of position p in place, rotate-half
+ * form. */
+static void rope_row(float *x, const struct ouro_fwd_buf *b, int64_t p, int64_t heads, int64_t hd)
 {
 	int64_t half = hd / 2;
+	const float *cs = b->cos + p * half, *sn = b->sin + p * half;
 
-	for (int64_t p = 0; p < n; p++)
-		for (int64_t h = 0; h < heads; h++) {
-			float *v = x + (p * heads + h) * hd;
-			const float *cs = b->cos + p * half, *sn = b->sin + p * half;
-			for (int64_t i = 0; i < half; i++) {
-				float x1 = v[i], x2 = v[i + half];
-				v[i] = x1 * cs[i] - x2 * sn[i];
-				v[i + half] = x2 * cs[i] + x1 * sn[i];
-			}
+	for (int64_t h = 0; h < heads; h++) {
+		float *v = x + h * hd;
+		for (int64_t i = 0; i < half; i++) {
+			float x1 = v[i], x2 = v[i + half];
+			v[i] = x1 * cs[i] - x2 * sn[i];
+			v[i + half] = x2 * cs[i] + x1 * sn[i];
 		}
+	}
+}
+
+/* The element-wise steps of a layer, a range of positions at a time on
+ * the pool's threads (each position's values are computed the same way
+ * on any thread). */
+struct rows_job {
+	struct ouro_fwd_buf *b;
+	const struct ouro_config *c;
+	const float *weight;    /* add_normed: the norm's weight */
+};
+
+static void rope_rows(void *ctx, int64_t begin, int64_t end)
+{
+	const struct rows_job *j = ctx;
+	int64_t H = j->c->num_attention_heads, KV = j->c->num_key_value_heads, hd = j->c->head_dim;
+
+	for (int64_t p = begin; p < end; p++) {
+		rope_row(j->b->q + p * H * hd, j->b, p, H, hd);
+		rope_row(j->b->k + p * KV * hd, j->b, p, KV, hd);
+	}
+}
+
+/* h += rmsnorm(out) (ouro_rmsnorm of one row runs on the calling thread) */
+static void add_normed_rows(void *ctx, int64_t begin, int64_t end)
+{
+	const struct rows_job *j = ctx;
+	int64_t D = j->c->hidden_size;
+
+	for (int64_t p = begin; p < end; p++) {
+		float *h = j->b->h + p * D, *out = j->b->out + p * D;
+
+		ouro_rmsnorm(out, out, j->weight, 1, D, (float)j->c->rms_norm_eps);
+		for (int64_t i = 0; i < D; i++)
+			h[i] += out[i];
+	}
+}
+
+/* g = silu(g) * u */
+static void swiglu_rows(void *ctx, int64_t begin, int64_t end)
+{
+	const struct rows_job *j = ctx;
+	int64_t F = j->c->intermediate_size;
+
+	for (int64_t i = begin * F; i < end * F; i++) {
+		float g = j->b->g[i];
+		j->b->g[i] = g / (1.0f + expf(-g)) * j->b->u[i];
+	}
 }
 
 struct att_job {
@@ -152,44 +199,34 @@ static void attention(struct ouro_fwd_buf *b, const struct ouro_config *c, int64
 	ouro_parallel_parts(attention_heads, &j, c->num_attention_heads);
 }
 
-static void add_normed(float *h, float *out, const float *weight, int64_t n, int64_t d, float eps)
-{
-	ouro_rmsnorm(out, out, weight, n, d, eps);
-	for (int64_t i = 0; i < n * d; i++)
-		h[i] += out[i];
-}
-
 void ouro_layer_qkv(const struct ouro_model *m, const struct ouro_layer *L,
 		    struct ouro_fwd_buf *b, int64_t n)
 {
 	const struct ouro_config *c = &m->cfg;
+	struct rows_job j = {b, c, NULL};
 
 	ouro_rmsnorm(b->xn, b->h, L->attn_norm, n, c->hidden_size, (float)c->rms_norm_eps);
 	ouro_matmul(b->q, b->xn, &L->wq, n, b->w);
 	ouro_matmul(b->k, b->xn, &L->wk, n, b->w);
 	ouro_matmul(b->v, b->xn, &L->wv, n, b->w);
-	rope_apply(b->q, b, n, c->num_attention_heads, c->head_dim);
-	rope_apply(b->k, b, n, c->num_key_value_heads, c->head_dim);
+	ouro_parallel(rope_rows, &j, n);
 }
 
 void ouro_layer_finish(const struct ouro_model *m, const struct ouro_layer *L,
 		       struct ouro_fwd_buf *b, int64_t n)
 {
 	const struct ouro_config *c = &m->cfg;
-	int64_t D = c->hidden_size, F = c->intermediate_size;
-	float eps = (float)c->rms_norm_eps;
+	struct rows_job j = {b, c, L->attn_out_norm};
 
 	ouro_matmul(b->out, b->att, &L->wo, n, b->w);
-	add_normed(b->h, b->out, L->attn_out_norm, n, D, eps);
-	ouro_rmsnorm(b->xn, b->h, L->mlp_norm, n, D, eps);
+	ouro_parallel(add_normed_rows, &j, n);
+	ouro_rmsnorm(b->xn, b->h, L->mlp_norm, n, c->hidden_size, (float)c->rms_norm_eps);
 	ouro_matmul(b->g, b->xn, &L->wgate, n, b->w);
 	ouro_matmul(b->u, b->xn, &L->wup, n, b->w);
-	for (int64_t i = 0; i < n * F; i++) {
-		float g = b->g[i];
-		b->g[i] = g / (1.0f + expf(-g)) * b->u[i];
-	}
+	ouro_parallel(swiglu_rows, &j, n);
 	ouro_matmul(b->out, b->g, &L->wdown, n, b->w);
-	add_normed(b->h, b->out, L->mlp_out_norm, n, D, eps);
+	j.weight = L->mlp_out_norm;
+	ouro_parallel(add_normed_rows, &j, n);
 }
 
 void ouro_embed(const struct ouro_model *m, const int32_t *ids, int64_t n, float *h)
@@ -221,7 +258,6 @@ int ouro_forward_kv(struct ouro_model *m, const int32_t *ids, int64_t n, int ste
 {
 	const struct ouro_config *c = &m->cfg;
 	int64_t D = c->hidden_size, N = c->num_hidden_layers;
-	size_t KD = (size_t)(c->num_key_value_heads * c->head_dim);
 	struct ouro_fwd_buf b;
 	int rc;
 
@@ -233,12 +269,16 @@ int ouro_forward_kv(struct ouro_model *m, const int32_t *ids, int64_t n, int ste
 	ouro_rope_tables(&b, c, 0, n);
 	for (int t = 0; t < steps; t++) {
 		for (int64_t l = 0; l < N; l++) {
-			ouro_layer_qkv(m, &m->layers[l], &b, n);
-			if (kslot) {
-				memcpy(kslot[t * N + l], b.k, (size_t)n * KD * sizeof(float));
-				memcpy(vslot[t * N + l], b.v, (size_t)n * KD * sizeof(float));
+			float *k = b.k, *v = b.v;
+
+			if (kslot) {     /* keys and values computed into their slots */
+				b.k = kslot[t * N + l];
+				b.v = vslot[t * N + l];
 			}
+			ouro_layer_qkv(m, &m->layers[l], &b, n);
 			attention(&b, c, n);
+			b.k = k;
+			b.v = v;
 			ouro_layer_finish(m, &m->layers[l], &b, n);
 		}
 		ouro_rmsnorm(b.h, b.h, m->final_norm, n, D, (float)c->rms_norm_eps);

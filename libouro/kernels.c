@@ -83,18 +83,34 @@ void ouro_matmul(float *y, const float *x, const struct ouro_weight *w,
 	ouro_parallel_parts(mm_chunks, &j, (j.out + OURO_CHUNK - 1) / OURO_CHUNK);
 }
 
+struct norm_job {
+	float *y;
+	const float *x, *weight;
+	int64_t d;
+	float eps;
+};
+
+static void norm_rows(void *ctx, int64_t begin, int64_t end)
+{
+	const struct norm_job *j = ctx;
+
+	for (int64_t i = begin; i < end; i++) {
+		const float *xi = j->x + i * j->d;
+		float *yi = j->y + i * j->d;
+		double ss = 0;
+
+		for (int64_t k = 0; k < j->d; k++)
+			ss += (double)xi[k] * xi[k];
+		float r = 1.0f / sqrtf((float)(ss / (double)j->d) + j->eps);
+		for (int64_t k = 0; k < j->d; k++)
+			yi[k] = xi[k] * r * j->weight[k];
+	}
+}
+
 void ouro_rmsnorm(float *y, const float *x, const float *weight, int64_t n,
 		  int64_t d, float eps)
 {
-	for (int64_t i = 0; i < n; i++) {
-		const float *xi = x + i * d;
-		float *yi = y + i * d;
-		double ss = 0;
+	struct norm_job j = {y, x, weight, d, eps};
 
-		for (int64_t j = 0; j < d; j++)
-			ss += (double)xi[j] * xi[j];
-		float r = 1.0f / sqrtf((float)(ss / (double)d) + eps);
-		for (int64_t j = 0; j < d; j++)
-			yi[j] = xi[j] * r * weight[j];
-	}
+	ouro_parallel(norm_rows, &j, n);
 }

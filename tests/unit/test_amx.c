@@ -79,6 +79,8 @@ int main(void)
 	check(200, 96, 37, OURO_BF16);
 	check(130, 40, 5, OURO_BF16);
 	check(70, 2048, 33, OURO_BF16);
+	check(512, 32, 16, OURO_BF16);     /* whole chunks only: nothing converted */
+	check(300, 64, 20, OURO_BF16);     /* in place, then a part chunk converted */
 	check(96, 64, 50, OURO_F32);
 	check(33, 31, 17, OURO_F16);
 	printf("# max error relative to the sum of |products|: %.3g\n", max_err);
