@@ -21,6 +21,7 @@
  * paper's decode-time KV sharing); prompt tokens keep all slots in every
  * policy.
  */
+#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -210,7 +211,9 @@ struct attend_job {
 	int64_t seg_n[3];
 };
 
-/* Heads [begin, end) of the one query in g->b.q, on thread `part`. */
+/* Heads [begin, end) of the one query in g->b.q, on thread `part`: the
+ * scores and the weighted sum of values as matrix-vector products over
+ * each segment's rows (OpenBLAS, one thread). */
 static void attend_heads(void *ctx, int part, int64_t begin, int64_t end)
 {
 	const struct attend_job *a = ctx;
@@ -224,26 +227,27 @@ static void attend_heads(void *ctx, int part, int64_t begin, int64_t end)
 		int64_t off = (h / group) * hd, j = 0;
 		float mx = -INFINITY, sum = 0, *att = g->b.att + h * hd;
 
-		for (int s = 0; s < 3; s++)
-			for (int64_t r = 0; r < a->seg_n[s]; r++, j++) {
-				const float *k = a->seg_k[s] + r * g->KD + off;
-				float d = 0;
-				for (int64_t i = 0; i < hd; i++)
-					d += q[i] * k[i];
-				scores[j] = d * scale;
-				mx = scores[j] > mx ? scores[j] : mx;
-			}
+		for (int s = 0; s < 3; s++) {
+			if (a->seg_n[s])
+				cblas_sgemv(CblasRowMajor, CblasNoTrans, (blasint)a->seg_n[s], (blasint)hd,
+					    scale, a->seg_k[s] + off, (blasint)g->KD, q, 1, 0.0f,
+					    scores + j, 1);
+			j += a->seg_n[s];
+		}
+		for (int64_t r = 0; r < j; r++)
+			mx = scores[r] > mx ? scores[r] : mx;
 		for (int64_t r = 0; r < j; r++)
 			sum += scores[r] = expf(scores[r] - mx);
-		memset(att, 0, (size_t)hd * sizeof *att);
+		for (int64_t r = 0; r < j; r++)
+			scores[r] /= sum;
 		j = 0;
-		for (int s = 0; s < 3; s++)
-			for (int64_t r = 0; r < a->seg_n[s]; r++, j++) {
-				const float *v = a->seg_v[s] + r * g->KD + off;
-				float p = scores[j] / sum;
-				for (int64_t i = 0; i < hd; i++)
-					att[i] += p * v[i];
-			}
+		for (int s = 0; s < 3; s++) {
+			if (a->seg_n[s])
+				cblas_sgemv(CblasRowMajor, CblasTrans, (blasint)a->seg_n[s], (blasint)hd,
+					    1.0f, a->seg_v[s] + off, (blasint)g->KD, scores + j, 1,
+					    j ? 1.0f : 0.0f, att, 1);
+			j += a->seg_n[s];
+		}
 	}
 }
 
