@@ -1,7 +1,7 @@
 /*
  * bench-kernels - the two ceilings `make bench` holds ouro's speed against.
  *
- *   bench-kernels bandwidth [-j THREADS] [-r REPEAT] [-s MIB]
+ *   bench-kernels bandwidth [-j THREADS] [-r REPEAT] [-s MIB | -f FILE]
  *   bench-kernels sgemm [-j THREADS] [-r REPEAT] -P TOKENS -D DIM -F FFN
  *                 -H HEADS -K KV_HEADS -d HEAD_DIM -N LAYERS -T STEPS
  *
@@ -10,7 +10,10 @@
  * memory), each reading its own contiguous slice with wide vector loads,
  * as a decode that splits matrix rows across threads does. Decode reads
  * every layer weight once per loop, so bytes per token / this bandwidth is
- * its speed limit (the roofline).
+ * its speed limit (the roofline). With -f, the threads read FILE itself
+ * through a read-only mapping that asks for huge pages, as ouro maps a
+ * checkpoint: how fast this machine reads the file where the page cache
+ * happens to hold it.
  *
  * sgemm: OpenBLAS cblas_sgemm, with THREADS threads, on every matrix
  * product of a prefill of TOKENS tokens through one layer of the given
@@ -24,15 +27,17 @@
  * figure on stdout, read by scripts/bench and by people.
  */
 #include <cblas.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include "cli.h"        /* messages, option values and the clock of the programs */
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: bench-kernels bandwidth [-j THREADS] [-r REPEAT] [-s MIB]\n"
+		"usage: bench-kernels bandwidth [-j THREADS] [-r REPEAT] [-s MIB | -f FILE]\n"
 		"       bench-kernels sgemm [-j THREADS] [-r REPEAT] -P TOKENS -D DIM -F FFN\n"
 		"                     -H HEADS -K KV_HEADS -d HEAD_DIM -N LAYERS -T STEPS\n");
 }
@@ -81,16 +86,18 @@ struct reader {
 	v8q *p;                 // [n] this thread's slice
 	size_t n;
 	int reps;
+	int mapped;             // a file's: read-only
 	volatile long long sink;
 };
 
-/* Writes its slice once (so its pages are real and local to it), then
- * reads it once per repetition between two barriers. */
+/* Writes its slice once unless it is a file's (so its pages are real and
+ * local to it), then reads it once per repetition between two barriers. */
 static void *reader_main(void *arg)
 {
 	struct reader *r = arg;
 
-	memset(r->p, 1, r->n * sizeof *r->p);
+	if (!r->mapped)
+		memset(r->p, 1, r->n * sizeof *r->p);
 	pthread_barrier_wait(r->bar);
 	for (int i = 0; i < r->reps + 1; i++) {
 		pthread_barrier_wait(r->bar);
@@ -100,18 +107,29 @@ static void *reader_main(void *arg)
 	return NULL;
 }
 
-static int bench_bandwidth(int threads, int reps, long mib)
+static int bench_bandwidth(int threads, int reps, long mib, const char *file)
 {
 	long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
 	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
-	uint64_t bytes, phys = (uint64_t)pages * (uint64_t)psize;
+	uint64_t bytes, phys = (uint64_t)pages * (uint64_t)psize, len = 0;
 	size_t per;
 	struct reader *r;
 	pthread_barrier_t bar;
 	double *t, t0;
 	void *buf;
 
-	if (mib > 0) {
+	if (file) {
+		struct stat sb;
+		int fd = open(file, O_RDONLY);
+
+		if (fd < 0 || fstat(fd, &sb))
+			die(ouro_fail(OURO_ESYS, "%s: %s", file, strerror(errno)));
+		bytes = len = (uint64_t)sb.st_size;
+		buf = len ? mmap(NULL, (size_t)len, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+		if (buf == MAP_FAILED)
+			die(ouro_fail(OURO_ESYS, "%s: cannot map: %s", file, len ? strerror(errno) : "empty file"));
+		close(fd);
+	} else if (mib > 0) {
 		bytes = (uint64_t)mib << 20;
 	} else {
 		bytes = l3 > 0 ? 4 * (uint64_t)l3 : 0;
@@ -123,10 +141,11 @@ static int bench_bandwidth(int threads, int reps, long mib)
 	/* whole 256-byte groups (four blocks) per thread */
 	per = (size_t)(bytes / (uint64_t)threads / 256) * 4;
 	if (per == 0)
-		usage_error("-s: %llu bytes is too small for %d threads", (unsigned long long)bytes, threads);
+		usage_error("%s: %llu bytes is too small for %d threads", file ? file : "-s",
+			    (unsigned long long)bytes, threads);
 	bytes = (uint64_t)per * 64 * (uint64_t)threads;
 	/* aligned_alloc wants a multiple of the alignment: round up */
-	if (!(buf = aligned_alloc(1 << 21, (size_t)((bytes + (1 << 21) - 1) & ~(uint64_t)((1 << 21) - 1)))))
+	if (!file && !(buf = aligned_alloc(1 << 21, (size_t)((bytes + (1 << 21) - 1) & ~(uint64_t)((1 << 21) - 1)))))
 		die(ouro_fail(OURO_ENOMEM, "out of memory for a %llu-byte buffer", (unsigned long long)bytes));
 	madvise(buf, (size_t)bytes, MADV_HUGEPAGE);   // fewer TLB misses: a true ceiling
 	r = calloc((size_t)threads, sizeof *r);
@@ -135,7 +154,8 @@ static int bench_bandwidth(int threads, int reps, long mib)
 		die(ouro_fail(OURO_ENOMEM, "out of memory"));
 	pthread_barrier_init(&bar, NULL, (unsigned)threads + 1);
 	for (int i = 0; i < threads; i++) {
-		r[i] = (struct reader){.bar = &bar, .p = (v8q *)buf + (size_t)i * per, .n = per, .reps = reps};
+		r[i] = (struct reader){.bar = &bar, .p = (v8q *)buf + (size_t)i * per, .n = per, .reps = reps,
+				       .mapped = file != NULL};
 		if (pthread_create(&r[i].tid, NULL, reader_main, &r[i]))
 			die(ouro_fail(OURO_ESYS, "cannot start a thread"));
 	}
@@ -149,12 +169,16 @@ static int bench_bandwidth(int threads, int reps, long mib)
 	for (int i = 0; i < threads; i++)
 		pthread_join(r[i].tid, NULL);
 	double sec = median(t + 1, reps);
-	printf("bandwidth gbs=%.3f bytes=%llu threads=%d seconds=%.6f l3_bytes=%ld\n",
-	       (double)bytes / sec * 1e-9, (unsigned long long)bytes, threads, sec, l3 > 0 ? l3 : 0);
+	printf("bandwidth gbs=%.3f bytes=%llu threads=%d seconds=%.6f l3_bytes=%ld file=%d\n",
+	       (double)bytes / sec * 1e-9, (unsigned long long)bytes, threads, sec, l3 > 0 ? l3 : 0,
+	       file != NULL);
 	pthread_barrier_destroy(&bar);
 	free(t);
 	free(r);
-	free(buf);
+	if (file)
+		munmap(buf, (size_t)len);
+	else
+		free(buf);
 	return 0;
 }
 
@@ -240,11 +264,12 @@ int main(int argc, char **argv)
 		{"threads", required_argument, NULL, 'j'},
 		{"repeat", required_argument, NULL, 'r'},
 		{"size-mib", required_argument, NULL, 's'},
+		{"file", required_argument, NULL, 'f'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	long shape[128] = {0}, threads, reps = 5, mib = 0;
-	const char *mode;
+	const char *mode, *file = NULL;
 	int c;
 
 	cli_init("bench-kernels");
@@ -259,11 +284,12 @@ int main(int argc, char **argv)
 	}
 	mode = argv[1];
 	optind = 2;
-	while ((c = cli_getopt(argc, argv, "j:r:s:P:D:F:H:K:d:N:T:h", longopts)) != -1) {
+	while ((c = cli_getopt(argc, argv, "j:r:s:f:P:D:F:H:K:d:N:T:h", longopts)) != -1) {
 		switch (c) {
 		case 'j': threads = cli_long(optarg, 1, 4096, "--threads"); break;
 		case 'r': reps = cli_long(optarg, 1, 1000, "--repeat"); break;
 		case 's': mib = cli_long(optarg, 1, 1L << 24, "--size-mib"); break;
+		case 'f': file = optarg; break;
 		case 'P': case 'D': case 'F': case 'H': case 'K': case 'd': case 'N': case 'T': {
 			char what[3] = {'-', (char)c, 0};
 			shape[c] = cli_long(optarg, 1, 1 << 20, what);
@@ -274,8 +300,10 @@ int main(int argc, char **argv)
 	}
 	if (optind < argc)
 		usage_error("%s: unexpected argument", argv[optind]);
+	if (mib && file)
+		usage_error("-s and -f: one or the other");
 	if (!strcmp(mode, "bandwidth"))
-		return bench_bandwidth((int)threads, (int)reps, mib);
+		return bench_bandwidth((int)threads, (int)reps, mib, file);
 	for (const char *p = "PDFHKdNT"; *p; p++)
 		if (!shape[(int)*p]) {
 			char what[3] = {'-', *p, 0};
