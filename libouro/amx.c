@@ -118,8 +118,9 @@ struct pack_job {
 };
 
 /* Packs positions 16g.. of x as B tiles, for groups g in [begin, end):
- * each position's 32 values of a k tile rounded to BF16 (to nearest even)
- * as 16 pairs, then 16 positions transposed into the tile's rows. */
+ * each position's 32 values of a k tile rounded to BF16 (to nearest even;
+ * denormals become zero) as 16 pairs, then 16 positions transposed into
+ * the tile's rows. */
 T512 static void pack_x(void *ctx, int64_t begin, int64_t end)
 {
 	const struct pack_job *j = ctx;
@@ -133,12 +134,13 @@ T512 static void pack_x(void *ctx, int64_t begin, int64_t end)
 
 			for (int i = 0; i < TN; i++) {
 				int64_t pos = g * TN + i;
-				const float *src = j->x + pos * j->in + k0;
 
 				v[i] = _mm512_setzero_ps();
-				if (pos < j->n)
+				if (pos < j->n) {
+					const float *src = j->x + pos * j->in + k0;
 					v[i] = _mm512_castsi512_ps((__m512i)_mm512_cvtne2ps_pbh(
 						_mm512_maskz_loadu_ps(hi, src + 16), _mm512_maskz_loadu_ps(lo, src)));
+				}
 			}
 			transpose16(v);
 			for (int i = 0; i < TN; i++)
