@@ -118,7 +118,7 @@ static void rope_rows(void *ctx, int64_t begin, int64_t end)
 	}
 }
 
-/* h += rmsnorm(out) (ouro_rmsnorm of one row runs on the calling thread) */
+/* h += rmsnorm(out) */
 static void add_normed_rows(void *ctx, int64_t begin, int64_t end)
 {
 	const struct rows_job *j = ctx;
@@ -127,7 +127,7 @@ static void add_normed_rows(void *ctx, int64_t begin, int64_t end)
 	for (int64_t p = begin; p < end; p++) {
 		float *h = j->b->h + p * D, *out = j->b->out + p * D;
 
-		ouro_rmsnorm(out, out, j->weight, 1, D, (float)j->c->rms_norm_eps);
+		ouro_rmsnorm_row(out, out, j->weight, D, (float)j->c->rms_norm_eps);
 		for (int64_t i = 0; i < D; i++)
 			h[i] += out[i];
 	}

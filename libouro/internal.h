@@ -94,8 +94,10 @@ void ouro_parallel(void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx,
  * split across the threads. */
 void ouro_matvec(float *y, const float *x, const struct ouro_weight *w);
 
-/* y[n, D] = x / rms(x) * weight, row by row, the rows shared out among
- * the threads (so only one row from inside a parallel job); y may equal x. */
+/* y[D] = x / rms(x) * weight for one row; y may equal x. */
+void ouro_rmsnorm_row(float *y, const float *x, const float *weight, int64_t d, float eps);
+/* The same for n rows, shared out among the threads (not to be called
+ * from inside a parallel job). */
 void ouro_rmsnorm(float *y, const float *x, const float *weight, int64_t n,
 		  int64_t d, float eps);
 

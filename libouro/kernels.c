@@ -83,6 +83,17 @@ void ouro_matmul(float *y, const float *x, const struct ouro_weight *w,
 	ouro_parallel_parts(mm_chunks, &j, (j.out + OURO_CHUNK - 1) / OURO_CHUNK);
 }
 
+void ouro_rmsnorm_row(float *y, const float *x, const float *weight, int64_t d, float eps)
+{
+	double ss = 0;
+
+	for (int64_t k = 0; k < d; k++)
+		ss += (double)x[k] * x[k];
+	float r = 1.0f / sqrtf((float)(ss / (double)d) + eps);
+	for (int64_t k = 0; k < d; k++)
+		y[k] = x[k] * r * weight[k];
+}
+
 struct norm_job {
 	float *y;
 	const float *x, *weight;
@@ -94,17 +105,8 @@ static void norm_rows(void *ctx, int64_t begin, int64_t end)
 {
 	const struct norm_job *j = ctx;
 
-	for (int64_t i = begin; i < end; i++) {
-		const float *xi = j->x + i * j->d;
-		float *yi = j->y + i * j->d;
-		double ss = 0;
-
-		for (int64_t k = 0; k < j->d; k++)
-			ss += (double)xi[k] * xi[k];
-		float r = 1.0f / sqrtf((float)(ss / (double)j->d) + j->eps);
-		for (int64_t k = 0; k < j->d; k++)
-			yi[k] = xi[k] * r * j->weight[k];
-	}
+	for (int64_t i = begin; i < end; i++)
+		ouro_rmsnorm_row(j->y + i * j->d, j->x + i * j->d, j->weight, j->d, j->eps);
 }
 
 void ouro_rmsnorm(float *y, const float *x, const float *weight, int64_t n,
