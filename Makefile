@@ -1,10 +1,13 @@
 # ouro: looped language models on ordinary machines.
 #
 #   make            build libouro.a and the programs into bin/
-#   make check      unit tests, differential tests against the reference,
-#                   shell tests of the programs, the fuzz corpora replayed;
-#                   then all of it again built with AddressSanitizer,
-#                   UBSan and LeakSanitizer (in build-san/, bin-san/)
+#   make test       unit tests, differential tests against the reference,
+#                   shell tests of the programs, the fuzz corpora replayed
+#   make check      make test, then all of it again built with
+#                   AddressSanitizer, UBSan and LeakSanitizer (in
+#                   build-san/, bin-san/)
+#   make CFLAGS=... your flags after the build's own (-O3 -march=native
+#                   and the like), CPPFLAGS and LDFLAGS likewise
 #   make SANITIZE=1 build with AddressSanitizer and UBSan (into build-san/
 #                   and bin-san/ unless BUILD and BIN say otherwise)
 #   make DEBUG=1    no optimisation, full debug info
@@ -15,18 +18,33 @@ CC      ?= cc
 PYTHON  ?= /usr/bin/python3
 PKGS    := openblas jansson libutf8proc zlib libpcre2-8
 
+# The libraries the build needs, each named when pkg-config cannot find it
+# (scripts/install-deps.sh installs them); not checked for clean.
+ifeq ($(filter clean,$(MAKECMDGOALS)),)
+MISSING := $(strip $(foreach p,$(PKGS),$(if $(shell pkg-config --exists $(p) && echo y),,$(p))))
+ifneq ($(MISSING),)
+$(error pkg-config finds no $(MISSING): run scripts/install-deps.sh)
+endif
+endif
+
+# CFLAGS, CPPFLAGS and LDFLAGS are the user's (make CFLAGS='-O3 -march=native'
+# keeps everything below); the flags the build needs are in OURO_CFLAGS,
+# which comes first so that a user's -O or -f flag wins, and the build
+# modes' flags (DEBUG, SANITIZE) in MODE_CFLAGS, which come last.
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter \
-           -pthread -Ilibouro $(shell pkg-config --cflags $(PKGS))
+OURO_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter \
+	       -pthread -Ilibouro $(shell pkg-config --cflags $(PKGS))
 LDLIBS  += $(shell pkg-config --libs $(PKGS)) -lm -pthread
+MODE_CFLAGS :=
+MODE_LDFLAGS :=
 
 ifeq ($(DEBUG),1)
-CFLAGS  += -O0
+MODE_CFLAGS += -O0
 endif
 ifeq ($(SANITIZE),1)
-CFLAGS  += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
-           -fno-sanitize-recover=all
-LDFLAGS += -fsanitize=address,undefined
+MODE_CFLAGS += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
+	       -fno-sanitize-recover=all
+MODE_LDFLAGS += -fsanitize=address,undefined
 BUILD   ?= build-san
 BIN     ?= bin-san
 endif
@@ -36,7 +54,14 @@ BIN     ?= bin
 
 # Where the programs find the bundled model when -m and $OURO_MODEL are unset.
 DEFAULT_MODEL ?= $(CURDIR)/models/ouro-kjv-tiny
-CFLAGS  += -DOURO_DEFAULT_MODEL='"$(DEFAULT_MODEL)"'
+OURO_CFLAGS += -DOURO_DEFAULT_MODEL='"$(DEFAULT_MODEL)"'
+
+# Everything a compile sees, in that order; every compile also writes the
+# headers it read into $(BUILD)/dep/, so a changed header rebuilds exactly
+# what includes it.
+ALL_CFLAGS  = $(OURO_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(MODE_CFLAGS)
+ALL_LDFLAGS = $(LDFLAGS) $(MODE_LDFLAGS)
+DEPFLAGS    = -MMD -MP -MF $(BUILD)/dep/$(subst /,_,$@).d
 
 LIB_SRC := $(wildcard libouro/*.c)
 LIB_OBJ := $(LIB_SRC:libouro/%.c=$(BUILD)/libouro/%.o)
@@ -48,21 +73,23 @@ UNITS   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 all: $(PROGS)
 
-$(BUILD)/libouro/%.o: libouro/%.c $(wildcard libouro/*.h) | $(BUILD)/libouro
-	$(CC) $(CFLAGS) -c -o $@ $<
+$(BUILD)/libouro/%.o: libouro/%.c | $(BUILD)/libouro $(BUILD)/dep
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -c -o $@ $<
 
 $(LIB): $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(BIN)/%: cmd/%.c $(LIB) $(wildcard libouro/*.h) $(wildcard cmd/*.h) | $(BIN)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+$(BIN)/%: cmd/%.c $(LIB) | $(BIN) $(BUILD)/dep
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) $(ALL_LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(LIB) | $(BUILD)/tests
-	$(CC) $(CFLAGS) $(LDFLAGS) -Itests/unit -o $@ $< $(LIB) $(LDLIBS)
+$(BUILD)/tests/%: tests/unit/%.c $(LIB) | $(BUILD)/tests $(BUILD)/dep
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) $(ALL_LDFLAGS) -Itests/unit -o $@ $< $(LIB) $(LDLIBS)
 
-$(BUILD)/libouro $(BUILD)/tests $(BIN):
+$(BUILD)/libouro $(BUILD)/tests $(BUILD)/dep $(BIN):
 	mkdir -p $@
+
+-include $(wildcard $(BUILD)/dep/*.d)
 
 # The fuzz harnesses of tests/fuzz/ with a plain main() that replays their
 # seed and crash corpora (tests/fuzz/NAME/), built like everything else.
@@ -75,7 +102,7 @@ FUZZ_DEPS := tests/fuzz/fuzz.c $(wildcard tests/fuzz/*.h) $(wildcard libouro/*.h
 	     $(wildcard cmd/*.h) cmd/ouro-eval.c
 
 $(BUILD)/fuzz-replay/%: tests/fuzz/%.c tests/fuzz/replay.c $(FUZZ_DEPS) $(LIB) | $(BUILD)/fuzz-replay
-	$(CC) $(CFLAGS) $(LDFLAGS) -Wno-unused-function -Icmd -DFUZZ_ROOT='"$(CURDIR)"' -o $@ \
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -Wno-unused-function -Icmd -DFUZZ_ROOT='"$(CURDIR)"' -o $@ \
 		$< tests/fuzz/fuzz.c tests/fuzz/replay.c $(LIB) $(LDLIBS)
 
 $(BUILD)/fuzz-replay:
@@ -102,16 +129,20 @@ check: all $(UNITS) $(FUZZ_REPLAY)
 	$(SAN_ENV) PYTHON=$(PYTHON) OURO_BIN=$(CURDIR)/$(BIN) OURO_TEST_JOBS=$(TEST_JOBS) \
 		OURO_SKIP=t-install tests/run $(UNITS)
 else
-check: all $(UNITS) $(FUZZ_REPLAY)
+# make test: everything once, as built; make check: that, then all of it
+# again under the sanitizers.
+test: all $(UNITS) $(FUZZ_REPLAY)
 	PYTHON=$(PYTHON) OURO_BIN=$(CURDIR)/$(BIN) OURO_TEST_JOBS=$(TEST_JOBS) tests/run $(UNITS)
 	$(MAKE) --no-print-directory fuzz-replay
+
+check: test
 	$(MAKE) --no-print-directory SANITIZE=1 BUILD=$(BUILD)-san BIN=$(BIN)-san check
 endif
 
 clean:
 	rm -rf build bin build-san bin-san build-fuzz
 
-.PHONY: all check clean fuzz-replay
+.PHONY: all test check clean fuzz-replay
 .DELETE_ON_ERROR:
 
 # ---- fuzzing --------------------------------------------------------------
@@ -202,7 +233,7 @@ build/install/datadir: FORCE | build/install/bin
 		echo '$(DATADIR)/models/$(MODEL_NAME)' >$@
 
 build/install/model.o: libouro/model.c build/install/datadir $(wildcard libouro/*.h)
-	$(CC) $(CFLAGS) -UOURO_DEFAULT_MODEL \
+	$(CC) $(ALL_CFLAGS) -UOURO_DEFAULT_MODEL \
 		-DOURO_DEFAULT_MODEL='"$(DATADIR)/models/$(MODEL_NAME)"' -c -o $@ $<
 
 $(INST_LIB): $(LIB) build/install/model.o
@@ -211,7 +242,7 @@ $(INST_LIB): $(LIB) build/install/model.o
 	mv $@.tmp $@
 
 build/install/bin/%: cmd/%.c $(INST_LIB) $(wildcard libouro/*.h)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(INST_LIB) $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(INST_LIB) $(LDLIBS)
 
 build/install/bin:
 	mkdir -p $@
@@ -250,7 +281,7 @@ FORCE:
 # BENCH_ARGS=--small for a quick run). Not part of check.
 $(BUILD)/bench-kernels: scripts/bench-kernels.c cmd/cli.h $(LIB)
 	@mkdir -p $(BUILD)
-	$(CC) $(CFLAGS) -Icmd $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -Icmd $(ALL_LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
 bench: all $(BUILD)/bench-kernels
 	$(PYTHON) scripts/bench --bin $(BIN) --kernels $(BUILD)/bench-kernels $(BENCH_ARGS)
