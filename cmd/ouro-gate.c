@@ -27,10 +27,6 @@
 
 #define MAX_STEPS 256
 
-/* Stage II constants (ouro-model.md section 6). */
-#define STAGE2_K 50.0
-#define STAGE2_GAMMA 0.005
-
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -373,197 +369,6 @@ static int cmd_apply(int argc, char **argv)
 
 /* ---- ouro-gate train ---------------------------------------------------- */
 
-/* The training set, every token of every record: its states at every
- * step and, for tokens that have a next token, the Stage II targets. */
-struct trainset {
-	int T;
-	int64_t D;
-	int64_t ntok, cap;     /* tokens held, and room */
-	float *h;              /* [ntok, T, D] */
-	float *target;         /* [ntok, T] w at steps 1..T-1 (0-based); [.., 0] unused */
-	int64_t *labeled;      /* [nlab] tokens with a next token */
-	int64_t nlab;
-	long computed;         /* records whose step_loss came from lm_head */
-};
-
-static int trainset_grow(struct trainset *s, int64_t more)
-{
-	if (s->ntok + more <= s->cap)
-		return OURO_OK;
-	int64_t cap = s->cap ? s->cap : 1024;
-	while (cap < s->ntok + more)
-		cap *= 2;
-	float *h = realloc(s->h, (size_t)cap * (size_t)s->T * (size_t)s->D * sizeof *h);
-	if (h)
-		s->h = h;
-	float *tg = realloc(s->target, (size_t)cap * (size_t)s->T * sizeof *tg);
-	if (tg)
-		s->target = tg;
-	int64_t *lab = realloc(s->labeled, (size_t)cap * sizeof *lab);
-	if (lab)
-		s->labeled = lab;
-	if (!h || !tg || !lab)
-		return ouro_fail(OURO_ENOMEM, "out of memory for %lld tokens of training data (%.1f MiB of states)",
-				 (long long)(s->ntok + more), (double)cap * s->T * s->D * 4 / (1 << 20));
-	s->cap = cap;
-	return OURO_OK;
-}
-
-/* Cross-entropy of tokens[i+1] predicted from each step of L, by the
- * model's lm_head: loss [T, n-1]. */
-static int compute_step_loss(struct ouro_model *m, const struct loops *L, const char *where, float *loss)
-{
-	const struct ouro_config *cfg = ouro_model_config(m);
-	int64_t V = cfg->vocab_size, n = L->n, D = L->D, chunk = 64;
-	float *lg = malloc((size_t)(chunk * V) * sizeof *lg);
-	int rc = OURO_OK;
-
-	if (!lg)
-		return ouro_fail(OURO_ENOMEM, "%s: out of memory for logits", where);
-	for (int64_t i = 1; i < n; i++)
-		if (L->tokens[i] < 0 || L->tokens[i] >= V) {
-			free(lg);
-			return ouro_fail(OURO_EINPUT, "%s: token %lld: id %d is outside the vocabulary (0..%lld)",
-					 where, (long long)i, L->tokens[i], (long long)(V - 1));
-		}
-	for (int t = 0; t < L->T && !rc; t++) {
-		for (int64_t i0 = 0; i0 < n - 1 && !rc; i0 += chunk) {
-			int64_t cnt = n - 1 - i0 < chunk ? n - 1 - i0 : chunk;
-			if ((rc = ouro_logits(m, L->h + ((int64_t)t * n + i0) * D, cnt, lg)))
-				break;
-			for (int64_t k = 0; k < cnt; k++) {
-				const float *row = lg + k * V;
-				double mx = row[0], z = 0;
-				for (int64_t v = 1; v < V; v++)
-					mx = row[v] > mx ? row[v] : mx;
-				for (int64_t v = 0; v < V; v++)
-					z += exp((double)row[v] - mx);
-				loss[(int64_t)t * (n - 1) + i0 + k] = (float)(mx + log(z) - row[L->tokens[i0 + k + 1]]);
-			}
-		}
-	}
-	free(lg);
-	return rc;
-}
-
-/* Adds the tokens of one record to the training set. */
-static int trainset_add(struct trainset *s, struct ouro_model *m, const struct ouro_st *rec,
-			const char *where, const struct loops *L)
-{
-	int T = L->T;
-	int64_t n = L->n, D = L->D;
-	const struct ouro_tensor *sl = ouro_st_find(rec, "step_loss");
-	float *loss;
-	int rc;
-
-	if (s->T == 0)
-		s->T = T;
-	else if (T != s->T)
-		return ouro_fail(OURO_EINPUT, "%s: hidden has %d steps, earlier records %d", where, T, s->T);
-	if (sl && (sl->dtype != OURO_F32 || sl->ndim != 2 || sl->shape[0] != T || sl->shape[1] != n - 1))
-		return ouro_fail(OURO_EINPUT, "%s: tensor 'step_loss' must be F32 [%d, %lld], not %s with %d dimensions%s",
-				 where, T, (long long)(n - 1), ouro_dtype_name(sl->dtype), sl->ndim,
-				 sl->ndim == 2 ? " of another shape" : "");
-	if (!(loss = malloc((size_t)((int64_t)T * n) * sizeof *loss)))
-		return ouro_fail(OURO_ENOMEM, "%s: out of memory", where);
-	if (sl)
-		memcpy(loss, sl->data, sl->nbytes);
-	else if ((rc = compute_step_loss(m, L, where, loss)))
-		goto out;
-	s->computed += !sl;
-	if ((rc = trainset_grow(s, n)))
-		goto out;
-	for (int64_t i = 0; i < n; i++) {
-		int64_t tok = s->ntok + i;
-		float *tg = s->target + tok * T;
-		for (int t = 0; t < T; t++)
-			memcpy(s->h + (tok * T + t) * D, L->h + ((int64_t)t * n + i) * D, (size_t)D * sizeof(float));
-		tg[0] = 0;
-		if (i == n - 1)
-			continue;
-		for (int t = 1; t < T; t++) {
-			double prev = loss[(int64_t)(t - 1) * (n - 1) + i], cur = loss[(int64_t)t * (n - 1) + i];
-			if (!isfinite(prev) || !isfinite(cur)) {
-				rc = ouro_fail(OURO_EINPUT, "%s: step_loss[%d, %lld] is not finite",
-					       where, isfinite(prev) ? t : t - 1, (long long)i);
-				goto out;
-			}
-			double gain = prev - cur > 0 ? prev - cur : 0;
-			tg[t] = (float)(1.0 / (1.0 + exp(-STAGE2_K * (gain - STAGE2_GAMMA))));
-		}
-		s->labeled[s->nlab++] = tok;
-	}
-	s->ntok += n;
-out:
-	free(loss);
-	return rc;
-}
-
-static double softplus(double x)
-{
-	return (x > 0 ? x : 0) + log1p(exp(-fabs(x)));
-}
-
-/* Stage II loss of the gate over the labeled tokens idx[0..cnt), and,
- * if grad is not NULL, its gradient [D + 1] (w, then b). */
-static double stage2(const struct trainset *s, const struct ouro_gate *g, const int64_t *idx,
-		     int64_t cnt, double *grad)
-{
-	int T = s->T;
-	int64_t D = s->D;
-	double total = 0;
-
-	if (grad)
-		memset(grad, 0, (size_t)(D + 1) * sizeof *grad);
-	for (int64_t k = 0; k < cnt; k++) {
-		int64_t tok = idx[k];
-		for (int t = 1; t < T; t++) {
-			const float *h = s->h + (tok * T + t) * D;
-			double z = ouro_gate_logit(g, h), w = s->target[tok * T + t];
-			/* -[w log(1 - lambda) + (1 - w) log(lambda)], lambda = sigmoid(z) */
-			total += w * softplus(z) + (1 - w) * softplus(-z);
-			if (grad) {
-				double dz = 1.0 / (1.0 + exp(-z)) - (1 - w);
-				for (int64_t j = 0; j < D; j++)
-					grad[j] += dz * h[j];
-				grad[D] += dz;
-			}
-		}
-	}
-	double scale = 1.0 / ((double)T * (double)cnt);
-	if (grad)
-		for (int64_t j = 0; j <= D; j++)
-			grad[j] *= scale;
-	return total * scale;
-}
-
-/* Mean 0-based exit step of all tokens under the threshold rule. */
-static double mean_exit(const struct trainset *s, const struct ouro_gate *g, const struct ouro_exit_rule *r)
-{
-	double sum = 0;
-
-	for (int64_t tok = 0; tok < s->ntok; tok++) {
-		struct ouro_exit_state st;
-		ouro_exit_begin(&st);
-		for (int t = 0; t < s->T; t++)
-			if (ouro_exit_update(&st, r, t, s->T, ouro_gate_logit(g, s->h + (tok * s->T + t) * s->D), 0)) {
-				sum += t;
-				break;
-			}
-	}
-	return sum / (double)s->ntok;
-}
-
-/* splitmix64: the shuffling's random numbers. */
-static uint64_t next_random(uint64_t *state)
-{
-	uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
 static int cmd_train(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -613,21 +418,37 @@ static int cmd_train(int argc, char **argv)
 	struct ouro_gate g;
 	const struct ouro_config *cfg = load_model(&m, &g, model_dir, gate_file, &rule);
 
-	struct trainset s = {.D = cfg->hidden_size};
+	struct ouro_gate_trainer *tr = NULL;
 	struct loop_reader in = {.D = cfg->hidden_size};
 	long nrec = 0;
 
+	if ((rc = ouro_gate_trainer_new(&tr, cfg->hidden_size)))
+		goto out;
 	cli_seqs_open(&in.in, argc, argv);
 	while (!(rc = next_loops(&in)) && in.rec) {
-		if ((rc = trainset_add(&s, m, in.rec, in.where, &in.L)))
+		const struct ouro_tensor *sl = ouro_st_find(in.rec, "step_loss");
+		int T = in.L.T;
+		int64_t n = in.L.n;
+		if (sl && (sl->dtype != OURO_F32 || sl->ndim != 2 || sl->shape[0] != T || sl->shape[1] != n - 1)) {
+			rc = ouro_fail(OURO_EINPUT, "%s: tensor 'step_loss' must be F32 [%d, %lld], not %s with %d dimensions%s",
+				       in.where, T, (long long)(n - 1), ouro_dtype_name(sl->dtype), sl->ndim,
+				       sl->ndim == 2 ? " of another shape" : "");
+			break;
+		}
+		if ((rc = ouro_gate_trainer_add(tr, m, in.L.h, T, n, in.L.tokens, sl ? sl->data : NULL, in.where)))
 			break;
 		nrec++;
 	}
 	loop_reader_close(&in);
-	if (!rc && s.nlab == 0)
+
+	int64_t ntok, nlab;
+	int T;
+	long computed;
+	ouro_gate_trainer_counts(tr, &ntok, &nlab, &T, &computed);
+	if (!rc && nlab == 0)
 		rc = ouro_fail(OURO_EINPUT, "no training data: %s", nrec ? "every sequence has a single token"
 									 : "the input holds no records");
-	if (!rc && s.T < 2)
+	if (!rc && T < 2)
 		rc = ouro_fail(OURO_EINPUT, "the records have 1 step; the gate trains on steps 1..T-1");
 	if (rc)
 		goto out;
@@ -636,65 +457,23 @@ static int cmd_train(int argc, char **argv)
 	cli_format_double(qtext, sizeof qtext, rule.q);
 	fprintf(stderr, "%s: %ld records, %lld tokens, %lld with a next token; T=%d, D=%lld; "
 		"step_loss computed with lm_head for %ld records\n",
-		progname, nrec, (long long)s.ntok, (long long)s.nlab, s.T, (long long)s.D, s.computed);
+		progname, nrec, (long long)ntok, (long long)nlab, T, (long long)cfg->hidden_size, computed);
 
-	int64_t D = s.D;
-	double *grad = calloc((size_t)(D + 1), sizeof *grad);
-	double *mom = calloc((size_t)(D + 1), sizeof *mom);
-	double *vel = calloc((size_t)(D + 1), sizeof *vel);
-	int64_t *order = malloc((size_t)s.nlab * sizeof *order);
-	if (!grad || !mom || !vel || !order) {
-		rc = ouro_fail(OURO_ENOMEM, "out of memory");
-		goto train_out;
-	}
-	memcpy(order, s.labeled, (size_t)s.nlab * sizeof *order);
-	uint64_t rng = (uint64_t)seed;
-	const double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8;
-	long steps = 0;
-
+	const struct ouro_gate_train_opts topts = {lr, batch, (uint64_t)seed};
 	for (long e = 0; e <= epochs; e++) {
-		if (e > 0) {
-			/* Fisher-Yates with the seed's numbers, then Adam per batch */
-			for (int64_t i = s.nlab - 1; i > 0; i--) {
-				int64_t j = (int64_t)(((unsigned __int128)next_random(&rng) * (uint64_t)(i + 1)) >> 64);
-				int64_t tmp = order[i];
-				order[i] = order[j];
-				order[j] = tmp;
-			}
-			for (int64_t b0 = 0; b0 < s.nlab; b0 += batch) {
-				int64_t cnt = s.nlab - b0 < batch ? s.nlab - b0 : batch;
-				stage2(&s, &g, order + b0, cnt, grad);
-				steps++;
-				double c1 = 1 - pow(beta1, (double)steps), c2 = 1 - pow(beta2, (double)steps);
-				for (int64_t j = 0; j <= D; j++) {
-					mom[j] = beta1 * mom[j] + (1 - beta1) * grad[j];
-					vel[j] = beta2 * vel[j] + (1 - beta2) * grad[j] * grad[j];
-					double upd = lr * (mom[j] / c1) / (sqrt(vel[j] / c2) + adam_eps);
-					if (j < D)
-						g.w[j] = (float)(g.w[j] - upd);
-					else
-						g.b = (float)(g.b - upd);
-				}
-			}
-		}
-		double loss = stage2(&s, &g, s.labeled, s.nlab, NULL);
+		if (e > 0 && (rc = ouro_gate_train_epoch(tr, &g, &topts)))
+			goto out;
+		double loss = ouro_gate_stage2_loss(tr, &g, NULL);
 		fprintf(stderr, "%s: epoch %ld: loss %.6f, mean exit step %.4f at threshold %s\n",
-			progname, e, loss, mean_exit(&s, &g, &rule), qtext);
+			progname, e, loss, ouro_gate_mean_exit(tr, &g, &rule), qtext);
 		if (!isfinite(loss)) {
 			rc = ouro_fail(OURO_EINPUT, "epoch %ld: the loss is not finite; lower --lr", e);
-			goto train_out;
+			goto out;
 		}
 	}
 	rc = ouro_gate_save(&g, outpath);
-train_out:
-	free(grad);
-	free(mom);
-	free(vel);
-	free(order);
 out:
-	free(s.h);
-	free(s.target);
-	free(s.labeled);
+	ouro_gate_trainer_free(tr);
 	ouro_gate_free(&g);
 	ouro_model_free(m);
 	if (rc)

@@ -70,4 +70,48 @@ int ouro_exit_update(struct ouro_exit_state *s, const struct ouro_exit_rule *r,
  * with eps. */
 double ouro_exit_diff(const float *a, const float *b, int64_t D);
 
+/* ---- Stage II training (gate_train.c) ----------------------------------
+ * The gate alone is fitted, the model frozen, to targets from how much
+ * each loop step lowered each token's next-token loss (ouro-model.md
+ * section 6), by Adam over shuffled mini-batches; reproducible to the bit
+ * for the same data, options and seed. */
+
+/* loss [T, n-1]: the cross-entropy of tokens[i+1] predicted by m's lm_head
+ * from step t of h [T, n, D]; `where` names the data in messages. */
+int ouro_step_loss(struct ouro_model *m, const float *h, int T, int64_t n,
+		   const int32_t *tokens, const char *where, float *loss);
+
+struct ouro_gate_trainer;
+
+struct ouro_gate_train_opts {
+	double lr;        /* Adam's learning rate */
+	int64_t batch;    /* tokens per Adam step */
+	uint64_t seed;    /* of the order of the tokens */
+};
+
+/* A trainer for a gate of width dim, holding no data yet. */
+int ouro_gate_trainer_new(struct ouro_gate_trainer **tr, int64_t dim);
+void ouro_gate_trainer_free(struct ouro_gate_trainer *tr);
+/* Adds one sequence of n tokens: its states h [T, n, D] at every step and
+ * its step losses [T, n-1] (NULL: computed from h with m's lm_head). Every
+ * sequence must have the same T. */
+int ouro_gate_trainer_add(struct ouro_gate_trainer *tr, struct ouro_model *m, const float *h,
+			  int T, int64_t n, const int32_t *tokens, const float *step_loss,
+			  const char *where);
+/* Tokens held, those with a next token (the ones trained on), the steps
+ * per token, and how many sequences had their losses computed. */
+void ouro_gate_trainer_counts(const struct ouro_gate_trainer *tr, int64_t *tokens,
+			      int64_t *labeled, int *T, long *computed);
+/* One epoch: the labeled tokens shuffled, then an Adam step on g per
+ * batch. The first call sets up Adam and the shuffle from o->seed. */
+int ouro_gate_train_epoch(struct ouro_gate_trainer *tr, struct ouro_gate *g,
+			  const struct ouro_gate_train_opts *o);
+/* The Stage II loss of g over all labeled tokens and, if grad is not
+ * NULL, its gradient [D + 1] (w, then b). */
+double ouro_gate_stage2_loss(const struct ouro_gate_trainer *tr, const struct ouro_gate *g,
+			     double *grad);
+/* The mean 0-based exit step of all tokens under rule r. */
+double ouro_gate_mean_exit(const struct ouro_gate_trainer *tr, const struct ouro_gate *g,
+			   const struct ouro_exit_rule *r);
+
 #endif
