@@ -73,6 +73,8 @@ UNITS   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 all: $(PROGS)
 
+units: $(UNITS)
+
 $(BUILD)/libouro/%.o: libouro/%.c | $(BUILD)/libouro $(BUILD)/dep
 	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -c -o $@ $<
 
@@ -140,9 +142,9 @@ check: test
 endif
 
 clean:
-	rm -rf build bin build-san bin-san build-fuzz
+	rm -rf build bin build-san bin-san build-fuzz build-arm64 bin-arm64
 
-.PHONY: all test check clean fuzz-replay
+.PHONY: all units test check clean fuzz-replay
 .DELETE_ON_ERROR:
 
 # ---- fuzzing --------------------------------------------------------------

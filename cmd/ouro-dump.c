@@ -25,7 +25,6 @@
 
 #include "cli.h"
 
-#define MAX_STEPS 256
 
 static void usage(FILE *f)
 {
@@ -224,47 +223,19 @@ static void tensor_names(char *buf, size_t len, const struct ouro_st *st)
 
 /* ---- the loop axis ----------------------------------------------------- */
 
-/* The loop-axis tensor of st for --per-step: `hidden`, a float [T, n, D]
- * with T, n, D > 0, and its steps' numbers in steps [T] (from metadata
- * ouro.hidden_steps, else 0..T-1). */
-static int loop_tensor(const struct ouro_st *st, const char *where, const struct ouro_tensor **out,
-		       long *steps)
+/* The loop-axis tensor of st for --per-step: `hidden`, a float [K, n, D],
+ * with the loop of each row in h->step. */
+static int loop_tensor(const struct ouro_st *st, const char *where, struct ouro_hidden *h)
 {
-	const struct ouro_tensor *t = ouro_st_find(st, "hidden");
-	const char *list = ouro_st_meta(st, "ouro.hidden_steps"), *p = list;
-	char names[200], shape[200];
+	char names[200];
 
-	*out = NULL;
-	if (!t) {
+	if (!ouro_st_find(st, "hidden")) {
 		tensor_names(names, sizeof names, st);
 		return ouro_fail(OURO_EINPUT,
 				 "%s: no loop-axis tensor 'hidden' [T, n, D] for --per-step (the record has %s)",
 				 where, names[0] ? names : "no tensors");
 	}
-	shape_str(shape, sizeof shape, t);
-	if (!is_float(t->dtype) || t->ndim != 3 || t->shape[0] < 1 || t->shape[1] < 1 ||
-	    t->shape[2] < 1 || t->shape[0] > MAX_STEPS)
-		return ouro_fail(OURO_EINPUT,
-				 "%s: tensor 'hidden' is %s %s, expected a float [T, n, D] with 1 <= T <= %d and n, D >= 1",
-				 where, ouro_dtype_name(t->dtype), shape, MAX_STEPS);
-	for (int64_t k = 0; k < t->shape[0]; k++) {
-		char *end;
-		long v = k;
-
-		if (list) {
-			errno = 0;
-			v = strtol(p, &end, 10);
-			if (end == p || *p < '0' || *p > '9' || errno ||
-			    (k < t->shape[0] - 1 ? *end != ',' : *end != '\0'))
-				return ouro_fail(OURO_EINPUT,
-						 "%s: metadata ouro.hidden_steps '%.60s' is not a list of %lld steps",
-						 where, list, (long long)t->shape[0]);
-			p = end + 1;
-		}
-		steps[k] = v;
-	}
-	*out = t;
-	return OURO_OK;
+	return ouro_hidden_find(h, st, -1, -1, "", where);
 }
 
 /* ---- text -------------------------------------------------------------- */
@@ -297,7 +268,7 @@ static void text_values(FILE *f, const struct ouro_tensor *t)
 		fprintf(f, "    ... %lld more\n", (long long)(n - shown));
 }
 
-static void text_steps(FILE *f, const struct ouro_tensor *t, const long *steps)
+static void text_steps(FILE *f, const struct ouro_tensor *t, const int *steps)
 {
 	int64_t n = t->shape[1];
 	double *tok = opt.per_token ? malloc((size_t)n * 2 * sizeof *tok) : NULL;   /* [n, 2] */
@@ -307,7 +278,7 @@ static void text_steps(FILE *f, const struct ouro_tensor *t, const long *steps)
 	fprintf(f, "    step  norm        mean         max|x|      change      cosine\n");
 	for (int64_t s = 0; s < t->shape[0]; s++) {
 		struct step r = step_stats(t, s, tok);
-		fprintf(f, "    %-5ld %-11.5g %-12.5g %-11.5g ", steps[s], r.norm, r.mean, r.absmax);
+		fprintf(f, "    %-5d %-11.5g %-12.5g %-11.5g ", steps[s], r.norm, r.mean, r.absmax);
 		if (s == 0)
 			fprintf(f, "-           -\n");
 		else
@@ -320,7 +291,7 @@ static void text_steps(FILE *f, const struct ouro_tensor *t, const long *steps)
 }
 
 static void dump_text(FILE *f, const struct ouro_st *st, long index, const struct ouro_tensor *loop,
-		      const long *steps)
+		      const int *steps)
 {
 	fprintf(f, "record %ld\n", index);
 	for (int i = 0; i < ouro_st_meta_count(st); i++) {
@@ -356,7 +327,7 @@ static json_t *jnum(double v)
 	return isfinite(v) ? json_real(v) : json_null();
 }
 
-static json_t *json_steps(const struct ouro_tensor *t, const long *steps)
+static json_t *json_steps(const struct ouro_tensor *t, const int *steps)
 {
 	json_t *arr = json_array();
 	int64_t n = t->shape[1];
@@ -402,7 +373,7 @@ static json_t *json_values(const struct ouro_tensor *t)
 }
 
 static int dump_json(FILE *f, const char *fname, const struct ouro_st *st, long index,
-		     const struct ouro_tensor *loop, const long *steps)
+		     const struct ouro_tensor *loop, const int *steps)
 {
 	json_t *rec = json_object(), *meta = json_object(), *tensors = json_array();
 	int rc = OURO_OK;
@@ -472,8 +443,9 @@ static int export_npz(struct sink *out, const struct ouro_st *st, long index)
 /* Shows or writes one record (number `index` across all inputs). */
 static int one_record(struct sink *out, const struct ouro_st *st, long index, const char *where)
 {
+	struct ouro_hidden h = {NULL, 0, 0, {0}};
 	const struct ouro_tensor *loop = NULL;
-	long steps[MAX_STEPS];
+	const int *steps = h.step;
 	char names[200];
 	int rc;
 
@@ -482,8 +454,11 @@ static int one_record(struct sink *out, const struct ouro_st *st, long index, co
 		return ouro_fail(OURO_EINPUT, "%s: no tensor '%s' (the record has %s)", where,
 				 opt.tensor, names[0] ? names : "no tensors");
 	}
-	if (opt.per_step && (rc = loop_tensor(st, where, &loop, steps)))
-		return rc;
+	if (opt.per_step) {
+		if ((rc = loop_tensor(st, where, &h)))
+			return rc;
+		loop = h.t;
+	}
 	if (opt.npy) {
 		out->npy_written = 1;
 		return ouro_npy_write(out->f, out->name, ouro_st_find(st, opt.tensor));

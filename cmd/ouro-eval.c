@@ -31,7 +31,6 @@
 #include "eval.h"           /* the scorer, rolling windows, request encoding */
 #include "tokenizer.h"
 
-#define MAX_STEPS 256
 #define MAX_RULES 64
 #define FIX_SCALE 268435456.0        /* 2^28 fixed-point units per nat */
 #define FIX_LIMIT 4611686018427387904.0   /* 2^62: bound on one fixed value */
@@ -375,7 +374,7 @@ static void parse_run_options(struct opts *o, int argc, char **argv)
 		switch (c) {
 		case 'm': o->model_dir = optarg; break;
 		case 'G': o->gate_file = optarg; break;
-		case 'T': o->steps = cli_long(optarg, 1, MAX_STEPS, "--steps"); break;
+		case 'T': o->steps = cli_long(optarg, 1, OURO_MAX_STEPS, "--steps"); break;
 		case 'q': add_rules(o, optarg, OURO_EXIT_THRESHOLD); break;
 		case 'e': add_rules(o, optarg, OURO_EXIT_DIFF); break;
 		case 'B': o->beta = cli_real(optarg, 0, 1e6, "--beta"); break;
@@ -865,9 +864,8 @@ static int write_per_token(struct run *r, const struct example *e, int64_t idx,
 {
 	int64_t n = w->len, T = r->T, D = s->D;
 	size_t need = (size_t)(T * (n - 1 > 0 ? n - 1 : 0));
-	char num[32], steps[MAX_STEPS * 4] = "", first[32], window[32];
-	size_t len = 0;
-	int rc;
+	char first[32], window[32];
+	int rc, steps[OURO_MAX_STEPS];
 
 	if (need > r->loss_cap) {
 		float *p = realloc(r->loss_buf, need * sizeof *p);
@@ -880,8 +878,7 @@ static int write_per_token(struct run *r, const struct example *e, int64_t idx,
 		for (int64_t i = 0; i + 1 < n; i++)
 			r->loss_buf[t * (n - 1) + i] = s->loss[t * n + i];
 	for (int t = 0; t < r->T; t++)
-		len += (size_t)snprintf(steps + len, sizeof steps - len, "%s%d", t ? "," : "", t);
-	snprintf(num, sizeof num, "%d", r->T);
+		steps[t] = t;
 	snprintf(first, sizeof first, "%lld", (long long)w->first);
 	char ex[32];
 	snprintf(ex, sizeof ex, "%lld", (long long)idx);
@@ -893,8 +890,7 @@ static int write_per_token(struct run *r, const struct example *e, int64_t idx,
 		return ouro_fail(OURO_ENOMEM, "out of memory");
 	if (!(rc = ouro_record_meta(rec, "ouro.producer", "ouro-eval")) &&
 	    !(rc = ouro_record_meta(rec, "ouro.model", ouro_model_dir(r->m))) &&
-	    !(rc = ouro_record_meta(rec, "ouro.steps", num)) &&
-	    !(rc = ouro_record_meta(rec, "ouro.hidden_steps", steps)) &&
+	    !(rc = ouro_hidden_meta(rec, steps, r->T, r->T)) &&
 	    !(rc = ouro_record_meta(rec, "ouro.example", ex)) &&
 	    !(rc = ouro_record_meta(rec, "ouro.source", e->where)) &&
 	    !(rc = ouro_record_meta(rec, "ouro.window_start", window)) &&
@@ -1219,8 +1215,8 @@ static int config_layout(json_t *config, struct layout *L, const char *where)
 	/* the table prints them */
 	if (!json_is_string(jget(config, "model")) || !json_is_string(jget(config, "gate")))
 		return ouro_fail(OURO_EINPUT, "%s: config.model or config.gate is not a string", where);
-	if (!json_is_integer(steps) || json_integer_value(steps) < 1 || json_integer_value(steps) > MAX_STEPS)
-		return ouro_fail(OURO_EINPUT, "%s: config.steps is not an integer in 1..%d", where, MAX_STEPS);
+	if (!json_is_integer(steps) || json_integer_value(steps) < 1 || json_integer_value(steps) > OURO_MAX_STEPS)
+		return ouro_fail(OURO_EINPUT, "%s: config.steps is not an integer in 1..%d", where, OURO_MAX_STEPS);
 	if (!json_is_array(rules) || json_array_size(rules) > MAX_RULES)
 		return ouro_fail(OURO_EINPUT, "%s: config.rules is not an array of at most %d rules", where, MAX_RULES);
 	for (size_t i = 0; i < json_array_size(rules); i++)

@@ -14,7 +14,6 @@
 
 #include "cli.h"
 
-#define MAX_STEPS 256
 
 static void usage(FILE *f)
 {
@@ -68,9 +67,8 @@ static int emit(FILE *out, const char *outname, const struct ouro_model *m,
 		const struct ouro_st *in, const int32_t *ids, int64_t n, int steps,
 		const unsigned char *keep, enum ouro_dtype dt, float *hidden, void *conv)
 {
-	int64_t D = ouro_model_config(m)->hidden_size, kept = 0;
-	char list[MAX_STEPS * 4] = "", num[32];
-	size_t len = 0;
+	int64_t D = ouro_model_config(m)->hidden_size;
+	int kept = 0, list[OURO_MAX_STEPS];
 	struct ouro_record *r = ouro_record_new();
 	int rc = OURO_OK;
 
@@ -87,15 +85,12 @@ static int emit(FILE *out, const char *outname, const struct ouro_model *m,
 			memmove(dst, src, (size_t)(n * D) * sizeof(float));
 		else
 			ouro_from_f32(dst, src, dt, (size_t)(n * D));
-		len += (size_t)snprintf(list + len, sizeof list - len, "%s%d", kept ? "," : "", t);
-		kept++;
+		list[kept++] = t;
 	}
-	snprintf(num, sizeof num, "%d", steps);
 	int64_t tshape[1] = {n}, hshape[3] = {kept, n, D};
 	if ((rc = ouro_record_meta(r, "ouro.producer", "ouro-forward")) ||
 	    (rc = ouro_record_meta(r, "ouro.model", ouro_model_dir(m))) ||
-	    (rc = ouro_record_meta(r, "ouro.steps", num)) ||
-	    (rc = ouro_record_meta(r, "ouro.hidden_steps", list)) ||
+	    (rc = ouro_hidden_meta(r, list, kept, steps)) ||
 	    (rc = ouro_record_add(r, "tokens", OURO_I32, 1, tshape, ids)) ||
 	    (rc = ouro_record_add(r, "hidden", dt, 3, hshape, conv)))
 		goto out;
@@ -126,7 +121,7 @@ int main(int argc, char **argv)
 	while ((c = cli_getopt(argc, argv, "m:T:k:j:o:h", longopts)) != -1) {
 		switch (c) {
 		case 'm': model_dir = optarg; break;
-		case 'T': steps = cli_long(optarg, 1, MAX_STEPS, "--steps"); break;
+		case 'T': steps = cli_long(optarg, 1, OURO_MAX_STEPS, "--steps"); break;
 		case 'k': keep_list = optarg; break;
 		case 'D':
 			if (strcmp(optarg, "f32") == 0)
@@ -152,7 +147,7 @@ int main(int argc, char **argv)
 	const struct ouro_config *cfg = ouro_model_config(m);
 	if (!steps)
 		steps = cfg->total_ut_steps;
-	unsigned char keep[MAX_STEPS];
+	unsigned char keep[OURO_MAX_STEPS];
 	if (keep_list)
 		parse_keep(keep_list, (int)steps, keep);
 	else

@@ -25,7 +25,6 @@
 
 #include "cli.h"
 
-#define MAX_STEPS 256
 
 static void usage(FILE *f)
 {
@@ -70,54 +69,21 @@ struct loops {
 	float *h;                /* [T, n, D] F32, owned by the caller's buffer */
 };
 
-/* Checks that metadata ouro.hidden_steps (if present) lists exactly the
- * steps 0..K-1 and that ouro.steps (if present) is K. */
-static int check_steps(const struct ouro_st *rec, const char *where, int64_t K)
+/* Validates rec as ouro-forward output for the model `model` of width D
+ * and widens its hidden into *buf (grown as needed). */
+static int read_loops(struct loops *L, const struct ouro_st *rec, const char *where,
+		      const char *model, int64_t D, float **buf, size_t *cap)
 {
-	const char *list = ouro_st_meta(rec, "ouro.hidden_steps");
-	const char *steps = ouro_st_meta(rec, "ouro.steps");
-	char want[MAX_STEPS * 4] = "";
-	size_t len = 0;
-	long total = K;
-
-	if (steps && ouro_parse_int(steps, 1, MAX_STEPS, &total, "ouro.steps"))
-		return ouro_fail(OURO_EINPUT, "%s: metadata %s", where, ouro_errmsg());
-	for (int64_t t = 0; t < K; t++)
-		len += (size_t)snprintf(want + len, sizeof want - len, "%s%lld", t ? "," : "", (long long)t);
-	if ((list && strcmp(list, want) != 0) || total != K)
-		return ouro_fail(OURO_EINPUT,
-				 "%s: hidden holds steps %s of %ld; every step 0..%ld is needed (run ouro-forward without -k)",
-				 where, list ? list : want, total, total - 1);
-	return OURO_OK;
-}
-
-/* Validates rec as ouro-forward output for a model of width D and widens
- * its hidden into *buf (grown as needed). */
-static int read_loops(struct loops *L, const struct ouro_st *rec, const char *where, int64_t D,
-		      float **buf, size_t *cap)
-{
-	const struct ouro_tensor *tok = ouro_st_find(rec, "tokens");
-	const struct ouro_tensor *hid = ouro_st_find(rec, "hidden");
+	const struct ouro_tensor *tok = ouro_st_find(rec, "tokens"), *hid;
+	struct ouro_hidden h;
 	int rc;
 
-	if (!hid)
-		return ouro_fail(OURO_EINPUT, "%s: no tensor 'hidden'; expected the records of ouro-forward", where);
-	if ((hid->dtype != OURO_F32 && hid->dtype != OURO_BF16 && hid->dtype != OURO_F16) || hid->ndim != 3)
-		return ouro_fail(OURO_EINPUT, "%s: tensor 'hidden' must be F32, BF16 or F16 [T, n, D], not %s with %d dimensions",
-				 where, ouro_dtype_name(hid->dtype), hid->ndim);
-	L->n = tok->shape[0];
-	L->D = hid->shape[2];
-	if (hid->shape[1] != L->n)
-		return ouro_fail(OURO_EINPUT, "%s: hidden has %lld positions, tokens has %lld",
-				 where, (long long)hid->shape[1], (long long)L->n);
-	if (hid->shape[2] != D)
-		return ouro_fail(OURO_EINPUT, "%s: hidden has width %lld, the model's hidden_size is %lld",
-				 where, (long long)hid->shape[2], (long long)D);
-	if (hid->shape[0] < 1 || hid->shape[0] > MAX_STEPS)
-		return ouro_fail(OURO_EINPUT, "%s: hidden has %lld steps, expected 1..%d",
-				 where, (long long)hid->shape[0], MAX_STEPS);
-	if ((rc = check_steps(rec, where, hid->shape[0])))
+	if ((rc = ouro_hidden_find(&h, rec, tok->shape[0], D, model, where)) ||
+	    (rc = ouro_hidden_complete(&h, where)))
 		return rc;
+	hid = h.t;
+	L->n = tok->shape[0];
+	L->D = D;
 	L->T = (int)hid->shape[0];
 	L->tokens = tok->data;
 
@@ -258,7 +224,8 @@ out:
 /* The records of the inputs, one after the other, as loop states. */
 struct loop_reader {
 	struct cli_seqs in;
-	int64_t D;                  /* the model's hidden_size */
+	const char *model;          /* the model's directory */
+	int64_t D;                  /* and hidden_size */
 	const struct ouro_st *rec;  /* the current record; NULL at the end */
 	char where[300];            /* where it came from, for messages */
 	struct loops L;             /* its states, validated */
@@ -280,7 +247,7 @@ static int next_loops(struct loop_reader *r)
 	if (!r->rec)
 		return ouro_fail(OURO_EINPUT, "%s: text ids, not records; ouro-gate reads the records of ouro-forward",
 				 r->where);
-	return read_loops(&r->L, r->rec, r->where, r->D, &r->buf, &r->cap);
+	return read_loops(&r->L, r->rec, r->where, r->model, r->D, &r->buf, &r->cap);
 }
 
 static void loop_reader_close(struct loop_reader *r)
@@ -328,7 +295,7 @@ static int cmd_apply(int argc, char **argv)
 	struct ouro_exit_rule rule = {OURO_EXIT_THRESHOLD, -1, 0, 0};
 	int c, rc, given = 0, drop_hidden = 0;
 
-	while ((c = getopt_long(argc, argv, "m:q:s:e:wo:h", longopts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, "m:q:s:e:wo:h", longopts)) != -1) {
 		switch (c) {
 		case 'm': model_dir = optarg; break;
 		case 'G': gate_file = optarg; break;
@@ -340,7 +307,6 @@ static int cmd_apply(int argc, char **argv)
 		case 'H': drop_hidden = 1; break;
 		case 'o': outpath = optarg; break;
 		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return OURO_EUSAGE;
 		}
 	}
 	cli_binary_stdout(outpath);
@@ -354,7 +320,7 @@ static int cmd_apply(int argc, char **argv)
 	struct ouro_output *o;
 	FILE *out;
 	const char *outname = cli_output_open(&o, &out, outpath);
-	struct loop_reader in = {.D = cfg->hidden_size};
+	struct loop_reader in = {.model = ouro_model_dir(m), .D = cfg->hidden_size};
 
 	cli_seqs_open(&in.in, argc, argv);
 	while (!(rc = next_loops(&in)) && in.rec)
@@ -390,7 +356,7 @@ static int cmd_train(int argc, char **argv)
 	double lr = 1e-3;
 	int c, rc = OURO_OK;
 
-	while ((c = getopt_long(argc, argv, "m:q:n:j:o:h", longopts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, "m:q:n:j:o:h", longopts)) != -1) {
 		switch (c) {
 		case 'm': model_dir = optarg; break;
 		case 'G': gate_file = optarg; break;
@@ -406,7 +372,6 @@ static int cmd_train(int argc, char **argv)
 		case 'j': threads = optarg; break;
 		case 'o': outpath = optarg; break;
 		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return OURO_EUSAGE;
 		}
 	}
 	if (!outpath)
@@ -419,7 +384,7 @@ static int cmd_train(int argc, char **argv)
 	const struct ouro_config *cfg = load_model(&m, &g, model_dir, gate_file, &rule);
 
 	struct ouro_gate_trainer *tr = NULL;
-	struct loop_reader in = {.D = cfg->hidden_size};
+	struct loop_reader in = {.model = ouro_model_dir(m), .D = cfg->hidden_size};
 	long nrec = 0;
 
 	if ((rc = ouro_gate_trainer_new(&tr, cfg->hidden_size)))

@@ -96,7 +96,7 @@ static void parse_args(struct opts *o, int argc, char **argv)
 		switch (c) {
 		case 'm': o->model = optarg; break;
 		case 'n': o->max_tokens = cli_long(optarg, 0, 1L << 24, "--max-tokens"); break;
-		case 'T': o->steps = cli_long(optarg, 1, 256, "--steps"); break;
+		case 'T': o->steps = cli_long(optarg, 1, OURO_MAX_STEPS, "--steps"); break;
 		case 'q': case 's': case 'e': case 'w':
 			if (cli_exit_option(&o->rule, &o->rule_given, c, optarg, 1))
 				usage_error("-q, -s, -e and -w choose one exit rule; give only one");

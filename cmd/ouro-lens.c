@@ -25,7 +25,6 @@
 #include "cli.h"
 #include "tokenizer.h"
 
-#define MAX_STEPS 256
 #define ROWS 64            /* states sent through lm_head at a time */
 
 static void usage(FILE *f)
@@ -64,6 +63,7 @@ struct opts {
 struct lens {
 	int T;
 	int64_t n, D, V;
+	const char *model;        /* the model's directory, for messages */
 	const int32_t *ids;       /* [n] */
 	int32_t *ids_copy;        /* [n] owned copy of a record's ids, or NULL */
 	float *h;                 /* [T, n, D] */
@@ -405,28 +405,19 @@ static int print_json(FILE *f, const char *fname, const struct lens *L, const st
  * ouro-forward record into L; L->h is allocated. */
 static int from_record(struct lens *L, const struct ouro_st *rec, const char *where)
 {
-	const struct ouro_tensor *tk = ouro_st_find(rec, "tokens"), *h = ouro_st_find(rec, "hidden");
-	const char *list = ouro_st_meta(rec, "ouro.hidden_steps");
-	char want[MAX_STEPS * 4];
-	size_t len = 0;
+	const struct ouro_tensor *tk = ouro_st_find(rec, "tokens"), *h;
+	struct ouro_hidden hid;
+	int rc;
 
 	if (!tk || tk->dtype != OURO_I32 || tk->ndim != 1 || tk->shape[0] < 1)
 		return ouro_fail(OURO_EINPUT, "%s: expected a tensor 'tokens' I32 [n] with n >= 1", where);
-	if (!h)
+	if (!ouro_st_find(rec, "hidden"))
 		return ouro_fail(OURO_EINPUT, "%s: no tensor 'hidden' [T, n, D]; ouro-lens reads the records of ouro-forward",
 				 where);
-	if ((h->dtype != OURO_F32 && h->dtype != OURO_BF16 && h->dtype != OURO_F16) || h->ndim != 3 ||
-	    h->shape[0] < 1 || h->shape[0] > MAX_STEPS || h->shape[1] != tk->shape[0] ||
-	    h->shape[2] != L->D)
-		return ouro_fail(OURO_EINPUT,
-				 "%s: tensor 'hidden' must be F32, BF16 or F16 [T, %lld, %lld] (n tokens, the model's hidden_size) with 1 <= T <= %d",
-				 where, (long long)tk->shape[0], (long long)L->D, MAX_STEPS);
-	for (int64_t t = 0; t < h->shape[0]; t++)
-		len += (size_t)snprintf(want + len, sizeof want - len, "%s%lld", t ? "," : "", (long long)t);
-	if (list && strcmp(list, want) != 0)
-		return ouro_fail(OURO_EINPUT,
-				 "%s: hidden holds steps %.60s; the lens needs every step from 0 (run ouro-forward without -k)",
-				 where, list);
+	if ((rc = ouro_hidden_find(&hid, rec, tk->shape[0], L->D, L->model, where)) ||
+	    (rc = ouro_hidden_complete(&hid, where)))
+		return rc;
+	h = hid.t;
 	L->T = (int)h->shape[0];
 	L->n = tk->shape[0];
 	/* a copy: record data need not be aligned for int32_t */
@@ -483,7 +474,7 @@ static int run(struct ctx *c, int argc, char **argv)
 {
 	const struct ouro_config *cfg = ouro_model_config(c->m);
 	struct lens proto = {.T = (int)c->o->steps, .D = cfg->hidden_size, .V = cfg->vocab_size,
-			     .K = (int)c->o->top};
+			     .model = ouro_model_dir(c->m), .K = (int)c->o->top};
 	struct ouro_bytes text = {0};
 	struct ouro_ids ids = {0};
 	enum ouro_input_kind kind = OURO_INPUT_TEXT;
@@ -575,7 +566,7 @@ int main(int argc, char **argv)
 		switch (ch) {
 		case 'm': o.model = optarg; break;
 		case 'k': o.top = cli_long(optarg, 1, 1000, "-k"); break;
-		case 'T': o.steps = cli_long(optarg, 1, MAX_STEPS, "-T"); break;
+		case 'T': o.steps = cli_long(optarg, 1, OURO_MAX_STEPS, "-T"); break;
 		case 'q': o.q = cli_real(optarg, 0, 1, "-q"); break;
 		case OPT_PROMPT_IDS: o.prompt_ids = 1; break;
 		case OPT_JSON: o.as_json = 1; break;

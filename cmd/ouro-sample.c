@@ -9,7 +9,6 @@
  * one, so that ouro-forward can take it again. -t writes the extended
  * sequence as text ids instead.
  */
-#include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
@@ -18,7 +17,6 @@
 
 #include "cli.h"
 
-#define MAX_STEPS 256
 
 static void usage(FILE *f)
 {
@@ -61,68 +59,6 @@ struct source {
 	const char *model;    /* its directory, for messages */
 };
 
-/* Checks that t is a float tensor [shape..., D] with the model's D; `where`
- * names the record in messages. */
-static int check_state(const struct ouro_tensor *t, int ndim, const int64_t *shape,
-		       const char *where, const struct source *src)
-{
-	if (t->dtype != OURO_F32 && t->dtype != OURO_BF16 && t->dtype != OURO_F16)
-		return ouro_fail(OURO_EINPUT, "%s: tensor '%s' has dtype %s, expected F32, BF16 or F16",
-				 where, t->name, ouro_dtype_name(t->dtype));
-	if (t->ndim != ndim)
-		return ouro_fail(OURO_EINPUT, "%s: tensor '%s' has %d dimensions, expected %d (%s)",
-				 where, t->name, t->ndim, ndim, ndim == 2 ? "[n, D]" : "[K, n, D]");
-	if (t->shape[ndim - 1] != src->D)
-		return ouro_fail(OURO_EINPUT, "%s: tensor '%s' has D = %lld, but the model %s has hidden_size %lld",
-				 where, t->name, (long long)t->shape[ndim - 1], src->model,
-				 (long long)src->D);
-	for (int i = 0; i < ndim - 1; i++)
-		if (t->shape[i] != shape[i])
-			return ouro_fail(OURO_EINPUT, "%s: tensor '%s' has %lld %s, expected %lld",
-					 where, t->name, (long long)t->shape[i],
-					 i == ndim - 2 ? "positions" : "steps", (long long)shape[i]);
-	return OURO_OK;
-}
-
-/* The row of hidden [K, n, D] that holds loop `step`, from the record's
- * ouro.hidden_steps (rows 0..K-1 are steps 0..K-1 without it); step -1
- * means the last row. */
-static int find_step(const struct ouro_st *rec, const struct ouro_tensor *t, long step,
-		     const char *where, int64_t *row)
-{
-	const char *list = ouro_st_meta(rec, "ouro.hidden_steps"), *p = list;
-	int64_t K = t->shape[0];
-
-	if (K == 0)
-		return ouro_fail(OURO_EINPUT, "%s: tensor 'hidden' holds no steps", where);
-	if (!list) {
-		if (step >= K)
-			return ouro_fail(OURO_EINPUT, "%s: step %ld is not in 'hidden', which holds steps 0..%lld",
-					 where, step, (long long)K - 1);
-		*row = step < 0 ? K - 1 : step;
-		return OURO_OK;
-	}
-	*row = -1;
-	for (int64_t k = 0; k < K; k++) {
-		char *end;
-		long v;
-
-		errno = 0;
-		v = strtol(p, &end, 10);
-		if (end == p || *p < '0' || *p > '9' || errno || (*end && *end != ',') ||
-		    (k < K - 1 && *end != ',') || (k == K - 1 && *end))
-			return ouro_fail(OURO_EINPUT, "%s: ouro.hidden_steps '%.60s' is not a list of %lld steps",
-					 where, list, (long long)K);
-		if (v == step || (step < 0 && k == K - 1))
-			*row = k;
-		p = end + (*end == ',');
-	}
-	if (*row < 0)
-		return ouro_fail(OURO_EINPUT, "%s: step %ld is not in 'hidden', which holds steps %.60s",
-				 where, step, list);
-	return OURO_OK;
-}
-
 /* Converts the state of the last position of rec into h [D]. */
 static int last_state(const struct ouro_st *rec, int64_t n, const struct source *src,
 		      const char *where, float *h)
@@ -133,15 +69,16 @@ static int last_state(const struct ouro_st *rec, int64_t n, const struct source 
 	int rc;
 
 	if (t && src->step < 0) {
-		int64_t shape[1] = {n};
-		if ((rc = check_state(t, 2, shape, where, src)))
+		int64_t lead[1] = {n};
+		if ((rc = ouro_state_check(t, 2, lead, src->D, src->model, where)))
 			return rc;
 		row = n - 1;
-	} else if ((t = ouro_st_find(rec, "hidden"))) {
-		int64_t shape[2] = {t->ndim == 3 ? t->shape[0] : 0, n};
-		if ((rc = check_state(t, 3, shape, where, src)) ||
-		    (rc = find_step(rec, t, src->step, where, &row)))
+	} else if (ouro_st_find(rec, "hidden")) {
+		struct ouro_hidden hid;
+		if ((rc = ouro_hidden_find(&hid, rec, n, src->D, src->model, where)) ||
+		    (rc = ouro_hidden_row(&hid, src->step, where, &row)))
 			return rc;
+		t = hid.t;
 		row = row * n + n - 1;
 	} else if (src->step >= 0) {
 		return ouro_fail(OURO_EINPUT, "%s: no tensor 'hidden' [K, n, D] to take step %ld from",
@@ -218,10 +155,10 @@ int main(int argc, char **argv)
 	int c, rc;
 
 	cli_init("ouro-sample");
-	while ((c = getopt_long(argc, argv, "m:s:tj:o:h", longopts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, "m:s:tj:o:h", longopts)) != -1) {
 		switch (c) {
 		case 'm': model_dir = optarg; break;
-		case 's': src.step = cli_long(optarg, 0, MAX_STEPS - 1, "--step"); break;
+		case 's': src.step = cli_long(optarg, 0, OURO_MAX_STEPS - 1, "--step"); break;
 		case OPT_TEMP:
 			so.temperature = parse_double(optarg, "--temperature");
 			if (so.temperature < 0)
@@ -247,7 +184,6 @@ int main(int argc, char **argv)
 		case 'j': threads = optarg; break;
 		case 'o': outpath = optarg; break;
 		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return OURO_EUSAGE;
 		}
 	}
 	if (o.as_ids && o.logprobs)

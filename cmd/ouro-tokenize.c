@@ -398,7 +398,7 @@ int main(int argc, char **argv)
 	int c, rc, lines = 0, jsonl = 0;
 
 	cli_init("ouro-tokenize");
-	while ((c = getopt_long(argc, argv, "m:ltdh", longopts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, "m:ltdh", longopts)) != -1) {
 		switch (c) {
 		case 'm': o.model = optarg; break;
 		case OPT_TOKENIZER: o.tokfile = optarg; break;
@@ -410,7 +410,6 @@ int main(int argc, char **argv)
 		case OPT_THINK: o.think = 1; break;
 		case 'd': o.decode = 1; break;
 		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return OURO_EUSAGE;
 		}
 	}
 	if (lines && jsonl)

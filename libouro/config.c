@@ -17,7 +17,6 @@
 /* Upper bounds that keep every size product well inside 64 bits. */
 #define MAX_DIM   (1 << 20)
 #define MAX_VOCAB (1 << 24)
-#define MAX_STEPS 256
 
 static int get_int(json_t *root, const char *path, const char *key, int64_t *out,
 		   int64_t def, int64_t lo, int64_t hi)
@@ -123,7 +122,7 @@ int ouro_config_load(struct ouro_config *c, const char *path)
 			  c->hidden_size / c->num_attention_heads, 2, 65536)) ||
 	    (rc = get_int(root, path, "max_position_embeddings", &c->max_position_embeddings,
 			  INT64_MIN, 1, 1 << 24)) ||
-	    (rc = get_int(root, path, "total_ut_steps", &c->total_ut_steps, 4, 1, MAX_STEPS)) ||
+	    (rc = get_int(root, path, "total_ut_steps", &c->total_ut_steps, 4, 1, OURO_MAX_STEPS)) ||
 	    (rc = get_int(root, path, "bos_token_id", &c->bos_token_id, -1, -1, c->vocab_size - 1)) ||
 	    (rc = get_int(root, path, "eos_token_id", &c->eos_token_id, -1, -1, c->vocab_size - 1)) ||
 	    (rc = get_int(root, path, "pad_token_id", &c->pad_token_id, -1, -1, c->vocab_size - 1)) ||

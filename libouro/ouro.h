@@ -114,6 +114,40 @@ int ouro_record_write(const struct ouro_record *r, FILE *f, const char *what);
 /* The record format version this library writes and reads. */
 #define OURO_RECORD_VERSION "1"
 
+/* ---- the record schema between programs (schema.c) ---------------------
+ * The loop-axis tensor `hidden` [K, n, D] holds K of the T loops a
+ * producer ran: row k is the state after loop step[k], as metadata
+ * ouro.hidden_steps lists them (ouro.steps gives T); without them the rows
+ * are loops 0..K-1 of K. */
+
+/* The most loops a run may have, everywhere. */
+#define OURO_MAX_STEPS 256
+
+/* Checks that t is a float state tensor (F32, BF16 or F16) of ndim
+ * dimensions, [lead..., D]: each lead[i] >= 0 (lead may be NULL) and D >= 0
+ * must match, -1 matches any; every dimension at least 1. `model` names the
+ * model whose hidden_size D is, `where` the record, in messages. */
+int ouro_state_check(const struct ouro_tensor *t, int ndim, const int64_t *lead, int64_t D,
+		     const char *model, const char *where);
+
+struct ouro_hidden {
+	const struct ouro_tensor *t;   /* hidden [K, n, D] */
+	int64_t K;
+	int total;                     /* T: the loops the producer ran */
+	int step[OURO_MAX_STEPS];      /* [K] the loop of each row, increasing */
+};
+
+/* Finds and validates rec's `hidden` and its step metadata; n and D as
+ * for ouro_state_check ([K, n, D], -1: any). */
+int ouro_hidden_find(struct ouro_hidden *h, const struct ouro_st *rec, int64_t n, int64_t D,
+		     const char *model, const char *where);
+/* Fails unless h holds every loop 0..T-1. */
+int ouro_hidden_complete(const struct ouro_hidden *h, const char *where);
+/* The row of h holding loop `step` (-1: the last row). */
+int ouro_hidden_row(const struct ouro_hidden *h, long step, const char *where, int64_t *row);
+/* Sets ouro.steps (total) and ouro.hidden_steps (steps [K]) in r. */
+int ouro_hidden_meta(struct ouro_record *r, const int *steps, int K, int total);
+
 /* ---- program input and output -----------------------------------------
  * Inputs are files or "-" for stdin, holding either a record stream or
  * text; the first bytes tell which (a record has bytes 4..7 zero and

@@ -219,7 +219,7 @@ expect 1 "no hidden" ouro-gate -m "$fixture" -o "$tmp/bad.rec" "$tmp/nohidden.re
 grep -q "no tensor 'hidden'" "$tmp/err" || fail "no hidden: message"
 expect 1 "text ids" ouro-gate -m "$fixture" -o "$tmp/bad.rec" "$tmp/fixed.ids"
 expect 1 "hidden size mismatch" ouro-gate -m "$fixture" -o "$tmp/bad.rec" "$tmp/rand.rec"
-grep -q "width 48, the model's hidden_size is 32" "$tmp/err" || fail "mismatch: message"
+grep -q "has D = 48, but the model .* has hidden_size 32" "$tmp/err" || fail "mismatch: message"
 expect 1 "missing steps 0,2" ouro-gate -m "$fixture" -o "$tmp/bad.rec" "$tmp/k13.rec"
 grep -q "every step 0..3 is needed" "$tmp/err" || fail "missing steps: message"
 expect 1 "missing step 3" ouro-gate -m "$fixture" -o "$tmp/bad.rec" "$tmp/k012.rec"

@@ -173,7 +173,7 @@ expect_fail 1 "outside the vocabulary" ouro-lens --prompt-ids 1 49152
 ouro-gate --drop-hidden "$tmp/gate.rec" >"$tmp/nohidden.rec"
 expect_fail 1 "^ouro-lens: stdin: record 1: no tensor 'hidden'" sh -c "ouro-lens <'$tmp/nohidden.rec'"
 echo 1 2 3 | ouro-forward -k 3 >"$tmp/kept.rec"
-expect_fail 1 "^ouro-lens: stdin: record 1: hidden holds steps 3; the lens needs every step" \
+expect_fail 1 "^ouro-lens: stdin: record 1: hidden holds steps 3 of 4; every step 0..3 is needed" \
 	sh -c "ouro-lens <'$tmp/kept.rec'"
 expect_fail 2 "^ouro-lens: -T: the records hold their own loop steps$" sh -c "ouro-lens -T 2 <'$tmp/gate.rec'"
 mkdir "$tmp/clean"

@@ -6,6 +6,9 @@
 #      that `PROGRAM --help` prints and the long options the page
 #      documents (every `Fl -NAME` in its SYNOPSIS, DESCRIPTION and OPTIONS
 #      sections) are the same set;
+#   2b. every program and subcommand that --help documents answers an
+#      unknown option, and an option without its argument, with one stderr
+#      line naming the option, status 2 and nothing on stdout;
 #   3. the EXAMPLES of the pages in $example_pages run: every line of a
 #      `.Bd -literal` block there that starts with "$ " is a command, run
 #      with sh, in order, in one scratch directory (later commands see the
@@ -191,6 +194,17 @@ for page in man/ouro-*.1; do
 	for o in $(comm -13 "$tmp/help.opts" "$tmp/page.opts"); do
 		fail "$page: $o is in the page but not in $prog --help"
 	done
+done
+
+# ---- 2b. a bad option: one line
+for cmd in ouro-forward ouro-gate "ouro-gate train" ouro-sample ouro-generate ouro-lens \
+	ouro-dump ouro-tokenize ouro-quantize "ouro-eval ppl" "ouro-eval choice" "ouro-eval merge"; do
+	# the name in messages: ouro-gate train says so, ouro-eval's commands do not
+	case $cmd in "ouro-eval "*) name=ouro-eval ;; *) name=$cmd ;; esac
+	# shellcheck disable=SC2086  # the subcommand is a word of its own
+	expect_fail 2 "^$name: --no-such-option: unknown option or missing argument$" \
+		$cmd --no-such-option </dev/null
+	expect_fail 2 "^$name: -o: unknown option or missing argument$" $cmd -o </dev/null
 done
 
 # ---- 3. examples
