@@ -6,6 +6,11 @@
  * that replays those bytes, so pipes work like files. Token sequences come
  * from either form through one reader.
  *
+ * Files that must be regular (the model's files, a gate, a log to resume)
+ * are opened without blocking and refused, in one line that says what
+ * they are, when they are a named pipe, a device, a socket or a directory:
+ * opening a pipe that nobody writes would otherwise wait forever.
+ *
  * Output: stdout, or a file written under a temporary name in the same
  * directory and renamed over the destination only after a complete, clean
  * write, so an interrupted or failed run leaves the old file or the new
@@ -14,6 +19,7 @@
  * handler, so that a program stopped by a signal removes them too.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -112,6 +118,59 @@ int ouro_parse_int(const char *s, long lo, long hi, long *out, const char *what)
 	if (!(*s == '-' || *s == '+' || (*s >= '0' && *s <= '9')) || *end || errno || v < lo || v > hi)
 		return ouro_fail(OURO_EUSAGE, "%s: '%s' is not an integer in %ld..%ld", what, s, lo, hi);
 	*out = v;
+	return OURO_OK;
+}
+
+/* ---- files that must be regular -------------------------------------- */
+
+/* What a file of mode m is, for the message that refuses it. */
+static const char *file_kind(mode_t m)
+{
+	if (S_ISFIFO(m))
+		return "a named pipe";
+	if (S_ISCHR(m))
+		return "a character device";
+	if (S_ISBLK(m))
+		return "a block device";
+	if (S_ISSOCK(m))
+		return "a socket";
+	if (S_ISDIR(m))
+		return "a directory";
+	return "something else";
+}
+
+int ouro_file_open(FILE **f, uint64_t *size, const char *path, int status)
+{
+	struct stat sb;
+	int fd, flags;
+
+	*f = NULL;
+	/* O_NONBLOCK: opening a pipe returns at once, writer or not */
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0) {
+		int e = errno;
+		/* a socket cannot be opened at all (ENXIO): say what it is */
+		if (e == ENXIO && stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
+			return ouro_fail(status, "%s: is %s, not a regular file", path, file_kind(sb.st_mode));
+		return ouro_fail(status, "%s: %s", path, strerror(e));
+	}
+	if (fstat(fd, &sb) < 0) {
+		int e = errno;
+		close(fd);
+		return ouro_fail(OURO_ESYS, "%s: %s", path, strerror(e));
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		close(fd);
+		return ouro_fail(status, "%s: is %s, not a regular file", path, file_kind(sb.st_mode));
+	}
+	if ((flags = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0 ||
+	    !(*f = fdopen(fd, "rb"))) {
+		int e = errno;
+		close(fd);
+		return ouro_fail(OURO_ESYS, "%s: %s", path, strerror(e));
+	}
+	if (size)
+		*size = (uint64_t)sb.st_size;
 	return OURO_OK;
 }
 
