@@ -120,8 +120,9 @@ int ouro_record_write(const struct ouro_record *r, FILE *f, const char *what);
  * byte 8 '{', which text never has); a pipe is read like a file. Outputs
  * are stdout or files written atomically: a temporary file in the same
  * directory, renamed over the destination only when everything was
- * written; an existing pipe or device (/dev/stdout, a FIFO) is written in
- * place.
+ * written. /dev/stdout, /dev/stderr, /dev/fd/N and /proc/self/fd/N are
+ * written through that descriptor, and an existing pipe or device (a
+ * FIFO, /dev/null) in place.
  */
 
 enum ouro_input_kind { OURO_INPUT_EMPTY, OURO_INPUT_TEXT, OURO_INPUT_RECORDS };
