@@ -97,18 +97,15 @@ static json_t *jreal(double v)
 	return isfinite(v) ? json_real(v) : json_null();
 }
 
-/* Reads a whole file ("-": stdin) into a NUL-terminated buffer. */
-static int slurp(const char *path, char **buf, size_t *len)
+/* Reads the rest of f into a NUL-terminated buffer and closes f (unless
+ * it is stdin); name is f's name in messages. */
+static int slurp_stream(FILE *f, const char *name, char **buf, size_t *len)
 {
-	const char *name = ouro_input_name(path);
-	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
 	size_t cap = 1 << 16, n = 0;
 	char *p;
 
 	*buf = NULL;
 	*len = 0;
-	if (!f)
-		return ouro_fail(OURO_EINPUT, "%s: %s", name, strerror(errno));
 	if (!(p = malloc(cap))) {
 		if (f != stdin)
 			fclose(f);
@@ -142,6 +139,21 @@ static int slurp(const char *path, char **buf, size_t *len)
 	*buf = p;
 	*len = n;
 	return OURO_OK;
+}
+
+/* Reads a whole input ("-": stdin; a file, a pipe) into a NUL-terminated
+ * buffer. */
+static int slurp(const char *path, char **buf, size_t *len)
+{
+	const char *name = ouro_input_name(path);
+	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+
+	if (!f) {
+		*buf = NULL;
+		*len = 0;
+		return ouro_fail(OURO_EINPUT, "%s: %s", name, strerror(errno));
+	}
+	return slurp_stream(f, name, buf, len);
 }
 
 /* ---- the sums ------------------------------------------------------------
@@ -1573,11 +1585,13 @@ static int in_shard(const struct opts *o, int64_t i)
 	return !o->shard_n || i % o->shard_n == o->shard_k;
 }
 
-/* Reads the log of an interrupted run: adds its examples' sums to acc and
- * marks them done; *keep is the length of its intact part (a last line
- * cut short by the interruption is dropped). */
-static int log_resume(const char *path, json_t *header, const struct opts *o, const struct layout *L,
-		      int64_t total, unsigned char *done, int64_t *acc, int64_t *ndone, off_t *keep)
+/* Reads the log of an interrupted run from f, opened at path, and closes
+ * f: adds its examples' sums to acc and marks them done; *keep is the
+ * length of its intact part (a last line cut short by the interruption is
+ * dropped). */
+static int log_resume(FILE *f, const char *path, json_t *header, const struct opts *o,
+		      const struct layout *L, int64_t total, unsigned char *done, int64_t *acc,
+		      int64_t *ndone, off_t *keep)
 {
 	char *buf, where[400];
 	size_t len;
@@ -1587,9 +1601,11 @@ static int log_resume(const char *path, json_t *header, const struct opts *o, co
 
 	*ndone = 0;
 	*keep = 0;
-	if (!v)
+	if (!v) {
+		fclose(f);
 		return ouro_fail(OURO_ENOMEM, "out of memory");
-	if ((rc = slurp(path, &buf, &len))) {
+	}
+	if ((rc = slurp_stream(f, path, &buf, &len))) {
 		free(v);
 		return rc;
 	}
@@ -1744,10 +1760,16 @@ static int cmd_run(enum task task, int argc, char **argv)
 		struct stat st;
 		int exists = stat(o.log, &st) == 0;
 		off_t keep = 0;
+		FILE *lf = NULL;
 
+		/* the log is read back and truncated: a regular file, never a pipe */
+		if (exists && (rc = ouro_file_open(&lf, NULL, o.log, OURO_EINPUT))) {
+			json_decref(header);
+			goto fail;
+		}
 		if (exists && !o.resume)
 			usage_error("%s exists; add --resume to continue that run, or remove it", o.log);
-		if (exists && (rc = log_resume(o.log, header, &o, &r.L, total, done, acc, &ndone, &keep))) {
+		if (exists && (rc = log_resume(lf, o.log, header, &o, &r.L, total, done, acc, &ndone, &keep))) {
 			json_decref(header);
 			goto fail;
 		}

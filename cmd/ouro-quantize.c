@@ -33,8 +33,26 @@ static int ends_with(const char *s, const char *suffix)
 	return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
-/* Copies dir/name to outdir/name atomically. */
-static int copy_file(const char *dir, const char *outdir, const char *name)
+/* The files of the new directory replace what is there, so each must be
+ * a regular file or absent: an existing pipe or device is refused, not
+ * written into (ouro_file_open says what it is). */
+static int dest_check(const char *dst)
+{
+	struct stat sb;
+	FILE *f;
+	int rc;
+
+	if (stat(dst, &sb) || S_ISREG(sb.st_mode))
+		return OURO_OK;
+	if (!(rc = ouro_file_open(&f, NULL, dst, OURO_ESYS)))
+		fclose(f);
+	return rc;
+}
+
+/* Copies dir/name, a regular file, to outdir/name atomically; with check
+ * set, only checks that it can: dir/name opens as a regular file and
+ * outdir/name may be replaced. */
+static int copy_file(const char *dir, const char *outdir, const char *name, int check)
 {
 	char src[4096], dst[4096], buf[65536];
 	struct ouro_output *o;
@@ -44,8 +62,12 @@ static int copy_file(const char *dir, const char *outdir, const char *name)
 
 	snprintf(src, sizeof src, "%s/%s", dir, name);
 	snprintf(dst, sizeof dst, "%s/%s", outdir, name);
-	if (!(in = fopen(src, "rb")))
-		return ouro_fail(OURO_EMODEL, "%s: %s", src, strerror(errno));
+	if ((rc = ouro_file_open(&in, NULL, src, OURO_EMODEL)))
+		return rc;
+	if (check) {
+		fclose(in);
+		return dest_check(dst);
+	}
 	if ((rc = ouro_output_open(&o, &out, dst))) {
 		fclose(in);
 		return rc;
@@ -63,8 +85,10 @@ static int copy_file(const char *dir, const char *outdir, const char *name)
 	return rc;
 }
 
-/* Copies every regular file of dir but the weights. */
-static int copy_others(const char *dir, const char *outdir)
+/* Copies every file of dir but the weights and the directories (check:
+ * checks that each can be copied, see copy_file); one that is not a
+ * regular file (a pipe, a device) is refused. */
+static int copy_others(const char *dir, const char *outdir, int check)
 {
 	DIR *d = opendir(dir);
 	struct dirent *e;
@@ -77,10 +101,10 @@ static int copy_others(const char *dir, const char *outdir)
 		struct stat sb;
 
 		snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-		if (stat(path, &sb) || !S_ISREG(sb.st_mode) || ends_with(e->d_name, ".safetensors") ||
+		if (stat(path, &sb) || S_ISDIR(sb.st_mode) || ends_with(e->d_name, ".safetensors") ||
 		    strcmp(e->d_name, "model.safetensors.index.json") == 0)
 			continue;
-		rc = copy_file(dir, outdir, e->d_name);
+		rc = copy_file(dir, outdir, e->d_name, check);
 	}
 	closedir(d);
 	return rc;
@@ -126,16 +150,15 @@ int main(int argc, char **argv)
 		rc = ouro_fail(OURO_ESYS, "%s: not a directory", outdir);
 	else if (stat(dir, &a) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
 		rc = ouro_fail(OURO_EUSAGE, "%s: is the model directory itself; choose another", outdir);
-	if (!rc)
-		rc = copy_others(dir, outdir);
-	if (!rc) {
-		snprintf(path, sizeof path, "%s/model.safetensors", outdir);
-		if (!(rc = ouro_output_open(&o, &out, path))) {
-			if ((rc = ouro_model_quantize(m, out, path)))
-				ouro_output_abort(o);
-			else
-				rc = ouro_output_commit(o);
-		}
+	snprintf(path, sizeof path, "%s/model.safetensors", outdir);
+	/* no file is written unless every one can be */
+	if (!rc && !(rc = copy_others(dir, outdir, 1)) && !(rc = dest_check(path)))
+		rc = copy_others(dir, outdir, 0);
+	if (!rc && !(rc = ouro_output_open(&o, &out, path))) {
+		if ((rc = ouro_model_quantize(m, out, path)))
+			ouro_output_abort(o);
+		else
+			rc = ouro_output_commit(o);
 	}
 	ouro_model_free(m);
 	if (rc)

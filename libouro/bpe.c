@@ -1084,12 +1084,20 @@ int tok_hf_load(struct tok_hf **out, const char *path, const char *buf, size_t l
 	int rc;
 
 	*out = NULL;
-	root = json_loadb(buf, len, JSON_ALLOW_NUL, &jerr);
+	root = json_loadb(buf, len, JSON_ALLOW_NUL | JSON_DECODE_ANY, &jerr);
 	if (!root)
-		return ouro_fail(OURO_EMODEL, "%s: invalid JSON at line %d: %s", path, jerr.line, jerr.text);
+		return ouro_fail(OURO_EMODEL, "%s: not a tokenizer.json (invalid JSON at line %d: %s)",
+				 path, jerr.line, jerr.text);
 	if (!json_is_object(root)) {
+		static const char *what[] = {
+			[JSON_ARRAY] = "an array", [JSON_STRING] = "a string", [JSON_INTEGER] = "a number",
+			[JSON_REAL] = "a number", [JSON_TRUE] = "true", [JSON_FALSE] = "false",
+			[JSON_NULL] = "null",
+		};
+		rc = ouro_fail(OURO_EMODEL, "%s: not a tokenizer.json (the JSON is %s, not an object)",
+			       path, what[json_typeof(root)]);
 		json_decref(root);
-		return ouro_fail(OURO_EMODEL, "%s: not a JSON object", path);
+		return rc;
 	}
 	json_t *model = json_object_get(root, "model");
 	if (!json_is_object(model)) {

@@ -10,7 +10,6 @@
 #include <jansson.h>
 #include <math.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "ouro.h"
 
@@ -94,14 +93,15 @@ static int check_unsupported(json_t *root, const char *path, int64_t layers)
 int ouro_config_load(struct ouro_config *c, const char *path)
 {
 	json_error_t jerr;
-	struct stat sb;
 	json_t *root, *tie;
+	FILE *f;
 	int rc;
 
 	memset(c, 0, sizeof *c);
-	if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
-		return ouro_fail(OURO_EMODEL, "%s: is a directory", path);
-	root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+	if ((rc = ouro_file_open(&f, NULL, path, OURO_EMODEL)))
+		return rc;
+	root = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
+	fclose(f);
 	if (!root) {
 		if (jerr.line < 0 || jerr.position == 0)
 			return ouro_fail(OURO_EMODEL, "%s: %s", path, jerr.text);

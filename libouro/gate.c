@@ -14,7 +14,6 @@
  * [1, D] and model.early_exit_gate.bias [1], the checkpoint's own names,
  * so a trained gate can also be pasted into a checkpoint.
  */
-#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,8 +49,8 @@ int ouro_gate_load(struct ouro_gate *g, const char *path, int64_t dim)
 
 	g->w = NULL;
 	g->dim = 0;
-	if (!(f = fopen(path, "rb")))
-		return ouro_fail(OURO_EMODEL, "%s: %s", path, strerror(errno));
+	if ((rc = ouro_file_open(&f, NULL, path, OURO_EMODEL)))
+		return rc;
 	rc = ouro_st_read(&st, f, path);
 	fclose(f);
 	if (rc == OURO_EINPUT)

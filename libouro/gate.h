@@ -25,7 +25,8 @@ struct ouro_gate {
 /* The gate of a loaded model (a copy; free with ouro_gate_free). */
 int ouro_gate_from_model(struct ouro_gate *g, const struct ouro_model *m);
 /* A gate from a safetensors file holding model.early_exit_gate.weight
- * [1, dim] and model.early_exit_gate.bias [1] (F32, BF16 or F16). */
+ * [1, dim] and model.early_exit_gate.bias [1] (F32, BF16 or F16); a
+ * regular file (see ouro_file_open). */
 int ouro_gate_load(struct ouro_gate *g, const char *path, int64_t dim);
 /* Writes g to path as such a file (F32), atomically. */
 int ouro_gate_save(const struct ouro_gate *g, const char *path);

@@ -6,14 +6,22 @@
  * that replays those bytes, so pipes work like files. Token sequences come
  * from either form through one reader.
  *
+ * Files that must be regular (the model's files, a gate, a log to resume)
+ * are opened without blocking and refused, in one line that says what
+ * they are, when they are a named pipe, a device, a socket or a directory:
+ * opening a pipe that nobody writes would otherwise wait forever.
+ *
  * Output: stdout, or a file written under a temporary name in the same
  * directory and renamed over the destination only after a complete, clean
  * write, so an interrupted or failed run leaves the old file or the new
- * one, never half of one. The names of the temporaries being written are
- * kept in a fixed table that ouro_output_cleanup() can walk from a signal
- * handler, so that a program stopped by a signal removes them too.
+ * one, never half of one; a name for a descriptor (/dev/stdout) or an
+ * existing pipe or device is written in place. The names of the
+ * temporaries being written are kept in a fixed table that
+ * ouro_output_cleanup() can walk from a signal handler, so that a program
+ * stopped by a signal removes them too.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -112,6 +120,59 @@ int ouro_parse_int(const char *s, long lo, long hi, long *out, const char *what)
 	if (!(*s == '-' || *s == '+' || (*s >= '0' && *s <= '9')) || *end || errno || v < lo || v > hi)
 		return ouro_fail(OURO_EUSAGE, "%s: '%s' is not an integer in %ld..%ld", what, s, lo, hi);
 	*out = v;
+	return OURO_OK;
+}
+
+/* ---- files that must be regular -------------------------------------- */
+
+/* What a file of mode m is, for the message that refuses it. */
+static const char *file_kind(mode_t m)
+{
+	if (S_ISFIFO(m))
+		return "a named pipe";
+	if (S_ISCHR(m))
+		return "a character device";
+	if (S_ISBLK(m))
+		return "a block device";
+	if (S_ISSOCK(m))
+		return "a socket";
+	if (S_ISDIR(m))
+		return "a directory";
+	return "something else";
+}
+
+int ouro_file_open(FILE **f, uint64_t *size, const char *path, int status)
+{
+	struct stat sb;
+	int fd, flags;
+
+	*f = NULL;
+	/* O_NONBLOCK: opening a pipe returns at once, writer or not */
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0) {
+		int e = errno;
+		/* a socket cannot be opened at all (ENXIO): say what it is */
+		if (e == ENXIO && stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
+			return ouro_fail(status, "%s: is %s, not a regular file", path, file_kind(sb.st_mode));
+		return ouro_fail(status, "%s: %s", path, strerror(e));
+	}
+	if (fstat(fd, &sb) < 0) {
+		int e = errno;
+		close(fd);
+		return ouro_fail(OURO_ESYS, "%s: %s", path, strerror(e));
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		close(fd);
+		return ouro_fail(status, "%s: is %s, not a regular file", path, file_kind(sb.st_mode));
+	}
+	if ((flags = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0 ||
+	    !(*f = fdopen(fd, "rb"))) {
+		int e = errno;
+		close(fd);
+		return ouro_fail(OURO_ESYS, "%s: %s", path, strerror(e));
+	}
+	if (size)
+		*size = (uint64_t)sb.st_size;
 	return OURO_OK;
 }
 
@@ -322,6 +383,32 @@ void ouro_output_cleanup(void)
 			unlink(pending[i].name);
 }
 
+/* The open descriptor that path names by itself, /dev/stdout, /dev/stderr,
+ * /dev/fd/N or /proc/self/fd/N, or -1. Such a path is written through a
+ * copy of that descriptor, where the shell pointed it (appending, if it
+ * appends): when it is a regular file, a temporary renamed over the path
+ * would replace the link in /dev, not write the file. */
+static int fd_path(const char *path)
+{
+	const char *n = NULL;
+	char *end;
+	long v;
+
+	if (strcmp(path, "/dev/stdout") == 0)
+		return 1;
+	if (strcmp(path, "/dev/stderr") == 0)
+		return 2;
+	if (strncmp(path, "/dev/fd/", 8) == 0)
+		n = path + 8;
+	else if (strncmp(path, "/proc/self/fd/", 14) == 0)
+		n = path + 14;
+	if (!n || *n < '0' || *n > '9')
+		return -1;
+	errno = 0;
+	v = strtol(n, &end, 10);
+	return *end || errno || v > INT_MAX ? -1 : (int)v;
+}
+
 int ouro_output_open(struct ouro_output **out, FILE **f, const char *path)
 {
 	struct ouro_output *o = calloc(1, sizeof *o);
@@ -336,6 +423,15 @@ int ouro_output_open(struct ouro_output **out, FILE **f, const char *path)
 
 	if (!path || strcmp(path, "-") == 0) {
 		o->f = stdout;
+	} else if ((fd = fd_path(path)) >= 0) {
+		if (!(o->path = strdup(path)) || (fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0 ||
+		    !(o->f = fdopen(fd, "wb"))) {
+			int e = errno;
+			if (fd >= 0 && o->path)
+				close(fd);
+			ouro_output_abort(o);
+			return ouro_fail(OURO_ESYS, "%s: cannot open: %s", path, strerror(e));
+		}
 	} else if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode)) {
 		/* a device or a pipe (/dev/null, a FIFO) is written in place:
 		 * renaming a file over it would replace it */

@@ -11,7 +11,6 @@
  * its shape checked.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,8 +103,8 @@ static int read_file(void **addr, int fd, size_t len, const char *path)
 static int map_file(struct ouro_model *m, const char *path)
 {
 	struct ouro_mapping *mp = &m->maps[m->nmaps];
-	struct stat sb;
-	uint64_t used;
+	uint64_t used, size;
+	FILE *f;
 	int fd, rc, read;
 
 	memset(mp, 0, sizeof *mp);
@@ -114,29 +113,26 @@ static int map_file(struct ouro_model *m, const char *path)
 	m->nmaps++;
 	if ((rc = read_in(&read)))
 		return rc;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-		return ouro_fail(OURO_EMODEL, "%s: %s", path, strerror(errno));
-	if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
-		close(fd);
-		return ouro_fail(OURO_EMODEL, "%s: not a regular file", path);
-	}
-	mp->len = (size_t)sb.st_size;
+	if ((rc = ouro_file_open(&f, &size, path, OURO_EMODEL)))
+		return rc;
+	fd = fileno(f);
+	mp->len = (size_t)size;
 	if (mp->len && read) {
 		rc = read_file(&mp->addr, fd, mp->len, path);
 		if (rc) {
-			close(fd);
+			fclose(f);
 			return rc;
 		}
 	} else if (mp->len) {
 		mp->addr = mmap(NULL, mp->len, PROT_READ, MAP_PRIVATE, fd, 0);
 		if (mp->addr == MAP_FAILED) {
 			mp->addr = NULL;
-			close(fd);
+			fclose(f);
 			return ouro_fail(OURO_ESYS, "%s: cannot map: %s", path, strerror(errno));
 		}
 		madvise(mp->addr, mp->len, MADV_HUGEPAGE);
 	}
-	close(fd);
+	fclose(f);
 	rc = ouro_st_parse(&mp->st, path, mp->addr, mp->len, &used);
 	if (rc == OURO_EINPUT)
 		rc = OURO_EMODEL;
@@ -149,9 +145,14 @@ static int map_shards(struct ouro_model *m, const char *index)
 	json_error_t jerr;
 	json_t *root, *wm, *v;
 	const char *key;
-	int rc = OURO_OK;
+	FILE *f;
+	int rc;
 
-	if (!(root = json_load_file(index, JSON_REJECT_DUPLICATES, &jerr)))
+	if ((rc = ouro_file_open(&f, NULL, index, OURO_EMODEL)))
+		return rc;
+	root = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
+	fclose(f);
+	if (!root)
 		return ouro_fail(OURO_EMODEL, "%s:%d: %s", index, jerr.line, jerr.text);
 	wm = json_object_get(root, "weight_map");
 	if (!json_is_object(wm)) {

@@ -151,9 +151,12 @@ int ouro_hidden_meta(struct ouro_record *r, const int *steps, int K, int total);
 /* ---- program input and output -----------------------------------------
  * Inputs are files or "-" for stdin, holding either a record stream or
  * text; the first bytes tell which (a record has bytes 4..7 zero and
- * byte 8 '{', which text never has). Outputs are stdout or files written
- * atomically: a temporary file in the same directory, renamed over the
- * destination only when everything was written.
+ * byte 8 '{', which text never has); a pipe is read like a file. Outputs
+ * are stdout or files written atomically: a temporary file in the same
+ * directory, renamed over the destination only when everything was
+ * written. /dev/stdout, /dev/stderr, /dev/fd/N and /proc/self/fd/N are
+ * written through that descriptor, and an existing pipe or device (a
+ * FIFO, /dev/null) in place.
  */
 
 enum ouro_input_kind { OURO_INPUT_EMPTY, OURO_INPUT_TEXT, OURO_INPUT_RECORDS };
@@ -163,6 +166,14 @@ int ouro_input_open(FILE **f, enum ouro_input_kind *kind, const char *path);
 void ouro_input_close(FILE *f);
 /* The name of path in messages ("stdin" for "-"). */
 const char *ouro_input_name(const char *path);
+
+/* Opens path for reading when it is a regular file (or a link to one),
+ * *size getting its length (size may be NULL). Anything else is refused
+ * with status and a message that says what it is ("PATH: is a named pipe,
+ * not a regular file"), without blocking: for the files that cannot be
+ * streams, the model's files, a gate, a log to resume. A file that cannot
+ * be opened fails with status too, with the system's reason. */
+int ouro_file_open(FILE **f, uint64_t *size, const char *path, int status);
 
 /* Token sequences from records (tensor "tokens", I32 [n]) or text lines
  * (decimal ids separated by blanks, one sequence per line). */

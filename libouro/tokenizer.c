@@ -1,7 +1,7 @@
 /*
  * tokenizer.c - the one tokenizer handle the programs use: reads a
- * tokenizer file, decides its kind (a JSON object is a Hugging Face
- * tokenizer.json, anything else is read as a SentencePiece model), and
+ * tokenizer file, decides its kind (from its name, tokenizer.json or a
+ * SentencePiece .model, else from its first byte), and
  * passes encode and decode on to bpe.c or spm.c. Also the ChatML prompt
  * of the Ouro chat models (ouro-model.md section 7).
  */
@@ -25,30 +25,26 @@ struct ouro_tok {
 
 static int read_file(const char *path, char **buf, size_t *len)
 {
-	FILE *f = fopen(path, "rb");
-	struct stat st;
+	uint64_t size;
+	FILE *f;
 	char *p;
+	int rc;
 
 	*buf = NULL;
-	if (!f)
-		return ouro_fail(errno == ENOENT || errno == EACCES || errno == EISDIR ?
-				 OURO_EMODEL : OURO_ESYS, "%s: %s", path, strerror(errno));
-	if (fstat(fileno(f), &st) || !S_ISREG(st.st_mode)) {
+	if ((rc = ouro_file_open(&f, &size, path, OURO_EMODEL)))
+		return rc;
+	if (size > TOK_FILE_MAX) {
 		fclose(f);
-		return ouro_fail(OURO_EMODEL, "%s: not a regular file", path);
+		return ouro_fail(OURO_EMODEL, "%s: %llu bytes, too large for a tokenizer file",
+				 path, (unsigned long long)size);
 	}
-	if ((uint64_t)st.st_size > TOK_FILE_MAX) {
-		fclose(f);
-		return ouro_fail(OURO_EMODEL, "%s: %lld bytes, too large for a tokenizer file",
-				 path, (long long)st.st_size);
-	}
-	p = malloc((size_t)st.st_size + 1);
+	p = malloc((size_t)size + 1);
 	if (!p) {
 		fclose(f);
 		return ouro_fail(OURO_ENOMEM, "%s: out of memory", path);
 	}
-	*len = fread(p, 1, (size_t)st.st_size, f);
-	if (ferror(f) || *len != (size_t)st.st_size) {
+	*len = fread(p, 1, (size_t)size, f);
+	if (ferror(f) || *len != (size_t)size) {
 		int e = errno;
 		free(p);
 		fclose(f);
@@ -60,11 +56,27 @@ static int read_file(const char *path, char **buf, size_t *len)
 	return OURO_OK;
 }
 
+/* The format of the tokenizer file path holding buf[0..len): by its name
+ * (.json, .model), else JSON if the first non-blank byte opens an object
+ * or an array. */
+static enum ouro_tok_kind kind_of(const char *path, const char *buf, size_t len)
+{
+	size_t n = strlen(path), i = 0;
+
+	if (n >= 5 && strcmp(path + n - 5, ".json") == 0)
+		return OURO_TOK_HF;
+	if (n >= 6 && strcmp(path + n - 6, ".model") == 0)
+		return OURO_TOK_SPM;
+	while (i < len && (buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\n' || buf[i] == '\r'))
+		i++;
+	return i < len && (buf[i] == '{' || buf[i] == '[') ? OURO_TOK_HF : OURO_TOK_SPM;
+}
+
 int ouro_tok_load(struct ouro_tok **out, const char *path)
 {
 	struct ouro_tok *tok;
 	char *buf;
-	size_t len = 0, i = 0;
+	size_t len = 0;
 	int rc;
 
 	*out = NULL;
@@ -75,9 +87,7 @@ int ouro_tok_load(struct ouro_tok **out, const char *path)
 		free(buf);
 		return ouro_fail(OURO_ENOMEM, "out of memory");
 	}
-	while (i < len && (buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\n' || buf[i] == '\r'))
-		i++;
-	if (i < len && buf[i] == '{') {
+	if (kind_of(path, buf, len) == OURO_TOK_HF) {
 		tok->kind = OURO_TOK_HF;
 		rc = tok_hf_load(&tok->hf, path, buf, len);
 	} else {

@@ -44,8 +44,11 @@ void ouro_bytes_free(struct ouro_bytes *b);
 int ouro_ids_push(struct ouro_ids *ids, int32_t id);
 int ouro_bytes_add(struct ouro_bytes *b, const void *p, size_t n);
 
-/* Loads a tokenizer file, choosing by content: a JSON object is a
- * tokenizer.json, anything else is read as a SentencePiece model. */
+/* Loads a tokenizer file, a regular file: a name ending in .json is read
+ * as a Hugging Face tokenizer.json and one ending in .model as a
+ * SentencePiece model; any other by its content, as JSON if its first
+ * non-blank byte is '{' or '[', else as SentencePiece. A failure's
+ * message names the format that was tried. */
 int ouro_tok_load(struct ouro_tok **out, const char *path);
 
 /* Loads dir/tokenizer.json, or dir/tokenizer.model if there is no

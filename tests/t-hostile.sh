@@ -24,6 +24,19 @@
 #      truncated, NaN weights, the wrong width, text: exit 3.
 #   4. Reports given to ouro-eval merge with a config or sums it cannot
 #      use (missing or mistyped keys, sizes out of range): exit 1.
+#   5. Files that are not files. In a model directory (single file,
+#      sharded, with a SentencePiece tokenizer.model) each file the
+#      programs read is made in turn a named pipe that nobody writes, a
+#      character device and a socket; so are the files of --gate,
+#      --tokenizer and ouro-eval's --log (with and without --resume). Every
+#      program that loads a model and reads that file (ouro-forward,
+#      ouro-gate, ouro-gate train, ouro-sample, ouro-generate, ouro-lens,
+#      ouro-eval, ouro-quantize, ouro-tokenize) must refuse it at once
+#      (within 5 seconds: opening a pipe that has no writer waits forever)
+#      with status 3 (the log: 1) and one stderr line naming the file and
+#      what it is, writing nothing. A tokenizer.json that is valid JSON
+#      but not an object is refused as a bad tokenizer.json, not as a bad
+#      SentencePiece model.
 #
 # Run by tests/run from the repository root with the programs on PATH;
 # uses $PYTHON and $TMPDIR.
@@ -302,6 +315,134 @@ for f in "$tmp"/report-*.json; do
 	one_line ouro-eval "$f"
 	[ -s "$tmp/out" ] && fail "$label: wrote to stdout"
 done
+
+# ---- 5. files that are not files
+to="timeout 5"
+"$PYTHON" - "$fixture" "$tmp" <<'EOF' || { echo "FAIL: writing the model directories"; exit 1; }
+import json, os, struct, sys
+
+fixture, tmp = os.path.abspath(sys.argv[1]), sys.argv[2]
+shard = "model-00001-of-00001.safetensors"
+layouts = {
+    "m": {f: f for f in os.listdir(fixture)},
+    "sh": {"config.json": "config.json", shard: "model.safetensors"},
+    "spm": {"config.json": "config.json", "model.safetensors": "model.safetensors"},
+}
+for d, files in layouts.items():
+    os.mkdir(os.path.join(tmp, d))
+    for name, target in files.items():
+        os.symlink(os.path.join(fixture, target), os.path.join(tmp, d, name))
+with open(os.path.join(fixture, "model.safetensors"), "rb") as f:
+    (n,) = struct.unpack("<Q", f.read(8))
+    names = [k for k in json.loads(f.read(n)) if k != "__metadata__"]
+with open(os.path.join(tmp, "index.json"), "w") as f:
+    json.dump({"metadata": {}, "weight_map": {k: shard for k in names}}, f)
+EOF
+cp "$tmp/index.json" "$tmp/sh/model.safetensors.index.json" || exit 1
+ouro-gate -m "$fixture" "$tmp/fix.rec" >"$tmp/fix.gate" || fail "ouro-gate"
+echo "In the beginning" >"$tmp/prompt"
+
+# special KIND PATH: PATH becomes a named pipe, a character device (a link
+# to /dev/null) or a socket; $what is how the programs call it.
+special() {
+	rm -f "$2"
+	case $1 in
+	pipe) mkfifo "$2"; what="is a named pipe" ;;
+	device) ln -s /dev/null "$2"; what="is a character device" ;;
+	socket) "$PYTHON" -c 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$2"
+		what="is a socket" ;;
+	esac || fail "making $2 $1"
+	what="$what, not a regular file"
+}
+
+# refused STATUS FILE WHAT: the last run exited STATUS with one stderr line
+# "$prog: FILE: WHAT", wrote nothing to stdout and left no file in $tmp/o.
+refused() {
+	if [ "$rc" -eq 124 ]; then
+		fail "$label: still running after 5 seconds"
+	else
+		[ "$rc" -eq "$1" ] || fail "$label: exit $rc, expected $1: $(head -n 3 "$tmp/err")"
+		one_line "$prog" "$2: $3"
+	fi
+	[ -s "$tmp/out" ] && fail "$label: wrote to stdout"
+	left=$(find "$tmp/o" -type f)
+	[ -z "$left" ] || fail "$label: left $left"
+}
+
+# run_on NAME DIR WHAT: runs program NAME on the model DIR (a prompt on
+# stdin), with a fresh, empty $tmp/o for its outputs; $prog is the name its
+# messages begin with.
+run_on() {
+	rm -rf "$tmp/o" && mkdir "$tmp/o" || exit 1
+	prog=ouro-$1
+	case $1 in
+	forward) set -- "$prog, $3" ouro-forward -m "$2" "$tmp/ids" ;;
+	gate) set -- "$prog, $3" ouro-gate -m "$2" -o "$tmp/o/out" "$tmp/fix.rec" ;;
+	train) prog="ouro-gate train"; set -- "$prog, $3" ouro-gate train -m "$2" -n 1 -o "$tmp/o/out" "$tmp/fix.rec" ;;
+	sample) set -- "$prog, $3" ouro-sample -m "$2" -o "$tmp/o/out" "$tmp/fix.gate" ;;
+	generate) set -- "$prog, $3" ouro-generate -m "$2" -n 2 ;;
+	lens) set -- "$prog, $3" ouro-lens -m "$2" -o "$tmp/o/out" ;;
+	eval) set -- "$prog, $3" ouro-eval ppl -m "$2" --limit 1 -o "$tmp/o/out" tests/eval/docs.jsonl ;;
+	quantize) set -- "$prog, $3" ouro-quantize -m "$2" -o "$tmp/o/q" ;;
+	tokenize) set -- "$prog, $3" ouro-tokenize -m "$2" -t ;;
+	esac
+	input=$tmp/prompt run "$@"
+}
+
+model_readers="forward gate train sample generate lens eval quantize"
+tok_readers="generate lens eval quantize tokenize"
+for entry in m/config.json m/model.safetensors m/tokenizer.json sh/model.safetensors.index.json \
+	sh/model-00001-of-00001.safetensors spm/tokenizer.model; do
+	dir=$tmp/${entry%%/*} name=${entry#*/}
+	case $name in
+	tokenizer.*) progs=$tok_readers ;;
+	*) progs=$model_readers ;;
+	esac
+	for kind in pipe device socket; do
+		special "$kind" "$dir/$name"
+		for p in $progs; do
+			run_on "$p" "$dir" "$entry $kind"
+			refused 3 "$dir/$name" "$what"
+		done
+	done
+	rm -f "$dir/$name"
+	case $entry in
+	sh/model.safetensors.index.json) cp "$tmp/index.json" "$dir/$name" ;;
+	sh/model-*) ln -s "$PWD/$fixture/model.safetensors" "$dir/$name" ;;
+	spm/*) ;;
+	*) ln -s "$PWD/$fixture/$name" "$dir/$name" ;;
+	esac
+done
+
+# the path options that name a file read whole: --gate, --tokenizer, and
+# --log (read back by --resume; refused without it too)
+for kind in pipe device socket; do
+	special "$kind" "$tmp/special"
+	for c in gate generate eval tokenizer log resume; do
+		rm -rf "$tmp/o" && mkdir "$tmp/o" || exit 1
+		g=$tmp/special st=3 prog=ouro-$c input=
+		case $c in
+		gate) set -- ouro-gate -m "$fixture" --gate "$g" "$tmp/fix.rec" ;;
+		generate) set -- ouro-generate -m "$fixture" --gate "$g" -n 2 --prompt-ids -t "1 2 3" ;;
+		eval) set -- ouro-eval ppl -m "$fixture" --gate "$g" -f ids "$tmp/ids" ;;
+		tokenizer) set -- ouro-tokenize --tokenizer "$g" -t; prog=ouro-tokenize input=$tmp/prompt ;;
+		log) set -- ouro-eval ppl -m "$fixture" --log "$g" -f ids "$tmp/ids"; prog=ouro-eval st=1 ;;
+		resume) set -- ouro-eval ppl -m "$fixture" --log "$g" --resume -f ids "$tmp/ids"; prog=ouro-eval st=1 ;;
+		esac
+		run "$* ($kind)" "$@"
+		refused "$st" "$g" "$what"
+	done
+done
+input=
+
+# a tokenizer.json that is JSON but not an object is a bad tokenizer.json
+rm "$tmp/m/tokenizer.json" && printf '[1, 2]\n' >"$tmp/m/tokenizer.json" || exit 1
+for p in generate lens eval tokenize; do
+	run_on "$p" "$tmp/m" "tokenizer.json an array"
+	refused 3 "$tmp/m/tokenizer.json" "not a tokenizer.json (the JSON is an array, not an object)"
+done
+input=
+echo "# 6 model files x 3 kinds x the programs that read them; --gate, --tokenizer, --log x 3 kinds"
 
 echo "# $cases cases"
 finish

@@ -10,6 +10,13 @@
 #      leaves the old FILE untouched, or no FILE, and no FILE.tmp.*
 #      temporary. The same for programs that read files (timed: the signal
 #      comes once the temporary exists).
+#   3. Data inputs that are pipes: ouro-forward, ouro-eval, ouro-gate
+#      and ouro-dump given a named pipe that another process writes, and
+#      bash's process substitution <(...), write what they write given
+#      the file. -o /dev/stdout, /dev/fd/1 and /proc/self/fd/1 write to
+#      the standard output, wherever it points (a pipe, a file, a file
+#      appended to), and -o a named pipe that another process reads is
+#      written in place.
 #
 # Run by tests/run from the repository root with the programs on PATH;
 # uses $PYTHON and $TMPDIR.
@@ -163,6 +170,60 @@ done
 old=
 echo "# $interrupted runs interrupted mid-write, $finished finished before the signal"
 [ "$interrupted" -ge 20 ] || fail "only $interrupted runs were interrupted mid-write"
+
+# ---- 3. data through pipes, named or not
+# streams COMMAND...: COMMAND with one more operand, its input $in, writes
+# the same to stdout when that operand names a pipe: a named pipe that
+# another process writes, and bash's process substitution <(...) (where
+# there is a bash), as when it names the file.
+streams() {
+	cases=$((cases + 1))
+	"$@" "$in" >"$tmp/want" 2>"$tmp/err" || { fail "$* $in: $(head -n 3 "$tmp/err")"; return; }
+	rm -f "$tmp/fifo"
+	mkfifo "$tmp/fifo" || exit 1
+	# the writer opens the pipe under the timeout too: a program that
+	# never opened it would leave it waiting for a reader
+	timeout 20 sh -c 'cat "$1" >"$2"' sh "$in" "$tmp/fifo" &
+	timeout 20 "$@" "$tmp/fifo" >"$tmp/got" 2>"$tmp/err"
+	rc=$?
+	wait
+	[ "$rc" -eq 0 ] || fail "$* FIFO: exit $rc: $(head -n 3 "$tmp/err")"
+	cmp -s "$tmp/got" "$tmp/want" || fail "$* FIFO: output differs from reading the file"
+	command -v bash >/dev/null || return
+	cases=$((cases + 1))
+	in=$in timeout 20 bash -c '"$@" <(cat "$in")' bash "$@" >"$tmp/got" 2>"$tmp/err"
+	rc=$?
+	[ "$rc" -eq 0 ] || fail "$* <(cat $in): exit $rc: $(head -n 3 "$tmp/err")"
+	cmp -s "$tmp/got" "$tmp/want" || fail "$* <(cat $in): output differs from reading the file"
+}
+head -n 3 "$tmp/many.ids" >"$tmp/few.ids"
+ouro-forward -m "$fixture" "$tmp/few.ids" >"$tmp/few.rec" || fail "ouro-forward"
+in=$tmp/few.ids streams ouro-forward -m "$fixture"
+in=$tmp/few.ids streams ouro-eval ppl -m "$fixture" -f ids --table
+in=$tmp/few.rec streams ouro-gate -m "$fixture"
+in=$tmp/few.rec streams ouro-dump --per-step
+# outputs: -o /dev/stdout into a pipe; the standard output by another
+# name when it is a regular file, appended to (>>) or not (written
+# through the descriptor: a temporary renamed over the name would replace
+# the link, and as root could replace /dev/stdout itself, which is why
+# that name is not tried here); and -o a named pipe that another process
+# reads (written in place, not replaced by a regular file)
+cases=$((cases + 4))
+ouro-forward -m "$fixture" -o /dev/stdout "$tmp/few.ids" | cat >"$tmp/got" || fail "ouro-forward -o /dev/stdout"
+cmp -s "$tmp/got" "$tmp/few.rec" || fail "ouro-forward -o /dev/stdout | cat: output differs"
+ouro-forward -m "$fixture" -o /dev/fd/1 "$tmp/few.ids" >"$tmp/got" || fail "ouro-forward -o /dev/fd/1"
+cmp -s "$tmp/got" "$tmp/few.rec" || fail "ouro-forward -o /dev/fd/1 >FILE: output differs"
+printf 'first\n' >"$tmp/got"
+ouro-dump -o /proc/self/fd/1 "$tmp/few.rec" >>"$tmp/got" || fail "ouro-dump -o /proc/self/fd/1"
+{ printf 'first\n'; ouro-dump "$tmp/few.rec"; } | cmp -s - "$tmp/got" ||
+	fail "ouro-dump -o /proc/self/fd/1 >>FILE: not appended"
+rm -f "$tmp/fifo"
+mkfifo "$tmp/fifo" || exit 1
+timeout 20 sh -c 'cat "$1" >"$2"' sh "$tmp/fifo" "$tmp/got" &
+timeout 20 ouro-forward -m "$fixture" -o "$tmp/fifo" "$tmp/few.ids" || fail "ouro-forward -o FIFO: exit $?"
+wait
+cmp -s "$tmp/got" "$tmp/few.rec" || fail "ouro-forward -o FIFO: output differs"
+[ -p "$tmp/fifo" ] || fail "ouro-forward -o FIFO: the named pipe was replaced"
 
 echo "# $cases cases"
 finish

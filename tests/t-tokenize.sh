@@ -228,7 +228,7 @@ OURO_MODEL=$tmp/nomodel expect 3 "no tokenizer.json" $tok -t "$tmp/a"
 expect 3 "missing.json: No such file" $tok --tokenizer "$tmp/missing.json" -t "$tmp/a"
 expect 3 "not a regular file" $tok --tokenizer "$tmp" -t "$tmp/a"
 head -c 100000 "$tj" >"$tmp/trunc.json"
-expect 3 "trunc.json: invalid JSON" $tok --tokenizer "$tmp/trunc.json" -t "$tmp/a"
+expect 3 "trunc.json: not a tokenizer.json (invalid JSON" $tok --tokenizer "$tmp/trunc.json" -t "$tmp/a"
 printf '{}' >"$tmp/empty.json"
 expect 3 "empty.json: no model object" $tok --tokenizer "$tmp/empty.json" -t "$tmp/a"
 # edits of the real file: each must be refused with a message naming it

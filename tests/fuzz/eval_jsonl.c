@@ -115,9 +115,11 @@ static void resume(const uint8_t *data, size_t size)
 		unsigned char *done = calloc((size_t)total, 1);
 		int64_t *acc = calloc((size_t)L.total, sizeof *acc), ndone;
 		off_t keep;
-		FUZZ_ASSERT(done && acc);
-		if (log_resume(fuzz_path(data, size), header, &o, &L, total, done, acc, &ndone, &keep) ==
-		    OURO_OK) {
+		const char *path = fuzz_path(data, size);
+		FILE *f;
+		int opened = ouro_file_open(&f, NULL, path, OURO_EINPUT);
+		FUZZ_ASSERT(done && acc && opened == OURO_OK);
+		if (log_resume(f, path, header, &o, &L, total, done, acc, &ndone, &keep) == OURO_OK) {
 			FUZZ_ASSERT(ndone >= 0 && ndone <= total);
 			FUZZ_ASSERT(keep >= 0 && (size_t)keep <= size);
 		}

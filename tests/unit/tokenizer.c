@@ -279,8 +279,27 @@ static void test_bad_files(void)
 		ouro_tok_free(tok);
 		tok = NULL;
 	}
+	/* valid JSON that is not an object is a bad tokenizer.json, never a
+	 * bad SentencePiece model; the name decides the format first */
 	write_str(path, "[1, 2]");
 	CHECK(ouro_tok_load(&tok, path) == OURO_EMODEL);
+	CHECK(strstr(ouro_errmsg(), "tokenizer.json: not a tokenizer.json (the JSON is an array, not an object)") != NULL);
+	write_str(path, " 42");
+	CHECK(ouro_tok_load(&tok, path) == OURO_EMODEL);
+	CHECK(strstr(ouro_errmsg(), "not a tokenizer.json (the JSON is a number, not an object)") != NULL);
+	write_str(path, "\x0a\x05\x0a\x01a\x15");
+	CHECK(ouro_tok_load(&tok, path) == OURO_EMODEL);
+	CHECK(strstr(ouro_errmsg(), "not a tokenizer.json (invalid JSON at line 2") != NULL);
+	snprintf(path, sizeof path, "%s/garbage.model", dir);
+	write_str(path, "{\"model\": {}}");
+	CHECK(ouro_tok_load(&tok, path) == OURO_EMODEL);
+	CHECK(strstr(ouro_errmsg(), "not a SentencePiece model") != NULL);
+	/* a name that says neither: the first non-blank byte */
+	snprintf(path, sizeof path, "%s/empty", dir);
+	write_str(path, "\n [\"a\"]");
+	CHECK(ouro_tok_load(&tok, path) == OURO_EMODEL);
+	CHECK(strstr(ouro_errmsg(), "empty: not a tokenizer.json (the JSON is an array") != NULL);
+	snprintf(path, sizeof path, "%s/tokenizer.json", dir);
 	write_str(path, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [\"a b\"]}}");
 	CHECK(ouro_tok_load(&tok, path) == OURO_EMODEL);
 	CHECK(strstr(ouro_errmsg(), "merge 0: token \"b\" is not in the vocabulary") != NULL);
