@@ -99,12 +99,10 @@ FUZZ_SRC  := $(filter-out tests/fuzz/fuzz.c tests/fuzz/replay.c,$(wildcard tests
 FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/%.c=%)
 FUZZ_REPLAY := $(FUZZ_NAMES:%=$(BUILD)/fuzz-replay/%)
 
-# (eval_jsonl includes cmd/ouro-eval.c.)
-FUZZ_DEPS := tests/fuzz/fuzz.c $(wildcard tests/fuzz/*.h) $(wildcard libouro/*.h) \
-	     $(wildcard cmd/*.h) cmd/ouro-eval.c
+FUZZ_DEPS := tests/fuzz/fuzz.c $(wildcard tests/fuzz/*.h) $(wildcard libouro/*.h)
 
 $(BUILD)/fuzz-replay/%: tests/fuzz/%.c tests/fuzz/replay.c $(FUZZ_DEPS) $(LIB) | $(BUILD)/fuzz-replay
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -Wno-unused-function -Icmd -DFUZZ_ROOT='"$(CURDIR)"' -o $@ \
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -DFUZZ_ROOT='"$(CURDIR)"' -o $@ \
 		$< tests/fuzz/fuzz.c tests/fuzz/replay.c $(LIB) $(LDLIBS)
 
 $(BUILD)/fuzz-replay:
@@ -175,7 +173,7 @@ build-fuzz/libouro.a: $(FUZZ_LIB_OBJ)
 	ar rcs $@ $^
 
 build-fuzz/%: tests/fuzz/%.c $(FUZZ_DEPS) build-fuzz/libouro.a
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Wno-unused-function -Icmd \
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer \
 		-DFUZZ_ROOT='"$(CURDIR)"' -o $@ $< tests/fuzz/fuzz.c build-fuzz/libouro.a $(LDLIBS)
 
 fuzz: $(FUZZ:%=build-fuzz/%)

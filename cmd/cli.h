@@ -32,16 +32,6 @@ __attribute__((unused)) static void die(int status)
 	exit(status);
 }
 
-/* Fails again with status rc, `where: ` put before the library's last
- * message. */
-__attribute__((unused)) static int cli_refail(int rc, const char *where)
-{
-	char msg[1024];
-
-	snprintf(msg, sizeof msg, "%s", ouro_errmsg());
-	return ouro_fail(rc, "%s: %s", where, msg);
-}
-
 /* A bad command line: one message line, exit status 2. */
 __attribute__((format(printf, 1, 2))) static void usage_error(const char *fmt, ...)
 {

@@ -177,7 +177,7 @@ int main(int argc, char **argv)
 			cap = need;
 		}
 		if ((rc = ouro_forward(m, ids, n, (int)steps, hidden))) {
-			rc = cli_refail(rc, ouro_seq_where(in.in));
+			rc = ouro_refail(rc, ouro_seq_where(in.in));
 			break;
 		}
 		/* hidden doubles as the conversion target: kept steps are

@@ -26,6 +26,11 @@ int ouro_fail(int status, const char *fmt, ...)
 	return status;
 }
 
+int ouro_refail(int status, const char *where)
+{
+	return ouro_fail(status, "%s: %s", where, ouro_errmsg());
+}
+
 const char *ouro_errmsg(void)
 {
 	return errmsg[0] ? errmsg : "unknown error";

@@ -14,14 +14,22 @@
  * windows of loglikelihood_rolling, and the context/continuation split of
  * a loglikelihood request.
  *
+ * Then the pieces of an evaluation: the tasks' examples read and
+ * tokenized, each scored into a fixed set of sums, exact integer sums
+ * that merge and resume without changing a digit, the report built from
+ * them, the log a run resumes from, and the report as a table and a plot.
+ *
  * Conventions as in ouro.h: functions return an enum ouro_status and leave
  * a message for ouro_errmsg().
  */
 #ifndef OURO_EVAL_H
 #define OURO_EVAL_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
 
 #include "ouro.h"
 #include "tokenizer.h"
@@ -91,5 +99,164 @@ int ouro_request_encode(struct ouro_tok *tok, const char *ctx, size_t ctx_len,
 /* Length of s[0..len) in Unicode code points (Python's len() of the
  * decoded string), invalid UTF-8 bytes counting one each. */
 int64_t ouro_utf8_length(const char *s, size_t len);
+
+/* ---- evaluation tasks (eval_tasks.c, eval_score.c, eval_sums.c,
+ * eval_report.c): what ouro-eval is made of ------------------------------ */
+
+#define OURO_EVAL_MAX_RULES 64
+#define OURO_EVAL_REPORT_FORMAT "ouro-eval report"
+#define OURO_EVAL_LOG_FORMAT "ouro-eval log"
+#define OURO_EVAL_FORMAT_VERSION 1
+
+enum ouro_eval_task { OURO_EVAL_PPL, OURO_EVAL_CHOICE };
+
+/* How a perplexity input is read: by its name (.jsonl/.json: JSONL, else
+ * text), one text document, JSONL strings, or lines of token ids. */
+enum ouro_eval_format { OURO_EVAL_AUTO, OURO_EVAL_TEXT, OURO_EVAL_JSONL, OURO_EVAL_IDS };
+extern const char *const ouro_eval_format_names[];   /* "auto", "text", ... */
+
+/* One loglikelihood request: a context and a continuation. */
+struct ouro_eval_pair {
+	const char *ctx, *cont;    /* into the example's strings */
+	size_t ctx_len, cont_len;
+	int64_t chars;             /* length of the choice for acc_norm */
+	struct ouro_ids cids, kids;  /* tokens of context and continuation */
+};
+
+struct ouro_eval_example {
+	char where[300];           /* "FILE: line N" or "FILE" */
+	/* ppl */
+	const char *text;
+	size_t len;
+	struct ouro_ids ids;
+	/* choice */
+	int npairs, gold;
+	struct ouro_eval_pair *pairs;
+	char *strings;             /* owns the texts of pairs */
+};
+
+/* The examples of all inputs, in order (zero-initialise before use). */
+struct ouro_eval_corpus {
+	struct ouro_eval_example *ex;
+	int64_t n, cap;
+	char **bufs;               /* file contents the examples point into */
+	int nbufs;
+};
+
+/* Reads the rest of f into a NUL-terminated buffer and closes f (unless
+ * it is stdin); name is f's name in messages. */
+int ouro_eval_slurp_stream(FILE *f, const char *name, char **buf, size_t *len);
+/* Reads a whole input ("-": stdin; a file, a pipe) into a NUL-terminated
+ * buffer. */
+int ouro_eval_slurp(const char *path, char **buf, size_t *len);
+/* Reads and validates every input into c: multiple-choice JSONL for
+ * OURO_EVAL_CHOICE, else documents in format fmt (JSONL strings or
+ * objects whose member `field` is one; ids below V). */
+int ouro_eval_corpus_read(struct ouro_eval_corpus *c, enum ouro_eval_task task,
+			  enum ouro_eval_format fmt, const char *field, char *const *inputs, int ninputs,
+			  int64_t V);
+/* The readers of one input's contents buf [len] (modified), named name. */
+int ouro_eval_read_ppl_jsonl(struct ouro_eval_corpus *c, const char *name, char *buf, size_t len,
+			     const char *field);
+int ouro_eval_read_ppl_ids(struct ouro_eval_corpus *c, const char *name, char *buf, size_t len,
+			   int64_t V);
+int ouro_eval_read_choice_jsonl(struct ouro_eval_corpus *c, const char *name, char *buf, size_t len);
+void ouro_eval_corpus_free(struct ouro_eval_corpus *c);
+/* Tokenizes one example (its ids are kept for scoring): a document whole,
+ * a choice as a request (ouro_request_encode), whose continuation must
+ * fit the window. */
+int ouro_eval_tokenize(struct ouro_eval_example *e, struct ouro_tok *tok, enum ouro_eval_task task,
+		       int32_t prefix, int64_t window);
+
+/* The sums of one task: fields of one number, one per loop or one per
+ * exit rule, at offsets off[] of a vector of `total` numbers. */
+struct ouro_eval_field;
+struct ouro_eval_layout {
+	const struct ouro_eval_field *f;
+	int nfields, T, R;
+	int off[16], len[16];
+	int total;
+};
+
+/* The fields of each task, in layout order. */
+enum { OURO_EVAL_P_EXAMPLES, OURO_EVAL_P_TOKENS, OURO_EVAL_P_BYTES, OURO_EVAL_P_WORDS,
+       OURO_EVAL_P_NLL, OURO_EVAL_P_ENTROPY, OURO_EVAL_P_EXP_NLL, OURO_EVAL_P_EXP_LOOPS,
+       OURO_EVAL_P_RULE_NLL, OURO_EVAL_P_RULE_LOOPS, OURO_EVAL_P_NFIELDS };
+enum { OURO_EVAL_C_EXAMPLES, OURO_EVAL_C_TOKENS, OURO_EVAL_C_ACC, OURO_EVAL_C_ACC_NORM,
+       OURO_EVAL_C_GREEDY, OURO_EVAL_C_GOLD_LL, OURO_EVAL_C_RULE_ACC, OURO_EVAL_C_RULE_ACC_NORM,
+       OURO_EVAL_C_RULE_GREEDY, OURO_EVAL_C_RULE_GOLD_LL, OURO_EVAL_C_RULE_LOOPS,
+       OURO_EVAL_C_NFIELDS };
+
+void ouro_eval_layout_init(struct ouro_eval_layout *L, enum ouro_eval_task task, int T, int R);
+/* One example's sums d [total] (doubles), rounded once into integers:
+ * losses in units of 2^-28 nats, counts as they are. */
+int ouro_eval_fix(const struct ouro_eval_layout *L, const double *d, int64_t *out, const char *where);
+/* acc += v, failing on 64-bit overflow. */
+int ouro_eval_sums_add(const struct ouro_eval_layout *L, int64_t *acc, const int64_t *v,
+		       const char *where);
+json_t *ouro_eval_sums_json(const struct ouro_eval_layout *L, const int64_t *v);
+/* Reads sums written by ouro_eval_sums_json, checking every field and
+ * length. */
+int ouro_eval_sums_parse(const struct ouro_eval_layout *L, json_t *o, int64_t *v, const char *where);
+/* The whole report: configuration, shard (shard_n 0: none), results and
+ * the sums they come from. Merged and unsharded runs build it with this
+ * one function. */
+json_t *ouro_eval_report(json_t *config, long shard_k, long shard_n, int64_t total,
+			 const struct ouro_eval_layout *L, const int64_t *v);
+/* Checks that a report's configuration has what the results read; fills
+ * the layout. */
+int ouro_eval_config_layout(json_t *config, struct ouro_eval_layout *L, const char *where);
+/* The first key whose values differ between two objects, for messages. */
+const char *ouro_eval_first_difference(json_t *a, json_t *b);
+
+/* Whether example i belongs to shard shard_k of shard_n (0: no shards). */
+int ouro_eval_in_shard(int64_t i, long shard_k, long shard_n);
+/* The log's first line: {"format", "version", "config", "shard": "K/N" or
+ * null, "examples_total"}. */
+json_t *ouro_eval_log_header(json_t *config, long shard_k, long shard_n, int64_t total);
+/* One example's line: {"example", "source", "sums"} and, for a choice
+ * (ll [npairs, T + R], else NULL), "gold" and "ll". */
+json_t *ouro_eval_log_line(int64_t index, const struct ouro_eval_example *e,
+			   const struct ouro_eval_layout *L, const int64_t *v, const double *ll);
+/* Reads the log of an interrupted run from f, opened at path, and closes
+ * f: adds its examples' sums to acc and marks them done [total]; *keep is
+ * the length of its intact part (a last line cut short by the
+ * interruption is dropped). A log of another run (its header differs
+ * from header) is refused, naming what differs. */
+int ouro_eval_log_resume(FILE *f, const char *path, json_t *header, long shard_k, long shard_n,
+			 const struct ouro_eval_layout *L, int64_t total, unsigned char *done,
+			 int64_t *acc, int64_t *ndone, off_t *keep);
+
+/* What scoring an example needs (zero-initialise, then set the first
+ * group); the scratch buffers are the caller's to free. */
+struct ouro_eval_run {
+	struct ouro_model *m;
+	struct ouro_scorer *scorer;
+	struct ouro_eval_layout L;
+	int T, R;
+	int64_t window, context;   /* rolling windows (ouro_rolling_windows) */
+	int32_t prefix;
+	FILE *per_token;           /* records for ouro-gate train, or NULL */
+	const char *per_token_name;
+	int32_t *buf;              /* scratch ids [cap] */
+	size_t buf_cap;
+	float *loss_buf;           /* scratch step_loss [T, n-1] */
+	size_t loss_cap;
+	int64_t input_tokens;      /* tokens through the forward pass */
+};
+
+/* One document, example number idx: its rolling windows, summed into d
+ * [L.total] (doubles). */
+int ouro_eval_score_document(struct ouro_eval_run *r, const struct ouro_eval_example *e,
+			     int64_t idx, double *d);
+/* One multiple-choice example: every choice scored at every loop and
+ * rule into d; ll [npairs, T + R] gets the log-likelihoods (for the log). */
+int ouro_eval_score_choice(struct ouro_eval_run *r, const struct ouro_eval_example *e, double *d,
+			   double *ll);
+
+/* The report as a table, for people. */
+void ouro_eval_table(FILE *f, json_t *report);
+/* The report as an SVG plot, written to path atomically. */
+int ouro_eval_plot(const char *path, json_t *report);
 
 #endif

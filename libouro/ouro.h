@@ -32,6 +32,8 @@ const char *ouro_errmsg(void);
  * code and programs that validate their own input use it alike. */
 int ouro_fail(int status, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/* Fails again with status: `where: ` put before the last message. */
+int ouro_refail(int status, const char *where);
 
 /* ---- dtypes and tensors ------------------------------------------------ */
 

@@ -1,44 +1,41 @@
 /*
- * eval_jsonl.c - fuzzes the readers of cmd/ouro-eval.c, which it includes
- * whole (its main renamed) to reach its static functions. The first byte
+ * eval_jsonl.c - fuzzes the evaluation readers of the library (eval.h)
+ * that ouro-eval feeds its inputs, reports and logs to. The first byte
  * picks the reader, the rest is the file:
- *   0  ppl documents as JSONL (ppl_add_jsonl, field "text")
- *   1  ppl documents as token ids, vocabulary 100 (ppl_add_ids)
- *   2  multiple-choice tasks as JSONL (choice_add_jsonl)
- *   3  a report given to merge: its config and sums (config_layout,
- *      sums_parse, sums_add), then the report rebuilt from the sums and
- *      printed as a table (to /dev/null) and a plot (to a temporary
- *      directory, emptied after each input)
- *   4  the log of an interrupted run given to --resume (log_resume), its
- *      first line taken as the run's own header
+ *   0  ppl documents as JSONL (ouro_eval_read_ppl_jsonl, field "text")
+ *   1  ppl documents as token ids, vocabulary 100 (ouro_eval_read_ppl_ids)
+ *   2  multiple-choice tasks as JSONL (ouro_eval_read_choice_jsonl)
+ *   3  a report given to merge: its config and sums
+ *      (ouro_eval_config_layout, ouro_eval_sums_parse, ouro_eval_sums_add),
+ *      then the report rebuilt from the sums and printed as a table (to
+ *      /dev/null) and a plot (to a temporary directory, emptied after each
+ *      input)
+ *   4  the log of an interrupted run given to --resume
+ *      (ouro_eval_log_resume), its first line taken as the run's own header
  */
-/* main() ends in a usage error that does not return; as another name
- * the compiler no longer knows that main may end without a return */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wreturn-type"
-#define main ouro_eval_main
-#include "../../cmd/ouro-eval.c"
-#undef main
-#pragma GCC diagnostic pop
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
+#include "eval.h"
 #include "fuzz.h"
 
 static void readers(int mode, const uint8_t *data, size_t size)
 {
-	struct corpus c;
+	struct ouro_eval_corpus c;
 	char *buf = fuzz_copy(data, size, 1);
 
 	int rc = OURO_OK;
 
 	memset(&c, 0, sizeof c);
 	switch (mode) {
-	case 0: rc = ppl_add_jsonl(&c, "fuzz", buf, size, "text"); break;
-	case 1: rc = ppl_add_ids(&c, "fuzz", buf, size, 100); break;
-	case 2: rc = choice_add_jsonl(&c, "fuzz", buf, size); break;
+	case 0: rc = ouro_eval_read_ppl_jsonl(&c, "fuzz", buf, size, "text"); break;
+	case 1: rc = ouro_eval_read_ppl_ids(&c, "fuzz", buf, size, 100); break;
+	case 2: rc = ouro_eval_read_choice_jsonl(&c, "fuzz", buf, size); break;
 	}
 	/* after a failure the program only frees the corpus */
 	for (int64_t i = 0; !rc && i < c.n; i++) {
-		struct example *e = &c.ex[i];
+		struct ouro_eval_example *e = &c.ex[i];
 		if (e->text)
 			fuzz_touch(e->text, e->len);
 		for (size_t k = 0; k < e->ids.n; k++)
@@ -49,7 +46,7 @@ static void readers(int mode, const uint8_t *data, size_t size)
 			fuzz_touch(e->pairs[k].cont, e->pairs[k].cont_len + 1);
 		}
 	}
-	corpus_free(&c);
+	ouro_eval_corpus_free(&c);
 	free(buf);
 }
 
@@ -64,22 +61,22 @@ static void report(const uint8_t *data, size_t size)
 {
 	json_error_t err;
 	json_t *j = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, &err), *rep;
-	struct layout L;
+	struct ouro_eval_layout L;
 	int64_t *v, *acc;
 
 	if (!j)
 		return;
-	if (config_layout(jget(j, "config"), &L, "fuzz") == OURO_OK) {
+	if (ouro_eval_config_layout(json_object_get(j, "config"), &L, "fuzz") == OURO_OK) {
 		FUZZ_ASSERT(L.total > 0);
 		v = calloc((size_t)L.total, sizeof *v);
 		acc = calloc((size_t)L.total, sizeof *acc);
 		FUZZ_ASSERT(v && acc);
-		if (sums_parse(&L, jget(j, "sums"), v, "fuzz") == OURO_OK &&
-		    sums_add(&L, acc, v, "fuzz") == OURO_OK) {
-			rep = report_build(jget(j, "config"), 0, 0, 1, &L, acc);
+		if (ouro_eval_sums_parse(&L, json_object_get(j, "sums"), v, "fuzz") == OURO_OK &&
+		    ouro_eval_sums_add(&L, acc, v, "fuzz") == OURO_OK) {
+			rep = ouro_eval_report(json_object_get(j, "config"), 0, 0, 1, &L, acc);
 			FILE *f = fopen("/dev/null", "w");
 			FUZZ_ASSERT(f);
-			table_print(f, rep);
+			ouro_eval_table(f, rep);
 			fclose(f);
 			if (!plotdir[0]) {
 				snprintf(plotdir, sizeof plotdir, "/tmp/ouro-fuzz-XXXXXX");
@@ -88,7 +85,7 @@ static void report(const uint8_t *data, size_t size)
 			}
 			char plot[96];
 			snprintf(plot, sizeof plot, "%s/plot.svg", plotdir);
-			plot_write(plot, rep);
+			ouro_eval_plot(plot, rep);
 			unlink(plot);
 			json_decref(rep);
 		}
@@ -103,15 +100,13 @@ static void resume(const uint8_t *data, size_t size)
 	const char *nl = memchr(data, '\n', size);
 	json_error_t err;
 	json_t *header;
-	struct layout L;
-	struct opts o;
+	struct ouro_eval_layout L;
 
 	if (!nl || !(header = json_loadb((const char *)data, (size_t)(nl - (const char *)data), 0, &err)))
 		return;
-	memset(&o, 0, sizeof o);
-	json_t *tot = jget(header, "examples_total");
+	json_t *tot = json_object_get(header, "examples_total");
 	int64_t total = json_is_integer(tot) ? json_integer_value(tot) : 0;
-	if (total >= 1 && total <= 4096 && config_layout(jget(header, "config"), &L, "fuzz") == OURO_OK) {
+	if (total >= 1 && total <= 4096 && ouro_eval_config_layout(json_object_get(header, "config"), &L, "fuzz") == OURO_OK) {
 		unsigned char *done = calloc((size_t)total, 1);
 		int64_t *acc = calloc((size_t)L.total, sizeof *acc), ndone;
 		off_t keep;
@@ -119,7 +114,7 @@ static void resume(const uint8_t *data, size_t size)
 		FILE *f;
 		int opened = ouro_file_open(&f, NULL, path, OURO_EINPUT);
 		FUZZ_ASSERT(done && acc && opened == OURO_OK);
-		if (log_resume(f, path, header, &o, &L, total, done, acc, &ndone, &keep) == OURO_OK) {
+		if (ouro_eval_log_resume(f, path, header, 0, 0, &L, total, done, acc, &ndone, &keep) == OURO_OK) {
 			FUZZ_ASSERT(ndone >= 0 && ndone <= total);
 			FUZZ_ASSERT(keep >= 0 && (size_t)keep <= size);
 		}
@@ -133,7 +128,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 1)
 		return 0;
-	progname = "fuzz";
 	switch (data[0] % 5) {
 	case 0: case 1: case 2: readers(data[0] % 5, data + 1, size - 1); break;
 	case 3: report(data + 1, size - 1); break;
