@@ -66,7 +66,8 @@ DEPFLAGS    = -MMD -MP -MF $(BUILD)/dep/$(subst /,_,$@).d
 LIB_SRC := $(wildcard libouro/*.c)
 LIB_OBJ := $(LIB_SRC:libouro/%.c=$(BUILD)/libouro/%.o)
 LIB     := $(BUILD)/libouro.a
-CMD_SRC := $(wildcard cmd/*.c)
+CMD_SRC := $(wildcard cmd/ouro-*.c)
+CLI_OBJ := $(BUILD)/cli.o
 PROGS   := $(CMD_SRC:cmd/%.c=$(BIN)/%)
 UNIT_SRC := $(wildcard tests/unit/*.c)
 UNITS   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -82,8 +83,12 @@ $(LIB): $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(BIN)/%: cmd/%.c $(LIB) | $(BIN) $(BUILD)/dep
-	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) $(ALL_LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+# the helpers every program shares (cmd/cli.c)
+$(CLI_OBJ): cmd/cli.c | $(BUILD)/dep
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -c -o $@ $<
+
+$(BIN)/%: cmd/%.c $(CLI_OBJ) $(LIB) | $(BIN) $(BUILD)/dep
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) $(ALL_LDFLAGS) -o $@ $< $(CLI_OBJ) $(LIB) $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB) | $(BUILD)/tests $(BUILD)/dep
 	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) $(ALL_LDFLAGS) -Itests/unit -o $@ $< $(LIB) $(LDLIBS)
@@ -241,8 +246,8 @@ $(INST_LIB): $(LIB) build/install/model.o
 	cd build/install && ar rs libouro.a.tmp model.o
 	mv $@.tmp $@
 
-build/install/bin/%: cmd/%.c $(INST_LIB) $(wildcard libouro/*.h)
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(INST_LIB) $(LDLIBS)
+build/install/bin/%: cmd/%.c cmd/cli.c cmd/cli.h $(INST_LIB) $(wildcard libouro/*.h)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< cmd/cli.c $(INST_LIB) $(LDLIBS)
 
 build/install/bin:
 	mkdir -p $@
@@ -279,9 +284,9 @@ FORCE:
 
 # make bench: speed against this machine's ceilings and PyTorch (scripts/bench;
 # BENCH_ARGS=--small for a quick run). Not part of check.
-$(BUILD)/bench-kernels: scripts/bench-kernels.c cmd/cli.h $(LIB)
+$(BUILD)/bench-kernels: scripts/bench-kernels.c $(CLI_OBJ) $(LIB)
 	@mkdir -p $(BUILD)
-	$(CC) $(ALL_CFLAGS) -Icmd $(ALL_LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -Icmd $(ALL_LDFLAGS) -o $@ $< $(CLI_OBJ) $(LIB) $(LDLIBS)
 
 bench: all $(BUILD)/bench-kernels
 	$(PYTHON) scripts/bench --bin $(BIN) --kernels $(BUILD)/bench-kernels $(BENCH_ARGS)

@@ -27,10 +27,14 @@
  * figure on stdout, read by scripts/bench and by people.
  */
 #include <cblas.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"        /* messages, option values and the clock of the programs */
 

@@ -2,7 +2,7 @@
 # t-install - make install and make uninstall.
 #
 #   1. make install DESTDIR=STAGE PREFIX=/usr puts every file in its place:
-#      the programs (one per cmd/*.c) in bin/, libouro.a and ouro.pc in
+#      the programs (one per cmd/ouro-*.c) in bin/, libouro.a and ouro.pc in
 #      lib/, the public headers (every libouro/*.h but the *internal.h,
 #      with every header they include) in include/ouro/, each man page in
 #      share/man/manN/, the bundled model in share/ouro/models/ouro-kjv-tiny/,
@@ -32,7 +32,7 @@ if ! $make -s -C "$root" install DESTDIR="$stage" PREFIX=/usr >"$tmp/log" 2>&1; 
 	exit 1
 fi
 : >"$tmp/want"
-for c in cmd/*.c; do
+for c in cmd/ouro-*.c; do
 	p=$(basename "$c" .c)
 	echo "usr/bin/$p" >>"$tmp/want"
 	[ -x "$stage/usr/bin/$p" ] || fail "usr/bin/$p is not executable"

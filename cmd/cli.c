@@ -1,0 +1,278 @@
+/*
+ * cli.c - the helpers every ouro program shares (see cli.h), compiled
+ * once and linked into each program.
+ */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+const char *progname;
+
+void die(int status)
+{
+	fprintf(stderr, "%s: %s\n", progname, ouro_errmsg());
+	exit(status);
+}
+
+void usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", progname);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(OURO_EUSAGE);
+}
+
+/* Removes the temporaries of the outputs being written, then lets the
+ * signal end the program as it would have. */
+static void cli_on_signal(int sig)
+{
+	ouro_output_cleanup();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+void cli_init(const char *name)
+{
+	static const int stop[] = {SIGINT, SIGTERM, SIGHUP};
+	struct sigaction sa;
+
+	progname = name;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = cli_on_signal;
+	sigfillset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof stop / sizeof *stop; i++) {
+		struct sigaction old;
+		if (sigaction(stop[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN)
+			sigaction(stop[i], &sa, NULL);
+	}
+	sigaction(SIGPIPE, &sa, NULL);
+}
+
+int cli_getopt(int argc, char **argv, const char *optstring,
+	             const struct option *longopts)
+{
+	int c;
+
+	opterr = 0;
+	c = getopt_long(argc, argv, optstring, longopts, NULL);
+	if (c == '?')
+		usage_error("%s: unknown option or missing argument", argv[optind - 1]);
+	return c;
+}
+
+int cli_strtod(const char *s, double *v)
+{
+	char *end;
+
+	errno = 0;
+	*v = strtod(s, &end);
+	return !*s || *end || errno || !isfinite(*v) ? -1 : 0;
+}
+
+double cli_real(const char *s, double lo, double hi, const char *what)
+{
+	double v;
+
+	if (cli_strtod(s, &v) || v < lo || v > hi)
+		usage_error("%s: '%s' is not a number in %g..%g", what, s, lo, hi);
+	return v;
+}
+
+long cli_long(const char *s, long lo, long hi, const char *what)
+{
+	long v;
+
+	if (ouro_parse_int(s, lo, hi, &v, what))
+		usage_error("%s", ouro_errmsg());
+	return v;
+}
+
+int cli_strtou64(const char *s, uint64_t *v)
+{
+	char *end;
+
+	errno = 0;
+	*v = strtoull(s, &end, 10);
+	return *s < '0' || *s > '9' || *end || errno ? -1 : 0;
+}
+
+int cli_exit_option(struct ouro_exit_rule *r, int *given, int opt,
+		       const char *arg, int long_names)
+{
+	if (*given && *given != opt)
+		return -1;
+	*given = opt;
+	switch (opt) {
+	case 'q':
+		r->kind = OURO_EXIT_THRESHOLD;
+		r->q = cli_real(arg, 0, 1, long_names ? "--threshold" : "-q");
+		break;
+	case 's':
+		r->kind = OURO_EXIT_STATIC;
+		r->step = (int)cli_long(arg, 0, 255, long_names ? "--step" : "-s");
+		break;
+	case 'e':
+		r->kind = OURO_EXIT_DIFF;
+		r->eps = cli_real(arg, 0, INFINITY, long_names ? "--eps" : "-e");
+		break;
+	default:
+		r->kind = OURO_EXIT_WEIGHTED;
+		break;
+	}
+	return 0;
+}
+
+void cli_format_double(char *buf, size_t len, double v)
+{
+	for (int prec = 1; prec <= 17; prec++) {
+		snprintf(buf, len, "%.*g", prec, v);
+		if (strtod(buf, NULL) == v)
+			return;
+	}
+}
+
+double cli_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void cli_threads(const char *opt)
+{
+	const char *v = opt ? opt : getenv("OURO_THREADS");
+
+	if (!v || !*v)
+		return;
+	ouro_set_threads((int)cli_long(v, 1, 1024, opt ? "--threads" : "OURO_THREADS"));
+}
+
+const char *cli_output_open(struct ouro_output **o, FILE **f,
+			       const char *path)
+{
+	int rc;
+
+	if ((rc = ouro_output_open(o, f, path)))
+		die(rc);
+	return path && strcmp(path, "-") ? path : "stdout";
+}
+
+int cli_output_end(struct ouro_output *o, int rc)
+{
+	if (rc) {
+		ouro_output_abort(o);
+		die(rc);
+	}
+	if ((rc = ouro_output_commit(o)))
+		die(rc);
+	return 0;
+}
+
+char **cli_inputs(int argc, char **argv, int *n)
+{
+	static char *stdin_only[] = {"-"};
+
+	*n = optind < argc ? argc - optind : 1;
+	return optind < argc ? argv + optind : stdin_only;
+}
+
+void cli_seqs_open(struct cli_seqs *s, int argc, char **argv)
+{
+	s->inputs = cli_inputs(argc, argv, &s->ninputs);
+	s->next = 0;
+	s->in = NULL;
+}
+
+int cli_seqs_next(struct cli_seqs *s, const int32_t **ids, int64_t *n,
+		   const struct ouro_st **rec)
+{
+	int rc;
+
+	for (;;) {
+		*ids = NULL;
+		*rec = NULL;
+		if (!s->in && s->next == s->ninputs)
+			return OURO_OK;
+		if (!s->in && (rc = ouro_seq_open(&s->in, s->inputs[s->next++])))
+			return rc;
+		if ((rc = ouro_seq_next(s->in, ids, n, rec)) || *ids)
+			return rc;
+		ouro_seq_close(s->in);
+		s->in = NULL;
+	}
+}
+
+void cli_seqs_close(struct cli_seqs *s)
+{
+	ouro_seq_close(s->in);
+	s->in = NULL;
+}
+
+int cli_prompt_args(int argc, char **argv, struct ouro_bytes *text)
+{
+	for (int i = optind; i < argc; i++)
+		if ((i > optind && ouro_bytes_add(text, " ", 1)) ||
+		    ouro_bytes_add(text, argv[i], strlen(argv[i])))
+			return ouro_fail(OURO_ENOMEM, "out of memory");
+	return OURO_OK;
+}
+
+int cli_prompt_stdin(FILE *f, struct ouro_bytes *text)
+{
+	char buf[65536];
+	size_t got;
+
+	while ((got = fread(buf, 1, sizeof buf, f)) > 0)
+		if (ouro_bytes_add(text, buf, got))
+			return ouro_fail(OURO_ENOMEM, "stdin: out of memory");
+	if (ferror(f))
+		return ouro_fail(OURO_ESYS, "stdin: read error: %s", strerror(errno));
+	if (text->n && text->p[text->n - 1] == '\n')
+		text->n--;
+	return OURO_OK;
+}
+
+int cli_prompt_ids(const char *p, size_t len, struct ouro_ids *ids)
+{
+	size_t i = 0;
+
+	while (i < len) {
+		unsigned long v = 0;
+		size_t start;
+
+		while (i < len && strchr(" \t\r\n", p[i]))
+			i++;
+		if (i == len)
+			break;
+		for (start = i; i < len && p[i] >= '0' && p[i] <= '9' && v <= INT32_MAX; i++)
+			v = v * 10 + (unsigned long)(p[i] - '0');
+		if (i == start || v > INT32_MAX || (i < len && !strchr(" \t\r\n", p[i]))) {
+			size_t w = start;
+			while (w < len && w - start < 40 && !strchr(" \t\r\n", p[w]))
+				w++;
+			return ouro_fail(OURO_EINPUT, "prompt: '%.*s' is not a token id", (int)(w - start),
+					 p + start);
+		}
+		if (ouro_ids_push(ids, (int32_t)v))
+			return ouro_fail(OURO_ENOMEM, "out of memory");
+	}
+	return OURO_OK;
+}
+
+void cli_binary_stdout(const char *path)
+{
+	if ((!path || (path[0] == '-' && !path[1])) && isatty(1))
+		usage_error("will not write binary records to a terminal; redirect stdout or use -o FILE");
+}
