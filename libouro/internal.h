@@ -78,6 +78,9 @@ void ouro_matmul(float *y, const float *x, const struct ouro_weight *w,
  * F16C, 0 portable C; the best the CPU has unless OURO_CPU asks for less
  * (avx2, portable; other values are ignored). */
 int ouro_cpu_level(void);
+/* 1 when BF16-stored matrices get BF16 products: OURO_MATMUL=bf16 on a
+ * CPU with AVX512-BF16 and without AMX in use. */
+int ouro_bf16_products(void);
 /* Tests: the kernels of `level` (at most the CPU's) and BF16 products
  * (bf16 1, where the CPU has AVX512-BF16) or float32 (0) from now on;
  * returns 2 * level + whether BF16 products are on. */

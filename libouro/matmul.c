@@ -226,9 +226,20 @@ static const struct kern kern_bf_c = {1, 1, k_bf_c, k_bf_c, k_bf_c, k_bf_c, 0};
  * bytes: the hardware prefetchers stop at every 4 KiB page, and with two
  * threads decoding, waiting for the next page was most of the time. */
 #define PREFETCH 4096
+#define INL __attribute__((always_inline)) inline
+
+/* What to prefetch for the row at q, at byte p of it, in an R-row tile
+ * (which reads its R rows side by side): PREFETCH / R bytes further along
+ * the row, PREFETCH ahead of the loads in all, else the same distance
+ * into the row of the next tile (a thread's tiles follow one another). */
+static INL const char *ahead(const struct mm *m, const char *q, int64_t p, int R)
+{
+	int64_t a = p + PREFETCH / R, len = (int64_t)m->qrow;
+
+	return q + (a < len ? a : (int64_t)(R - 1) * len + a);
+}
 
 #define T512 __attribute__((target("avx512f,avx512bw,fma,f16c")))
-#define INL __attribute__((always_inline)) inline
 
 T512 static INL void ld_bf16_512(const char *q, const char *s, int64_t b, __m512 *e, __m512 *o)
 {
@@ -311,7 +322,7 @@ T512 static INL float tree512(__m512 S)
 			for (int r = 0; r < R; r++) {                          \
 				__m512 e, o;                                   \
 				if (C == 1)                                    \
-					_mm_prefetch(q[r] + b * BPB + PREFETCH, _MM_HINT_T0); \
+					_mm_prefetch(ahead(m, q[r], b * BPB, R), _MM_HINT_T0); \
 				LD(q[r], s[r], b, &e, &o);                     \
 				_Pragma("GCC unroll 16")                       \
 				for (int c = 0; c < C; c++) {                  \
@@ -328,13 +339,19 @@ T512 static INL float tree512(__m512 S)
 
 #define R512 6
 #define C512 2
+#ifndef RDEC
+#define RDEC 1
+#endif
 #define KERNS512(f, LD, BPB)                                                   \
 	K512(f##_rc_512, LD, BPB, R512, C512)                                  \
 	K512(f##_r1_512, LD, BPB, R512, 1)                                     \
 	K512(f##_oc_512, LD, BPB, 1, C512)                                     \
 	K512(f##_o1_512, LD, BPB, 1, 1)                                        \
+	K512(f##_d_512, LD, BPB, RDEC, 1)                                      \
 	static const struct kern f##_512 = {R512, C512, f##_rc_512, f##_r1_512, \
-					    f##_oc_512, f##_o1_512, 1};
+					    f##_oc_512, f##_o1_512, 1};       \
+	static const struct kern f##_dec_512 = {RDEC, 1, f##_d_512, f##_d_512, \
+						f##_o1_512, f##_o1_512, 1};
 KERNS512(bf16, ld_bf16_512, 64)
 KERNS512(f16, ld_f16_512, 64)
 KERNS512(f32, ld_f32_512, 128)
@@ -439,7 +456,7 @@ T256 static INL float tree256(__m256 lo, __m256 up)
 			_Pragma("GCC unroll 16")                               \
 			for (int r = 0; r < R; r++) {                          \
 				__m256 v[4];                                   \
-				_mm_prefetch(q[r] + b * BPB + PREFETCH, _MM_HINT_T0); \
+				_mm_prefetch(ahead(m, q[r], b * BPB, R), _MM_HINT_T0); \
 				LD(q[r], s[r], b, v);                          \
 				_Pragma("GCC unroll 4")                        \
 				for (int h = 0; h < 4; h++)                    \
@@ -503,7 +520,7 @@ TBF static INL float tail_bf(const struct mm *m, const char *q, const uint16_t *
 			_Pragma("GCC unroll 16")                               \
 			for (int r = 0; r < R; r++) {                          \
 				if (C == 1)                                    \
-					_mm_prefetch(q[r] + b * 64 + PREFETCH, _MM_HINT_T0); \
+					_mm_prefetch(ahead(m, q[r], b * 64, R), _MM_HINT_T0); \
 				__m512bh wv = (__m512bh)_mm512_loadu_si512((const void *)(q[r] + b * 64)); \
 				_Pragma("GCC unroll 16")                       \
 				for (int c = 0; c < C; c++)                    \
@@ -516,13 +533,15 @@ TBF static INL float tail_bf(const struct mm *m, const char *q, const uint16_t *
 					tail_bf(m, q[r], x[c], tree512(a[r][c])); \
 	}
 
-#define RBF 6
-#define CBF 4
+#define RBF 4
+#define CBF 6
 KBF(bf_rc, RBF, CBF)
 KBF(bf_r1, RBF, 1)
 KBF(bf_oc, 1, CBF)
 KBF(bf_o1, 1, 1)
+KBF(bf_d, RDEC, 1)
 static const struct kern kern_bf = {RBF, CBF, bf_rc, bf_r1, bf_oc, bf_o1, 2};
+static const struct kern kern_bf_dec = {RDEC, 1, bf_d, bf_d, bf_o1, bf_o1, 2};
 
 /* Rows [i0, i1) of x rounded to BF16 into xb (VCVTNE2PS2BF16: nearest,
  * ties to even, denormals flushed), the tail through a masked load. */
@@ -585,7 +604,7 @@ int ouro_cpu_level(void)
 	return level;
 }
 
-static int use_bf16(void)
+int ouro_bf16_products(void)
 {
 	if (bf16_mode < 0) {
 		const char *e = getenv("OURO_MATMUL");
@@ -603,16 +622,23 @@ int ouro_kernels_use(int lvl, int bf16)
 	return level * 2 + bf16_mode;
 }
 
-static const struct kern *pick(enum fmt f)
+/* The kernels for n rows of format f: decoding (n = 1) has tiles of its
+ * own, R x 1; the order of operations is the same. */
+static const struct kern *pick(enum fmt f, int64_t n)
 {
 	static const struct kern *const table[2][NFMT] = {
 		{&f32_256, &bf16_256, &f16_256, &q8_256},
 		{&f32_512, &bf16_512, &f16_512, &q8_512},
 	};
+	static const struct kern *const dec512[NFMT] = {
+		&f32_dec_512, &bf16_dec_512, &f16_dec_512, &q8_dec_512,
+	};
 	int lvl = ouro_cpu_level();
 
-	if (f == F_BF16 && use_bf16())
-		return lvl == 2 ? &kern_bf : &kern_bf_c;
+	if (f == F_BF16 && ouro_bf16_products())
+		return lvl < 2 ? &kern_bf_c : n == 1 ? &kern_bf_dec : &kern_bf;
+	if (lvl == 2 && n == 1)
+		return dec512[f];
 	return lvl ? table[lvl - 1][f] : &kern_c;
 }
 
@@ -727,13 +753,13 @@ void ouro_matmul(float *y, const float *x, const struct ouro_weight *w,
 	 * falls back to the kernels here) */
 	if (n >= 16 && ouro_amx_enabled() && ouro_amx_matmul(y, x, w, n) == OURO_OK)
 		return;
-	m.k = pick(m.f);
+	m.k = pick(m.f, n);
 	if (wbuf)
 		cap = (int64_t)(ouro_wbuf_floats(w->in) / (size_t)w->in);
 	else if (m.k->scratch)
 		wbuf = own = malloc((size_t)n * (size_t)w->in * sizeof *wbuf);
 	if (!wbuf && m.k->scratch)   /* the same sums in portable C */
-		m.k = m.k == &kern_bf ? &kern_bf_c : &kern_c;
+		m.k = m.k->scratch == 2 ? &kern_bf_c : &kern_c;
 	for (int64_t i0 = 0; i0 < n; i0 += cap) {
 		m.n = n - i0 < cap ? n - i0 : cap;
 		m.y = y + (size_t)i0 * (size_t)w->out;
