@@ -58,9 +58,10 @@ struct ouro_model {
 	float gate_b;                     /* early_exit_gate.bias */
 };
 
-/* Rows of W widened and multiplied as one unit: the work is split into
- * chunks of this many output columns, whatever the thread count, so the
- * result is the same for any number of threads. */
+/* Rows handled as one unit: rows of W widened and multiplied together on
+ * AMX and in quantization (whatever the thread count, so the result is the
+ * same for any number of threads), and, per thread, rows of x in
+ * ouro_matmul's scratch. */
 #define OURO_CHUNK 256
 
 /* Floats of scratch ouro_matmul takes for inputs of width `in`: x
