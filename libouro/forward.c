@@ -298,7 +298,7 @@ int ouro_logits(struct ouro_model *m, const float *h, int64_t n, float *logits)
 {
 	float *wbuf = NULL;
 
-	/* one row streams the head unwidened (ouro_matvec): no scratch */
+	/* one row needs no scratch buffer */
 	if (n > 1 && !(wbuf = malloc(ouro_wbuf_floats(m->cfg.hidden_size) * sizeof *wbuf)))
 		return ouro_fail(OURO_ENOMEM, "out of memory for the lm_head scratch buffer");
 	ouro_matmul(logits, h, &m->lm_head, n, wbuf);

@@ -58,19 +58,34 @@ struct ouro_model {
 	float gate_b;                     /* early_exit_gate.bias */
 };
 
-/* Rows of W widened and multiplied as one unit: the work is split into
- * chunks of this many output columns, whatever the thread count, so the
- * result is the same for any number of threads. */
+/* Rows handled as one unit: rows of W widened and multiplied together on
+ * AMX and in quantization (whatever the thread count, so the result is the
+ * same for any number of threads), and, per thread, rows of x in
+ * ouro_matmul's scratch. */
 #define OURO_CHUNK 256
 
-/* Floats of scratch ouro_matmul needs for inputs of width `in`: one chunk
- * of widened rows per thread. */
+/* Floats of scratch ouro_matmul takes for inputs of width `in`: x
+ * rearranged, threads * OURO_CHUNK rows of it at a time. */
 size_t ouro_wbuf_floats(int64_t in);
 
-/* y[n, out] = x[n, in] * W^T; wbuf has ouro_wbuf_floats(in) floats
- * (unused when n is 1). */
+/* y[n, out] = x[n, in] * W^T (matmul.c), each element in the one order
+ * of operations of W's format: row i of y depends on row i of x only,
+ * bit for bit, whatever n and the thread count. wbuf has
+ * ouro_wbuf_floats(in) floats, or is NULL (then n * in floats are
+ * allocated, and when they cannot be, the portable kernels run). */
 void ouro_matmul(float *y, const float *x, const struct ouro_weight *w,
 		 int64_t n, float *wbuf);
+/* The vector unit the kernels use: 2 AVX-512F and BW, 1 AVX2 with FMA and
+ * F16C, 0 portable C; the best the CPU has unless OURO_CPU asks for less
+ * (avx2, portable; other values are ignored). */
+int ouro_cpu_level(void);
+/* 1 when BF16-stored matrices get BF16 products: OURO_MATMUL=bf16 on a
+ * CPU with AVX512-BF16 and without AMX in use. */
+int ouro_bf16_products(void);
+/* Tests: the kernels of `level` (at most the CPU's) and BF16 products
+ * (bf16 1, where the CPU has AVX512-BF16) or float32 (0) from now on;
+ * returns 2 * level + whether BF16 products are on. */
+int ouro_kernels_use(int level, int bf16);
 /* 1 when OURO_MATMUL=bf16 asks for BF16 products and AMX is usable. */
 int ouro_amx_enabled(void);
 /* ouro_matmul on AMX tiles with x rounded to BF16 (amx.c). */
@@ -90,9 +105,6 @@ void ouro_parallel_parts(void (*fn)(void *ctx, int part, int64_t begin, int64_t 
  * thread, the same split for the same thread count; returns when all are
  * done. */
 void ouro_parallel(void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx, int64_t n);
-/* y[out] = W x for one vector x [in], W read in its stored format, rows
- * split across the threads. */
-void ouro_matvec(float *y, const float *x, const struct ouro_weight *w);
 
 /* y[D] = x / rms(x) * weight for one row; y may equal x. */
 void ouro_rmsnorm_row(float *y, const float *x, const float *weight, int64_t d, float eps);

@@ -1,6 +1,7 @@
 /*
  * bench-kernels - the two ceilings `make bench` holds ouro's speed against.
  *
+ *   bench-kernels cpu
  *   bench-kernels bandwidth [-j THREADS] [-r REPEAT] [-s MIB | -f FILE]
  *   bench-kernels sgemm [-j THREADS] [-r REPEAT] -P TOKENS -D DIM -F FFN
  *                 -H HEADS -K KV_HEADS -d HEAD_DIM -N LAYERS -T STEPS
@@ -22,6 +23,12 @@
  * time of one layer, times N layers, times T loops, is what a prefill
  * built on OpenBLAS float32 sgemm would need at the least.
  *
+ * cpu: what the kernels found and chose (no measurement): the vector units
+ * the CPU has, the level ouro's matrix kernels run at (after OURO_CPU),
+ * whether OURO_MATMUL=bf16 would run BF16 products (AVX512-BF16) or AMX,
+ * and the core type OpenBLAS runs (its attention products; the
+ * environment may pin it, OPENBLAS_CORETYPE).
+ *
  * Each measurement is repeated REPEAT times (after one untimed warm-up)
  * and the median is printed. Output is one "key=value ..." line per
  * figure on stdout, read by scripts/bench and by people.
@@ -37,11 +44,13 @@
 #include <unistd.h>
 
 #include "cli.h"        /* messages, option values and the clock of the programs */
+#include "internal.h"   /* the kernels' choice of vector unit */
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: bench-kernels bandwidth [-j THREADS] [-r REPEAT] [-s MIB | -f FILE]\n"
+		"usage: bench-kernels cpu\n"
+		"       bench-kernels bandwidth [-j THREADS] [-r REPEAT] [-s MIB | -f FILE]\n"
 		"       bench-kernels sgemm [-j THREADS] [-r REPEAT] -P TOKENS -D DIM -F FFN\n"
 		"                     -H HEADS -K KV_HEADS -d HEAD_DIM -N LAYERS -T STEPS\n");
 }
@@ -262,6 +271,33 @@ static int bench_sgemm(int threads, int reps, const long *v)
 	return 0;
 }
 
+/* ---- cpu ---------------------------------------------------------------- */
+
+static int bench_cpu(void)
+{
+	static const char *const level[] = {"portable", "avx2", "avx512"};
+	/* __builtin_cpu_supports takes only string literals */
+	const struct { const char *name; int has; } f[] = {
+		{"avx2", __builtin_cpu_supports("avx2")},
+		{"fma", __builtin_cpu_supports("fma")},
+		{"avx512f", __builtin_cpu_supports("avx512f")},
+		{"avx512bw", __builtin_cpu_supports("avx512bw")},
+		{"avx512vl", __builtin_cpu_supports("avx512vl")},
+		{"avx512bf16", __builtin_cpu_supports("avx512bf16")},
+		{"avx512vnni", __builtin_cpu_supports("avx512vnni")},
+		{"amx-bf16", __builtin_cpu_supports("amx-bf16")},
+	};
+
+	printf("cpu features=");
+	for (size_t i = 0, n = 0; i < sizeof f / sizeof *f; i++)
+		if (f[i].has)
+			printf("%s%s", n++ ? "," : "", f[i].name);
+	printf(" kernels=%s bf16_products=%s amx=%s openblas_core=%s\n", level[ouro_cpu_level()],
+	       ouro_bf16_products() ? "yes" : "no", ouro_amx_enabled() ? "yes" : "no",
+	       openblas_get_corename());
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -278,6 +314,8 @@ int main(int argc, char **argv)
 
 	cli_init("bench-kernels");
 	threads = sysconf(_SC_NPROCESSORS_ONLN);
+	if (argc == 2 && !strcmp(argv[1], "cpu"))
+		return bench_cpu();
 	if (argc < 2 || (strcmp(argv[1], "bandwidth") && strcmp(argv[1], "sgemm"))) {
 		if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
 			usage(stdout);

@@ -1,12 +1,14 @@
 #!/bin/sh
-# t-bf16 - the opt-in BF16 product (OURO_MATMUL=bf16, AMX tiles) end to end.
+# t-bf16 - the opt-in BF16 products (OURO_MATMUL=bf16: AMX tiles, or
+# AVX512-BF16 products without AMX) end to end.
 #
 # Activations are rounded to BF16 on this path, so the states are checked
 # against the float64 reference with a tolerance of 2e-2 relative per loop
 # (the error is printed), and must be identical for 1 and 2 threads.
-# Decoding (one position at a time) never uses it: ouro-generate's greedy
-# tokens stay those of the float32 path. On a machine without AMX the
-# variable changes nothing, which is checked instead.
+# On AMX, decoding (one position at a time) does not use it; with
+# AVX512-BF16 products it does (the greedy tokens of both are printed). On
+# a machine with neither the variable changes nothing, which is checked
+# instead.
 . tests/lib.sh
 
 "$PYTHON" scripts/make-model --out "$tmp/rnd" --vocab 600 --hidden 256 --heads 4 --kv-heads 2 \
@@ -23,7 +25,7 @@ for name in fixture rnd; do
 	OURO_MATMUL=bf16 ouro-forward -m "$model" -j 1 "$tmp/ids.$name" >"$tmp/bf16-1.rec"
 	cmp -s "$tmp/bf16.rec" "$tmp/bf16-1.rec" || fail "$name: bf16 output depends on the thread count"
 	if cmp -s "$tmp/f32.rec" "$tmp/bf16.rec"; then
-		echo "# $name: no AMX here, OURO_MATMUL=bf16 leaves the float32 path in place"
+		echo "# $name: no BF16 products here, OURO_MATMUL=bf16 leaves the float32 path in place"
 		continue
 	fi
 	"$PYTHON" scripts/ouro_ref.py check --model "$model" --ids "$tmp/ids.$name" \
