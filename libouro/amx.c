@@ -17,14 +17,16 @@
  * among the threads as in ouro_matmul, so the result does not depend on
  * the thread count.
  */
-#include <cpuid.h>
-#include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include "internal.h"
+
+#if OURO_X86
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
@@ -256,3 +258,9 @@ out:
 	free(xp);
 	return rc;
 }
+#else
+int ouro_amx_enabled(void)
+{
+	return 0;
+}
+#endif

@@ -7,6 +7,14 @@
 
 #include "ouro.h"
 
+/* 1 where the x86 kernels (AVX2, AVX-512, AMX) are compiled in; other
+ * CPUs run the portable ones, which compute the same bits. */
+#if defined(__x86_64__) || defined(__i386__)
+#define OURO_X86 1
+#else
+#define OURO_X86 0
+#endif
+
 /* A weight matrix [out, in] (PyTorch Linear layout) as stored: F32,
  * BF16 or F16 in t; or q8_0, written by ouro-quantize: t is I8 [out, in]
  * and scale F16 [out, in/32], one scale per block of 32 along a row, the
@@ -86,10 +94,13 @@ int ouro_bf16_products(void);
  * (bf16 1, where the CPU has AVX512-BF16) or float32 (0) from now on;
  * returns 2 * level + whether BF16 products are on. */
 int ouro_kernels_use(int level, int bf16);
-/* 1 when OURO_MATMUL=bf16 asks for BF16 products and AMX is usable. */
+/* 1 when OURO_MATMUL=bf16 asks for BF16 products and AMX is usable
+ * (never off x86). */
 int ouro_amx_enabled(void);
+#if OURO_X86
 /* ouro_matmul on AMX tiles with x rounded to BF16 (amx.c). */
 int ouro_amx_matmul(float *y, const float *x, const struct ouro_weight *w, int64_t n);
+#endif
 
 /* The number of threads the kernels use (ouro_set_threads, default: all
  * cores). Set it before anything else: buffers are sized by it. */

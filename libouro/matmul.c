@@ -53,13 +53,16 @@
  * 8-15; a case of ld_c: float[32] in natural order), then a line in
  * KERNS512, KERNS256 and the tables of pick().
  */
-#include <cpuid.h>
-#include <immintrin.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
+
+#if OURO_X86
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
 
 #define BLK 32                 /* the block of the dot order */
 
@@ -251,6 +254,7 @@ static INL const char *ahead(const struct mm *m, const char *q, int64_t p, int R
 	return q + (a < len ? a : (int64_t)(R - 1) * len + a);
 }
 
+#if OURO_X86
 #define T512 __attribute__((target("avx512f,avx512bw,fma,f16c")))
 
 T512 static INL void ld_bf16_512(const char *q, const char *s, int64_t b, __m512 *e, __m512 *o)
@@ -575,11 +579,14 @@ TBF static void round_rows(const struct mm *m, int64_t i0, int64_t i1)
 	}
 }
 
+#endif /* OURO_X86 */
+
 /* ---- choosing the kernels ------------------------------------------- */
 
 static int level = -1;     /* 2: AVX-512F(+BW), 1: AVX2+FMA+F16C, 0: portable */
 static int bf16_mode = -1; /* 1: BF16 products for BF16 matrices */
 
+#if OURO_X86
 static int cpu_best(void)
 {
 	unsigned a, b, c, d;
@@ -601,6 +608,18 @@ static int cpu_bf16(void)
 	return cpu_best() == 2 && __builtin_cpu_supports("avx512vl") &&
 	       __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5));
 }
+#else
+/* Elsewhere the portable kernels run, in the same order of operations. */
+static int cpu_best(void)
+{
+	return 0;
+}
+
+static int cpu_bf16(void)
+{
+	return 0;
+}
+#endif
 
 int ouro_cpu_level(void)
 {
@@ -638,6 +657,7 @@ int ouro_kernels_use(int lvl, int bf16)
  * own, R x 1; the order of operations is the same. */
 static const struct kern *pick(enum fmt f, int64_t n)
 {
+#if OURO_X86
 	static const struct kern *const table[2][NFMT] = {
 		{&f32_256, &bf16_256, &f16_256, &q8_256},
 		{&f32_512, &bf16_512, &f16_512, &q8_512},
@@ -652,6 +672,9 @@ static const struct kern *pick(enum fmt f, int64_t n)
 	if (lvl == 2 && n == 1)
 		return dec512[f];
 	return lvl ? table[lvl - 1][f] : &kern_c;
+#else
+	return f == F_BF16 && ouro_bf16_products() ? &kern_bf_c : &kern_c;
+#endif
 }
 
 /* ---- the product ---------------------------------------------------- */
@@ -679,10 +702,13 @@ static void prepare_rows(void *ctx, int64_t i0, int64_t i1)
 {
 	const struct mm *m = ctx;
 
-	if (m->xb)
+#if OURO_X86
+	if (m->xb) {
 		round_rows(m, i0, i1);
-	else
-		split_rows(m, i0, i1);
+		return;
+	}
+#endif
+	split_rows(m, i0, i1);
 }
 
 /* Groups [g0, g1) of R rows of W, against every row of x. */
@@ -765,8 +791,10 @@ void ouro_matmul(float *y, const float *x, const struct ouro_weight *w,
 
 	/* long inputs on AMX tiles when asked for (a failed allocation there
 	 * falls back to the kernels here) */
+#if OURO_X86
 	if (n >= 16 && ouro_amx_enabled() && ouro_amx_matmul(y, x, w, n) == OURO_OK)
 		return;
+#endif
 	m.k = pick(m.f, n);
 	if (wbuf)
 		cap = (int64_t)(ouro_wbuf_floats(w->in) / (size_t)w->in);
