@@ -72,8 +72,9 @@ void ouro_matmul(float *y, const float *x, const struct ouro_weight *w,
 {
 	struct mm_job j = {y, x, w, n, w->in, w->out, wbuf};
 
-	if (n == 1) {                  /* decoding: stream W once, unwidened */
-		ouro_matvec(y, x, w);
+	if (n >= 1) {   /* TEMP: rows one at a time, row-invariant, until ouro_matmul is */
+		for (int64_t i = 0; i < n; i++)
+			ouro_matvec(y + i * w->out, x + i * w->in, w);
 		return;
 	}
 	/* long inputs on AMX tiles when asked for (a failed allocation there
