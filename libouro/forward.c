@@ -11,10 +11,10 @@
  *
  * Within one pass each (loop, layer) attends only to the keys and values it
  * computed itself, so no cache is kept across loops. Attention is computed
- * per head in blocks of query rows, so its scratch is [QBLOCK, n], not
- * [n, n].
+ * one query row at a time with ouro_attend, the arithmetic the batch
+ * engine uses for every position, so a prompt's states here and there are
+ * the same bit for bit; its scratch is one row of scores a thread.
  */
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,13 +145,61 @@ static void swiglu_rows(void *ctx, int64_t begin, int64_t end)
 	}
 }
 
+/* a . b over n floats, always summed in the same order. */
+static float dot(const float *a, const float *b, int64_t n)
+{
+	float s[8] = {0}, tail = 0;
+	int64_t i = 0;
+
+	for (; i + 8 <= n; i += 8)
+		for (int j = 0; j < 8; j++)
+			s[j] += a[i + j] * b[i + j];
+	for (; i < n; i++)
+		tail += a[i] * b[i];
+	return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])) + tail;
+}
+
+void ouro_attend(float *att, const float *q, int64_t n, int64_t hd, float *scores,
+		 const float *(*row)(void *ctx, int kv, int64_t r), void *ctx)
+{
+	float scale = 1.0f / sqrtf((float)hd), mx = -INFINITY, sum = 0;
+
+	for (int64_t r = 0; r < n; r++) {
+		scores[r] = dot(q, row(ctx, 0, r), hd) * scale;
+		mx = scores[r] > mx ? scores[r] : mx;
+	}
+	for (int64_t r = 0; r < n; r++)
+		sum += scores[r] = expf(scores[r] - mx);
+	memset(att, 0, (size_t)hd * sizeof *att);
+	for (int64_t r = 0; r < n; r++) {
+		const float *v = row(ctx, 1, r);
+		float p = scores[r] / sum;
+		for (int64_t d = 0; d < hd; d++)
+			att[d] += p * v[d];
+	}
+}
+
 struct att_job {
 	struct ouro_fwd_buf *b;
 	const struct ouro_config *c;
 	int64_t n;
 };
 
-/* Causal attention of heads [begin, end) on thread `part`. */
+/* One head's keys (kv 0) or values (kv 1) in the pass's k, v [n, KD]. */
+struct head_rows {
+	const float *k, *v;   /* the head's first row */
+	int64_t stride;       /* KD */
+};
+
+static const float *head_row(void *ctx, int kv, int64_t r)
+{
+	const struct head_rows *h = ctx;
+
+	return (kv ? h->v : h->k) + r * h->stride;
+}
+
+/* Causal attention of heads [begin, end) on thread `part`, one query row
+ * at a time (ouro_attend: the batch engine's arithmetic). */
 static void attention_heads(void *ctx, int part, int64_t begin, int64_t end)
 {
 	const struct att_job *j = ctx;
@@ -159,34 +207,14 @@ static void attention_heads(void *ctx, int part, int64_t begin, int64_t end)
 	struct ouro_fwd_buf *b = j->b;
 	int64_t H = c->num_attention_heads, KV = c->num_key_value_heads, hd = c->head_dim;
 	int64_t QD = H * hd, KD = KV * hd, group = H / KV, n = j->n;
-	float scale = 1.0f / sqrtf((float)hd), *sbuf = b->s + (size_t)part * QBLOCK * (size_t)n;
+	float *sbuf = b->s + (size_t)part * QBLOCK * (size_t)n;
 
 	for (int64_t h = begin; h < end; h++) {
-		const float *kh = b->k + (h / group) * hd, *vh = b->v + (h / group) * hd;
-		for (int64_t i0 = 0; i0 < n; i0 += QBLOCK) {
-			int64_t rows = n - i0 < QBLOCK ? n - i0 : QBLOCK, keys = i0 + rows;
+		struct head_rows rows = {b->k + (h / group) * hd, b->v + (h / group) * hd, KD};
 
-			/* s[r, j] = q[i0+r] . k[j] * scale for j < keys */
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)rows,
-				    (blasint)keys, (blasint)hd, scale, b->q + i0 * QD + h * hd,
-				    (blasint)QD, kh, (blasint)KD, 0.0f, sbuf, (blasint)keys);
-			for (int64_t r = 0; r < rows; r++) {
-				float *s = sbuf + r * keys, mx = -INFINITY, sum = 0;
-				int64_t last = i0 + r;     /* causal: keys 0..last */
-
-				for (int64_t k = 0; k <= last; k++)
-					mx = s[k] > mx ? s[k] : mx;
-				for (int64_t k = 0; k <= last; k++)
-					sum += s[k] = expf(s[k] - mx);
-				for (int64_t k = 0; k <= last; k++)
-					s[k] /= sum;
-				for (int64_t k = last + 1; k < keys; k++)
-					s[k] = 0;
-			}
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)rows,
-				    (blasint)hd, (blasint)keys, 1.0f, sbuf, (blasint)keys, vh,
-				    (blasint)KD, 0.0f, b->att + i0 * QD + h * hd, (blasint)QD);
-		}
+		for (int64_t i = 0; i < n; i++)
+			ouro_attend(b->att + i * QD + h * hd, b->q + i * QD + h * hd, i + 1, hd, sbuf,
+				    head_row, &rows);
 	}
 }
 

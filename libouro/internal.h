@@ -82,6 +82,9 @@ int ouro_threads(void);
 /* The machine's physical memory in bytes, 0 when unknown: requests larger
  * than this fail up front with the size they need. */
 uint64_t ouro_phys_bytes(void);
+/* The memory available to new allocations (MemAvailable), else half the
+ * physical memory. */
+uint64_t ouro_avail_bytes(void);
 /* Like ouro_parallel, and fn learns which thread's range it runs (0 is
  * the caller), to use that thread's slice of a scratch buffer. */
 void ouro_parallel_parts(void (*fn)(void *ctx, int part, int64_t begin, int64_t end),
@@ -138,9 +141,40 @@ void ouro_layer_qkv(const struct ouro_model *m, const struct ouro_layer *L,
  * sub-layer, updating b->h. */
 void ouro_layer_finish(const struct ouro_model *m, const struct ouro_layer *L,
 		       struct ouro_fwd_buf *b, int64_t n);
+/* att [hd] = one query q [hd] attending to n keys and values: the scores
+ * q . k[r] / sqrt(hd) as dot products in a fixed order, their softmax, and
+ * the values summed key by key in order. row(ctx, kv, r) gives key r (kv
+ * 0) or value r (kv 1), [hd] floats valid until the next call; scores has
+ * n floats. The one attention arithmetic of the forward pass and the
+ * batch engine: a position's result does not depend on how many are
+ * computed at once. */
+void ouro_attend(float *att, const float *q, int64_t n, int64_t hd, float *scores,
+		 const float *(*row)(void *ctx, int kv, int64_t r), void *ctx);
 /* ouro_forward that also stores each (loop t, layer l) pass's keys and
  * values, [n, KV*hd] each, in kslot[t*N + l] and vslot[t*N + l]. */
 int ouro_forward_kv(struct ouro_model *m, const int32_t *ids, int64_t n, int steps,
 		    float *hidden, float *const *kslot, float *const *vslot);
+
+/* ---- the KV block pool of the batch engine (kvpool.c) ---- */
+
+struct ouro_kvpool {
+	size_t block_bytes;
+	int64_t blocks;      /* the budget */
+	int64_t reserved;    /* blocks promised to sequences (in use or to come) */
+	int64_t used, peak;  /* blocks handed out now, and at most */
+	void **free;         /* [blocks] allocated blocks not in use */
+	int64_t nfree;
+};
+
+int ouro_kvpool_init(struct ouro_kvpool *p, size_t block_bytes, int64_t blocks);
+void ouro_kvpool_free(struct ouro_kvpool *p);
+/* Promises n more blocks; 0 (nothing promised) when the budget would be
+ * exceeded. */
+int ouro_kvpool_reserve(struct ouro_kvpool *p, int64_t n);
+void ouro_kvpool_unreserve(struct ouro_kvpool *p, int64_t n);
+/* A block of a reservation (its contents undefined); NULL when memory
+ * cannot be had. */
+void *ouro_kvpool_take(struct ouro_kvpool *p);
+void ouro_kvpool_put(struct ouro_kvpool *p, void *b);
 
 #endif
