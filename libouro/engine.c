@@ -37,13 +37,18 @@
  * float32 or bfloat16 (keys and values are rounded to the cache's type as
  * soon as they are computed, so a row reads back its own values exactly as
  * later rows do). A full-layout block holds BLOCK_POS positions' keys and
- * values for all T*N slots: [2][T*N][BLOCK_POS][KD]. The policies of
- * decode.c:
+ * values for all T*N slots: [2][T*N][BLOCK_POS][KD]. Prompt positions
+ * keep every slot in every policy; a decoded position's loops after its
+ * exit are never computed, and what later positions find for it is, by
+ * the policy:
  *   full  decoded positions in full-layout blocks too; the slots of loops
- *         a token skipped repeat its exit loop's keys and values;
+ *         a token skipped repeat its exit loop's keys and values (without
+ *         early exit this is exactly the reference's cache);
  *   last  decoded positions in shared-layout blocks, [2][N][BLOCK_POS*T][KD]
  *         (the same size), one row per layer: the last computed loop's;
  *   mean  the same, holding the mean over the computed loops.
+ * last and mean need 1/T of full's decode-time memory (the paper's
+ * decode-time KV sharing).
  */
 #include <math.h>
 #include <stdlib.h>

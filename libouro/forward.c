@@ -281,8 +281,8 @@ int ouro_check_ids(const struct ouro_config *c, const int32_t *ids, int64_t n, i
 	return OURO_OK;
 }
 
-int ouro_forward_kv(struct ouro_model *m, const int32_t *ids, int64_t n, int steps,
-		    float *hidden, float *const *kslot, float *const *vslot)
+int ouro_forward(struct ouro_model *m, const int32_t *ids, int64_t n, int steps,
+		 float *hidden)
 {
 	const struct ouro_config *c = &m->cfg;
 	int64_t D = c->hidden_size, N = c->num_hidden_layers;
@@ -297,16 +297,8 @@ int ouro_forward_kv(struct ouro_model *m, const int32_t *ids, int64_t n, int ste
 	ouro_rope_tables(&b, c, 0, n);
 	for (int t = 0; t < steps; t++) {
 		for (int64_t l = 0; l < N; l++) {
-			float *k = b.k, *v = b.v;
-
-			if (kslot) {     /* keys and values computed into their slots */
-				b.k = kslot[t * N + l];
-				b.v = vslot[t * N + l];
-			}
 			ouro_layer_qkv(m, &m->layers[l], &b, n);
 			attention(&b, c, n);
-			b.k = k;
-			b.v = v;
 			ouro_layer_finish(m, &m->layers[l], &b, n);
 		}
 		ouro_rmsnorm(b.h, b.h, m->final_norm, n, D, (float)c->rms_norm_eps);
@@ -314,12 +306,6 @@ int ouro_forward_kv(struct ouro_model *m, const int32_t *ids, int64_t n, int ste
 	}
 	ouro_fwd_free(&b);
 	return OURO_OK;
-}
-
-int ouro_forward(struct ouro_model *m, const int32_t *ids, int64_t n, int steps,
-		 float *hidden)
-{
-	return ouro_forward_kv(m, ids, n, steps, hidden, NULL, NULL);
 }
 
 int ouro_logits(struct ouro_model *m, const float *h, int64_t n, float *logits)

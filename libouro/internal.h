@@ -105,7 +105,7 @@ void ouro_rmsnorm(float *y, const float *x, const float *weight, int64_t n,
 		  int64_t d, float eps);
 
 /* ---- the pieces of the forward pass (forward.c), shared by the prefill
- * and the token-by-token decoder (decode.c) ---- */
+ * and the batch engine (engine.c) ---- */
 
 #define QBLOCK 64   /* query rows per attention block */
 
@@ -150,11 +150,6 @@ void ouro_layer_finish(const struct ouro_model *m, const struct ouro_layer *L,
  * computed at once. */
 void ouro_attend(float *att, const float *q, int64_t n, int64_t hd, float *scores,
 		 const float *(*row)(void *ctx, int kv, int64_t r), void *ctx);
-/* ouro_forward that also stores each (loop t, layer l) pass's keys and
- * values, [n, KV*hd] each, in kslot[t*N + l] and vslot[t*N + l]. */
-int ouro_forward_kv(struct ouro_model *m, const int32_t *ids, int64_t n, int steps,
-		    float *hidden, float *const *kslot, float *const *vslot);
-
 /* ---- the KV block pool of the batch engine (kvpool.c) ---- */
 
 struct ouro_kvpool {

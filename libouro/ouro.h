@@ -221,39 +221,13 @@ void ouro_set_threads(int n);
 #include "sampler.h"
 
 /* ---- generation ---------------------------------------------------------
- * A prompt is prefilled (all loops, every KV slot), then tokens are fed
- * one at a time; each runs loops until its exit rule fires. See decode.c
- * for the KV policies. */
+ * A prompt keeps every (loop, layer) KV slot; a decoded token runs loops
+ * until its exit rule fires, and the policy says what later tokens find
+ * for it (see engine.c): full, every slot (skipped loops repeat the exit
+ * loop's); last, one per layer holding the last computed loop's; mean,
+ * one per layer holding the mean over the computed loops. */
 
 enum ouro_kv_policy { OURO_KV_FULL, OURO_KV_LAST, OURO_KV_MEAN };
-
-struct ouro_gen_opts {
-	int steps;                      /* T */
-	enum ouro_kv_policy kv;
-	struct ouro_exit_rule rule;
-	const struct ouro_gate *gate;   /* NULL: the model's own */
-	int64_t capacity;               /* most tokens, prompt included */
-};
-
-struct ouro_gen_stats {
-	uint64_t prefill_tokens;
-	uint64_t decoded_tokens;
-	uint64_t decoded_loops;         /* loops run by decoded tokens */
-	uint64_t layer_evals;           /* layer passes of decoded tokens */
-	uint64_t kv_bytes;              /* the cache's size */
-};
-
-struct ouro_gen;
-
-int ouro_gen_new(struct ouro_gen **g, struct ouro_model *m, const struct ouro_gen_opts *o);
-void ouro_gen_free(struct ouro_gen *g);
-/* Runs the prompt ids [n]; h [D] gets the state the last token exits with
- * (the input of lm_head) and *exit_step its loop. */
-int ouro_gen_prefill(struct ouro_gen *g, const int32_t *ids, int64_t n, float *h,
-		     int *exit_step);
-/* Feeds the next token; h and *exit_step as for the prefill. */
-int ouro_gen_step(struct ouro_gen *g, int32_t id, float *h, int *exit_step);
-const struct ouro_gen_stats *ouro_gen_stats(const struct ouro_gen *g);
 
 /* ---- the batch engine ---------------------------------------------------
  * Many sequences generated at once (engine.c): sequences are added at any
