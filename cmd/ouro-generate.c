@@ -305,6 +305,10 @@ static int parse_object(const struct opts *o, struct ouro_tok *tok, const char *
 			rc = ouro_fail(OURO_EINPUT, "\"prompt\" is not a string");
 			goto out;
 		}
+		if (!tok) {
+			rc = ouro_fail(OURO_EINPUT, "a text prompt needs the model's tokenizer");
+			goto out;
+		}
 		struct opts to = *o;
 		to.prompt_ids = 0;
 		if ((rc = encode_prompt(&to, tok, json_string_value(text), json_string_length(text),
@@ -451,7 +455,8 @@ static const char *finish_name(int finish)
 }
 
 /* Writes the answer of job index i as one whole line and flushes it. */
-static int write_job(const struct opts *o, const struct job *j, size_t i)
+static int write_job(const struct opts *o, const struct ouro_tok *tok, const struct job *j,
+		     size_t i)
 {
 	struct ouro_bytes line = {0};
 	int rc = OURO_OK;
@@ -462,7 +467,8 @@ static int write_job(const struct opts *o, const struct job *j, size_t i)
 		if (j->error) {
 			json_object_set_new(v, "error", json_string(j->error));
 		} else {
-			json_object_set_new(v, "text", json_text(&j->text));
+			if (tok)
+				json_object_set_new(v, "text", json_text(&j->text));
 			for (size_t k = j->prompt; k < j->ids.n; k++) {
 				json_array_append_new(ids, json_integer(j->ids.v[k]));
 				json_array_append_new(loops, json_integer(j->loops.v[k - j->prompt]));
@@ -564,7 +570,7 @@ static int run_jobs(const struct opts *o, struct ouro_engine *eng, struct ouro_t
 					ouro_input_name(o->file), j->line, j->error);
 				*failed = 1;
 			}
-			if ((rc = write_job(o, j, next)))
+			if ((rc = write_job(o, tok, j, next)))
 				goto out;
 			job_free(j);
 		}
@@ -710,9 +716,10 @@ int main(int argc, char **argv)
 	if (o.rule.kind == OURO_EXIT_STATIC && o.rule.step >= o.steps)
 		usage_error("--step: %d is outside 0..%ld", o.rule.step, o.steps - 1);
 	/* the tokenizer gives the end-of-turn ids too, so it is loaded even
-	 * when ids go in and out; only then may it be missing */
+	 * when ids go in and out; only then may it be missing (--jsonl: the
+	 * answers have no "text", and text prompts are bad lines) */
 	if ((rc = ouro_tok_load_dir(&tok, ouro_model_dir(m)))) {
-		if (!(o.prompt_ids && o.print_ids && !o.jsonl))
+		if (!(o.prompt_ids && o.print_ids) && !o.jsonl)
 			goto fail;
 		tok = NULL;
 		rc = OURO_OK;
