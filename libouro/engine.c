@@ -104,9 +104,13 @@ struct ouro_engine {
 	struct seq **row_seq;          /* [rmax] the sequence of each row */
 	int64_t *row_pos;              /* [rmax] its position */
 	uint16_t *kvtmp;               /* [rmax, KD] bf16 rounding */
-	float *scores;                 /* [threads, scores_len] */
-	int64_t scores_len;
-	float *vtmp;                   /* [threads, hd] a cached row widened */
+	float *scores;                 /* [threads, ouro_scores_floats(scores_len, hd)] */
+	int64_t scores_len;            /* positions the scratch is sized for */
+	struct ouro_kv_run *runs;      /* [threads, runs_len] */
+	int64_t runs_len;
+	struct seq **blk_seq;          /* [rmax] query blocks: a sequence's rows */
+	int64_t *blk_row, *blk_m;      /* [rmax] their first row and count */
+	int64_t nblk;
 	float *hexit;                  /* [max_seqs, D] states that exit */
 	float *logits;                 /* [max_seqs, V] */
 	float *wbuf;                   /* lm_head scratch */
@@ -171,17 +175,19 @@ int ouro_engine_new(struct ouro_engine **out, struct ouro_model *m,
 	    (!o->gate && (rc = ouro_gate_from_model(&e->own_gate, m))) ||
 	    (rc = ouro_fwd_alloc(&e->b, c, e->rmax)))
 		goto fail;
-	size_t th = (size_t)ouro_threads();
 	e->item = malloc((size_t)o->max_seqs * sizeof *e->item);
 	e->row_seq = malloc((size_t)e->rmax * sizeof *e->row_seq);
 	e->row_pos = malloc((size_t)e->rmax * sizeof *e->row_pos);
 	e->kvtmp = malloc((size_t)(e->rmax * e->KD) * sizeof *e->kvtmp);
-	e->vtmp = malloc(th * (size_t)e->hd * sizeof *e->vtmp);
+	e->blk_seq = malloc((size_t)e->rmax * sizeof *e->blk_seq);
+	e->blk_row = malloc((size_t)e->rmax * sizeof *e->blk_row);
+	e->blk_m = malloc((size_t)e->rmax * sizeof *e->blk_m);
 	e->hexit = malloc((size_t)o->max_seqs * (size_t)e->D * sizeof *e->hexit);
 	e->logits = malloc((size_t)o->max_seqs * (size_t)e->V * sizeof *e->logits);
 	e->wbuf = malloc(ouro_wbuf_floats(e->D) * sizeof *e->wbuf);
 	e->kvmean = malloc(2 * (size_t)e->KD * sizeof *e->kvmean);
-	if (!e->item || !e->row_seq || !e->row_pos || !e->kvtmp || !e->vtmp || !e->hexit ||
+	if (!e->item || !e->row_seq || !e->row_pos || !e->kvtmp || !e->blk_seq || !e->blk_row ||
+	    !e->blk_m || !e->hexit ||
 	    !e->logits || !e->wbuf || !e->kvmean) {
 		rc = ouro_fail(OURO_ENOMEM, "out of memory for a batch of %d sequences", o->max_seqs);
 		goto fail;
@@ -233,7 +239,10 @@ void ouro_engine_free(struct ouro_engine *e)
 	free(e->row_pos);
 	free(e->kvtmp);
 	free(e->scores);
-	free(e->vtmp);
+	free(e->runs);
+	free(e->blk_seq);
+	free(e->blk_row);
+	free(e->blk_m);
 	free(e->hexit);
 	free(e->logits);
 	free(e->wbuf);
@@ -492,27 +501,41 @@ static void round_kv(struct ouro_engine *e, int64_t rows)
 	ouro_to_f32(e->b.v, e->kvtmp, OURO_BF16, n);
 }
 
-/* The keys and values one (row, head) of the pass attends to. */
-struct row_source {
-	struct ouro_engine *e;
-	struct seq *s;
-	int64_t l, row, pos, off;   /* layer, row of the pass, its position, head offset */
-	int own;                    /* its own keys are the pass's, not cached */
-	float *tmp;                 /* [hd] a cached row widened */
-};
-
-static const float *source_row(void *ctx, int kv, int64_t r)
+/* The runs of cached positions that query block b of the pass attends
+ * to at layer l, head offset off, into runs; returns their number. */
+static int block_runs(struct ouro_engine *e, int64_t b, int64_t l, int64_t off,
+		      struct ouro_kv_run *runs)
 {
-	const struct row_source *src = ctx;
-	struct ouro_engine *e = src->e;
+	struct seq *s = e->blk_seq[b];
+	int64_t row = e->blk_row[b], m = e->blk_m[b], nk = e->row_pos[row] + m, KD = e->KD;
+	int64_t slot = s->t * e->N + l, per = BLOCK_POS * e->T;
+	/* a decoded row under last or mean: its own keys are the pass's */
+	int own = e->row_pos[row] >= s->P && e->o.kv != OURO_KV_FULL;
+	int64_t full = e->o.kv == OURO_KV_FULL ? nk : (nk < s->P ? nk : s->P);
+	size_t es = e->esize, kvoff = (size_t)off * es;
+	int n = 0;
 
-	if (src->own && r == src->pos)
-		return (kv ? e->b.v : e->b.k) + src->row * e->KD + src->off;
-	const char *p = cache_row(e, src->s, kv, src->s->t, src->l, r, 0);
-	if (e->esize == sizeof(float))
-		return (const float *)p + src->off;
-	ouro_to_f32(src->tmp, p + (size_t)src->off * e->esize, OURO_BF16, (size_t)e->hd);
-	return src->tmp;
+	for (int64_t blk = 0; blk * BLOCK_POS < full; blk++) {
+		const char *base = s->pblk[blk];
+		int64_t cnt = full - blk * BLOCK_POS;
+		runs[n++] = (struct ouro_kv_run){
+			base + (size_t)(slot * BLOCK_POS * KD) * es + kvoff,
+			base + (size_t)((e->slots + slot) * BLOCK_POS * KD) * es + kvoff,
+			cnt < BLOCK_POS ? cnt : BLOCK_POS, KD, e->o.kv_dtype};
+	}
+	int64_t shared = nk - full - own;
+	for (int64_t blk = 0; blk * per < shared; blk++) {
+		const char *base = s->dblk[blk];
+		int64_t cnt = shared - blk * per;
+		runs[n++] = (struct ouro_kv_run){
+			base + (size_t)(l * per * KD) * es + kvoff,
+			base + (size_t)((e->N + l) * per * KD) * es + kvoff,
+			cnt < per ? cnt : per, KD, e->o.kv_dtype};
+	}
+	if (own)
+		runs[n++] = (struct ouro_kv_run){e->b.k + row * KD + off, e->b.v + row * KD + off,
+						 1, KD, OURO_F32};
+	return n;
 }
 
 struct attend_job {
@@ -520,27 +543,25 @@ struct attend_job {
 	int64_t l;
 };
 
-/* Attention of (row, head) pairs [begin, end) of the pass at layer l, on
- * thread `part`: each row over its sequence's keys and values of slot
- * (t, l), positions 0..its own. */
+/* Attention of (query block, head) pairs [begin, end) of the pass at
+ * layer l, on thread `part`: each block's rows over their sequence's
+ * keys and values of slot (t, l), positions 0..each row's own. */
 static void attend(void *ctx, int part, int64_t begin, int64_t end)
 {
 	const struct attend_job *j = ctx;
 	struct ouro_engine *e = j->e;
 	int64_t hd = e->hd, QD = e->H * hd;
 	int64_t group = e->H / ouro_model_config(e->m)->num_key_value_heads;
-	float *sc = e->scores + (size_t)part * (size_t)e->scores_len;
+	float *sc = e->scores + (size_t)part * ouro_scores_floats(e->scores_len, hd);
+	struct ouro_kv_run *runs = e->runs + (size_t)part * (size_t)e->runs_len;
 
 	for (int64_t i = begin; i < end; i++) {
-		int64_t row = i / e->H, head = i % e->H;
-		struct row_source src = {
-			.e = e, .s = e->row_seq[row], .l = j->l, .row = row, .pos = e->row_pos[row],
-			.off = (head / group) * hd, .tmp = e->vtmp + (size_t)part * (size_t)hd,
-		};
-		/* a decoded row under last or mean: its own keys are not cached */
-		src.own = src.pos >= src.s->P && e->o.kv != OURO_KV_FULL;
-		ouro_attend(e->b.att + row * QD + head * hd, e->b.q + row * QD + head * hd,
-			    src.pos + 1, hd, sc, source_row, &src);
+		int64_t b = i / e->H, head = i % e->H, row = e->blk_row[b];
+		int n = block_runs(e, b, j->l, (head / group) * hd, runs);
+
+		ouro_attend(e->b.att + row * QD + head * hd, QD, e->b.q + row * QD + head * hd, QD,
+			    e->blk_m[b], e->row_pos[row], runs, n, hd, sc,
+			    sc + (size_t)QBLOCK * (size_t)e->scores_len);
 	}
 }
 
@@ -633,6 +654,7 @@ static int64_t plan(struct ouro_engine *e)
 		if (e->seqs[i]->state == PREFILL)
 			inflight += e->seqs[i]->rows;
 	e->nitems = 0;
+	e->nblk = 0;
 	for (int64_t i = 0; i < e->nseqs; i++) {
 		struct seq *s = e->seqs[i];
 
@@ -650,6 +672,11 @@ static int64_t plan(struct ouro_engine *e)
 		for (int64_t r = 0; r < s->rows; r++) {
 			e->row_seq[rows + r] = s;
 			e->row_pos[rows + r] = s->p0 + r;
+		}
+		for (int64_t r = 0; r < s->rows; r += QBLOCK) {
+			e->blk_seq[e->nblk] = s;
+			e->blk_row[e->nblk] = rows + r;
+			e->blk_m[e->nblk++] = s->rows - r < QBLOCK ? s->rows - r : QBLOCK;
 		}
 		rows += s->rows;
 	}
@@ -678,11 +705,17 @@ static int pass(struct ouro_engine *e, int64_t rows)
 		r0 += s->rows;
 	}
 	if (maxpos > e->scores_len) {
-		float *p = realloc(e->scores, (size_t)ouro_threads() * (size_t)maxpos * sizeof *p);
-		if (!p)
+		size_t th = (size_t)ouro_threads(), nruns = (size_t)(maxpos / BLOCK_POS + 3);
+		float *p = realloc(e->scores, th * ouro_scores_floats(maxpos, e->hd) * sizeof *p);
+		if (p)
+			e->scores = p;
+		struct ouro_kv_run *q = realloc(e->runs, th * nruns * sizeof *q);
+		if (q)
+			e->runs = q;
+		if (!p || !q)
 			return nomem();
-		e->scores = p;
 		e->scores_len = maxpos;
+		e->runs_len = (int64_t)nruns;
 	}
 	e->rows = rows;
 	for (int64_t l = 0; l < e->N; l++) {
@@ -693,7 +726,7 @@ static int pass(struct ouro_engine *e, int64_t rows)
 		round_kv(e, rows);
 		if ((rc = store_kv(e, l)))
 			return rc;
-		ouro_parallel_parts(attend, &j, rows * e->H);
+		ouro_parallel_parts(attend, &j, e->nblk * e->H);
 		ouro_layer_finish(e->m, L, b, rows);
 	}
 	ouro_rmsnorm(b->h, b->h, e->m->final_norm, rows, D, (float)c->rms_norm_eps);

@@ -43,7 +43,8 @@ int ouro_fwd_alloc(struct ouro_fwd_buf *b, const struct ouro_config *c, int64_t 
 	uint64_t in = D > QD ? D : QD, wmax = ouro_wbuf_floats((int64_t)(in > F ? in : F));
 	uint64_t threads = (uint64_t)ouro_threads();
 	uint64_t sizes[] = {un * D, un * D, un * QD, un * KD, un * KD, un * QD, un * D,
-			    un * F, un * F, threads * QBLOCK * un, un * half, un * half, wmax};
+			    un * F, un * F, threads * ouro_scores_floats(n, c->head_dim), un * half,
+			    un * half, wmax};
 	float **p = (float **)b;
 	uint64_t total = 0;
 
@@ -159,24 +160,54 @@ static float dot(const float *a, const float *b, int64_t n)
 	return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])) + tail;
 }
 
-void ouro_attend(float *att, const float *q, int64_t n, int64_t hd, float *scores,
-		 const float *(*row)(void *ctx, int kv, int64_t r), void *ctx)
+/* Row j of a run's keys (kv 0) or values (kv 1) as floats (tmp [hd]
+ * when widened). */
+static const float *run_row(const struct ouro_kv_run *run, int kv, int64_t j, int64_t hd,
+			    float *tmp)
 {
-	float scale = 1.0f / sqrtf((float)hd), mx = -INFINITY, sum = 0;
+	const void *base = kv ? run->v : run->k;
 
-	for (int64_t r = 0; r < n; r++) {
-		scores[r] = dot(q, row(ctx, 0, r), hd) * scale;
-		mx = scores[r] > mx ? scores[r] : mx;
+	if (run->dtype == OURO_F32)
+		return (const float *)base + j * run->stride;
+	ouro_to_f32(tmp, (const uint16_t *)base + j * run->stride, OURO_BF16, (size_t)hd);
+	return tmp;
+}
+
+void ouro_attend(float *att, int64_t astride, const float *q, int64_t qstride, int64_t m,
+		 int64_t n0, const struct ouro_kv_run *runs, int nruns, int64_t hd, float *scores,
+		 float *work)
+{
+	float scale = 1.0f / sqrtf((float)hd), *sum = work, *tmp = work + m;
+	int64_t nk = n0 + m, r = 0;
+
+	/* scores[i, r] = q_i . k_r / sqrt(hd), each key read once for all
+	 * the queries that see it (query i sees keys 0..n0+i) */
+	for (int u = 0; u < nruns; u++)
+		for (int64_t j = 0; j < runs[u].n; j++, r++) {
+			const float *k = run_row(&runs[u], 0, j, hd, tmp);
+			for (int64_t i = r > n0 ? r - n0 : 0; i < m; i++)
+				scores[i * nk + r] = dot(q + i * qstride, k, hd) * scale;
+		}
+	for (int64_t i = 0; i < m; i++) {
+		float *sc = scores + i * nk, mx = -INFINITY;
+
+		sum[i] = 0;
+		for (int64_t k = 0; k <= n0 + i; k++)
+			mx = sc[k] > mx ? sc[k] : mx;
+		for (int64_t k = 0; k <= n0 + i; k++)
+			sum[i] += sc[k] = expf(sc[k] - mx);
+		memset(att + i * astride, 0, (size_t)hd * sizeof *att);
 	}
-	for (int64_t r = 0; r < n; r++)
-		sum += scores[r] = expf(scores[r] - mx);
-	memset(att, 0, (size_t)hd * sizeof *att);
-	for (int64_t r = 0; r < n; r++) {
-		const float *v = row(ctx, 1, r);
-		float p = scores[r] / sum;
-		for (int64_t d = 0; d < hd; d++)
-			att[d] += p * v[d];
-	}
+	r = 0;
+	for (int u = 0; u < nruns; u++)
+		for (int64_t j = 0; j < runs[u].n; j++, r++) {
+			const float *v = run_row(&runs[u], 1, j, hd, tmp);
+			for (int64_t i = r > n0 ? r - n0 : 0; i < m; i++) {
+				float p = scores[i * nk + r] / sum[i], *a = att + i * astride;
+				for (int64_t d = 0; d < hd; d++)
+					a[d] += p * v[d];
+			}
+		}
 }
 
 struct att_job {
@@ -185,21 +216,8 @@ struct att_job {
 	int64_t n;
 };
 
-/* One head's keys (kv 0) or values (kv 1) in the pass's k, v [n, KD]. */
-struct head_rows {
-	const float *k, *v;   /* the head's first row */
-	int64_t stride;       /* KD */
-};
-
-static const float *head_row(void *ctx, int kv, int64_t r)
-{
-	const struct head_rows *h = ctx;
-
-	return (kv ? h->v : h->k) + r * h->stride;
-}
-
-/* Causal attention of heads [begin, end) on thread `part`, one query row
- * at a time (ouro_attend: the batch engine's arithmetic). */
+/* Causal attention of heads [begin, end) on thread `part`, QBLOCK query
+ * rows at a time (ouro_attend: the batch engine's arithmetic). */
 static void attention_heads(void *ctx, int part, int64_t begin, int64_t end)
 {
 	const struct att_job *j = ctx;
@@ -207,14 +225,18 @@ static void attention_heads(void *ctx, int part, int64_t begin, int64_t end)
 	struct ouro_fwd_buf *b = j->b;
 	int64_t H = c->num_attention_heads, KV = c->num_key_value_heads, hd = c->head_dim;
 	int64_t QD = H * hd, KD = KV * hd, group = H / KV, n = j->n;
-	float *sbuf = b->s + (size_t)part * QBLOCK * (size_t)n;
+	float *sbuf = b->s + (size_t)part * ouro_scores_floats(n, hd);
 
 	for (int64_t h = begin; h < end; h++) {
-		struct head_rows rows = {b->k + (h / group) * hd, b->v + (h / group) * hd, KD};
+		int64_t off = (h / group) * hd;
 
-		for (int64_t i = 0; i < n; i++)
-			ouro_attend(b->att + i * QD + h * hd, b->q + i * QD + h * hd, i + 1, hd, sbuf,
-				    head_row, &rows);
+		for (int64_t i0 = 0; i0 < n; i0 += QBLOCK) {
+			int64_t m = n - i0 < QBLOCK ? n - i0 : QBLOCK;
+			struct ouro_kv_run run = {b->k + off, b->v + off, i0 + m, KD, OURO_F32};
+
+			ouro_attend(b->att + i0 * QD + h * hd, QD, b->q + i0 * QD + h * hd, QD, m, i0,
+				    &run, 1, hd, sbuf, sbuf + QBLOCK * (size_t)n);
+		}
 	}
 }
 

@@ -120,7 +120,7 @@ struct ouro_fwd_buf {
 	float *out;    /* [n, D] sub-layer output */
 	float *g;      /* [n, F] gate_proj, then the MLP activation */
 	float *u;      /* [n, F] up_proj */
-	float *s;      /* [threads, QBLOCK, n] attention scores */
+	float *s;      /* [threads, ouro_scores_floats(n, hd)] attention scratch */
 	float *cos;    /* [n, hd/2] */
 	float *sin;    /* [n, hd/2] */
 	float *w;      /* [ouro_wbuf_floats(max in)] weight rows widened to float */
@@ -141,16 +141,32 @@ void ouro_layer_qkv(const struct ouro_model *m, const struct ouro_layer *L,
  * sub-layer, updating b->h. */
 void ouro_layer_finish(const struct ouro_model *m, const struct ouro_layer *L,
 		       struct ouro_fwd_buf *b, int64_t n);
-/* att [hd] = one query q [hd] attending to n keys and values: the scores
- * q . k[r] / sqrt(hd) as dot products in a fixed order, their softmax, and
- * the values summed key by key in order. row(ctx, kv, r) gives key r (kv
- * 0) or value r (kv 1), [hd] floats valid until the next call; scores has
- * n floats. The one attention arithmetic of the forward pass and the
- * batch engine: a position's result does not depend on how many are
- * computed at once. */
-void ouro_attend(float *att, const float *q, int64_t n, int64_t hd, float *scores,
-		 const float *(*row)(void *ctx, int kv, int64_t r), void *ctx);
-/* ---- the KV block pool of the batch engine (kvpool.c) ---- */
+/* A run of consecutive cached positions of one head: key row j at
+ * k + j*stride, value row j at v + j*stride, [hd] elements of dtype
+ * (OURO_F32 or OURO_BF16) each. */
+struct ouro_kv_run {
+	const void *k, *v;
+	int64_t n, stride;
+	enum ouro_dtype dtype;
+};
+
+/* Causal attention of m queries of one head: query i, q + i*qstride [hd],
+ * attends to keys and values 0..n0+i of the runs (n0+m positions in
+ * order), and att + i*astride [hd] gets the result: the scores
+ * q . k[r] / sqrt(hd) as dot products in a fixed order, their softmax,
+ * the values summed position by position in order. Each query's result
+ * is the same, bit for bit, as with m = 1: the one attention arithmetic
+ * of the forward pass and the batch engine, whatever the chunking.
+ * scores has m*(n0+m) floats, work m + hd. */
+void ouro_attend(float *att, int64_t astride, const float *q, int64_t qstride, int64_t m,
+		 int64_t n0, const struct ouro_kv_run *runs, int nruns, int64_t hd, float *scores,
+		 float *work);
+/* Floats of one thread's scratch for ouro_attend over QBLOCK queries and
+ * up to n positions: scores and work. */
+static inline size_t ouro_scores_floats(int64_t n, int64_t hd)
+{
+	return (size_t)QBLOCK * (size_t)n + QBLOCK + (size_t)hd;
+}
 
 struct ouro_kvpool {
 	size_t block_bytes;
