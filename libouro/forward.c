@@ -15,6 +15,7 @@
  * engine uses for every position, so a prompt's states here and there are
  * the same bit for bit; its scratch is one row of scores a thread.
  */
+#include <immintrin.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,8 +147,12 @@ static void swiglu_rows(void *ctx, int64_t begin, int64_t end)
 	}
 }
 
-/* a . b over n floats, always summed in the same order. */
-static float dot(const float *a, const float *b, int64_t n)
+/* The two inner steps of attention, in a portable version and one for
+ * AVX-512F chosen once at run time (a machine always takes the same one,
+ * so a position's result does not depend on anything else):
+ *   dot    a . b over n floats, summed in a fixed order;
+ *   axpy   y[n] += p * x[n]. */
+static float dot_c(const float *a, const float *b, int64_t n)
 {
 	float s[8] = {0}, tail = 0;
 	int64_t i = 0;
@@ -158,6 +163,39 @@ static float dot(const float *a, const float *b, int64_t n)
 	for (; i < n; i++)
 		tail += a[i] * b[i];
 	return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])) + tail;
+}
+
+static void axpy_c(float *y, float p, const float *x, int64_t n)
+{
+	for (int64_t d = 0; d < n; d++)
+		y[d] += p * x[d];
+}
+
+#define T512 __attribute__((target("avx512f")))
+
+T512 static float dot_512(const float *a, const float *b, int64_t n)
+{
+	__m512 acc = _mm512_setzero_ps();
+	int64_t i = 0;
+
+	for (; i + 16 <= n; i += 16)
+		acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
+	float s = _mm512_reduce_add_ps(acc);
+	for (; i < n; i++)
+		s += a[i] * b[i];
+	return s;
+}
+
+T512 static void axpy_512(float *y, float p, const float *x, int64_t n)
+{
+	__m512 pv = _mm512_set1_ps(p);
+	int64_t d = 0;
+
+	for (; d + 16 <= n; d += 16)
+		_mm512_storeu_ps(y + d, _mm512_fmadd_ps(pv, _mm512_loadu_ps(x + d),
+							 _mm512_loadu_ps(y + d)));
+	for (; d < n; d++)
+		y[d] += p * x[d];
 }
 
 /* Row j of a run's keys (kv 0) or values (kv 1) as floats (tmp [hd]
@@ -173,9 +211,11 @@ static const float *run_row(const struct ouro_kv_run *run, int kv, int64_t j, in
 	return tmp;
 }
 
-void ouro_attend(float *att, int64_t astride, const float *q, int64_t qstride, int64_t m,
-		 int64_t n0, const struct ouro_kv_run *runs, int nruns, int64_t hd, float *scores,
-		 float *work)
+static inline __attribute__((always_inline)) void
+attend_with(float *att, int64_t astride, const float *q, int64_t qstride, int64_t m, int64_t n0,
+	    const struct ouro_kv_run *runs, int nruns, int64_t hd, float *scores, float *work,
+	    float (*dot)(const float *, const float *, int64_t),
+	    void (*axpy)(float *, float, const float *, int64_t))
 {
 	float scale = 1.0f / sqrtf((float)hd), *sum = work, *tmp = work + m;
 	int64_t nk = n0 + m, r = 0;
@@ -202,12 +242,34 @@ void ouro_attend(float *att, int64_t astride, const float *q, int64_t qstride, i
 	for (int u = 0; u < nruns; u++)
 		for (int64_t j = 0; j < runs[u].n; j++, r++) {
 			const float *v = run_row(&runs[u], 1, j, hd, tmp);
-			for (int64_t i = r > n0 ? r - n0 : 0; i < m; i++) {
-				float p = scores[i * nk + r] / sum[i], *a = att + i * astride;
-				for (int64_t d = 0; d < hd; d++)
-					a[d] += p * v[d];
-			}
+			for (int64_t i = r > n0 ? r - n0 : 0; i < m; i++)
+				axpy(att + i * astride, scores[i * nk + r] / sum[i], v, hd);
 		}
+}
+
+T512 static void attend_512(float *att, int64_t astride, const float *q, int64_t qstride,
+			    int64_t m, int64_t n0, const struct ouro_kv_run *runs, int nruns,
+			    int64_t hd, float *scores, float *work)
+{
+	attend_with(att, astride, q, qstride, m, n0, runs, nruns, hd, scores, work, dot_512,
+		    axpy_512);
+}
+
+void ouro_attend(float *att, int64_t astride, const float *q, int64_t qstride, int64_t m,
+		 int64_t n0, const struct ouro_kv_run *runs, int nruns, int64_t hd, float *scores,
+		 float *work)
+{
+	static int avx512 = -1;
+
+	if (avx512 < 0) {
+		__builtin_cpu_init();
+		avx512 = __builtin_cpu_supports("avx512f");
+	}
+	if (avx512)
+		attend_512(att, astride, q, qstride, m, n0, runs, nruns, hd, scores, work);
+	else
+		attend_with(att, astride, q, qstride, m, n0, runs, nruns, hd, scores, work, dot_c,
+			    axpy_c);
 }
 
 struct att_job {
