@@ -147,11 +147,12 @@ static void swiglu_rows(void *ctx, int64_t begin, int64_t end)
 	}
 }
 
-/* The two inner steps of attention, in a portable version and one for
+/* The inner steps of attention, in a portable version and one for
  * AVX-512F chosen once at run time (a machine always takes the same one,
  * so a position's result does not depend on anything else):
  *   dot    a . b over n floats, summed in a fixed order;
- *   axpy   y[n] += p * x[n]. */
+ *   axpy   y[n] += p * x[n];
+ *   widen  bf16 [n] to floats, exactly. */
 static float dot_c(const float *a, const float *b, int64_t n)
 {
 	float s[8] = {0}, tail = 0;
@@ -171,7 +172,26 @@ static void axpy_c(float *y, float p, const float *x, int64_t n)
 		y[d] += p * x[d];
 }
 
+static void widen_c(float *dst, const uint16_t *src, int64_t n)
+{
+	for (int64_t i = 0; i < n; i++) {
+		uint32_t u = (uint32_t)src[i] << 16;
+		memcpy(dst + i, &u, sizeof u);
+	}
+}
+
 #define T512 __attribute__((target("avx512f")))
+
+T512 static void widen_512(float *dst, const uint16_t *src, int64_t n)
+{
+	int64_t i = 0;
+
+	for (; i + 16 <= n; i += 16) {
+		__m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(src + i)));
+		_mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
+	}
+	widen_c(dst + i, src + i, n - i);
+}
 
 T512 static float dot_512(const float *a, const float *b, int64_t n)
 {
@@ -200,14 +220,15 @@ T512 static void axpy_512(float *y, float p, const float *x, int64_t n)
 
 /* Row j of a run's keys (kv 0) or values (kv 1) as floats (tmp [hd]
  * when widened). */
-static const float *run_row(const struct ouro_kv_run *run, int kv, int64_t j, int64_t hd,
-			    float *tmp)
+static inline __attribute__((always_inline)) const float *
+run_row(const struct ouro_kv_run *run, int kv, int64_t j, int64_t hd, float *tmp,
+	void (*widen)(float *, const uint16_t *, int64_t))
 {
 	const void *base = kv ? run->v : run->k;
 
 	if (run->dtype == OURO_F32)
 		return (const float *)base + j * run->stride;
-	ouro_to_f32(tmp, (const uint16_t *)base + j * run->stride, OURO_BF16, (size_t)hd);
+	widen(tmp, (const uint16_t *)base + j * run->stride, hd);
 	return tmp;
 }
 
@@ -215,7 +236,8 @@ static inline __attribute__((always_inline)) void
 attend_with(float *att, int64_t astride, const float *q, int64_t qstride, int64_t m, int64_t n0,
 	    const struct ouro_kv_run *runs, int nruns, int64_t hd, float *scores, float *work,
 	    float (*dot)(const float *, const float *, int64_t),
-	    void (*axpy)(float *, float, const float *, int64_t))
+	    void (*axpy)(float *, float, const float *, int64_t),
+	    void (*widen)(float *, const uint16_t *, int64_t))
 {
 	float scale = 1.0f / sqrtf((float)hd), *sum = work, *tmp = work + m;
 	int64_t nk = n0 + m, r = 0;
@@ -224,7 +246,7 @@ attend_with(float *att, int64_t astride, const float *q, int64_t qstride, int64_
 	 * the queries that see it (query i sees keys 0..n0+i) */
 	for (int u = 0; u < nruns; u++)
 		for (int64_t j = 0; j < runs[u].n; j++, r++) {
-			const float *k = run_row(&runs[u], 0, j, hd, tmp);
+			const float *k = run_row(&runs[u], 0, j, hd, tmp, widen);
 			for (int64_t i = r > n0 ? r - n0 : 0; i < m; i++)
 				scores[i * nk + r] = dot(q + i * qstride, k, hd) * scale;
 		}
@@ -241,7 +263,7 @@ attend_with(float *att, int64_t astride, const float *q, int64_t qstride, int64_
 	r = 0;
 	for (int u = 0; u < nruns; u++)
 		for (int64_t j = 0; j < runs[u].n; j++, r++) {
-			const float *v = run_row(&runs[u], 1, j, hd, tmp);
+			const float *v = run_row(&runs[u], 1, j, hd, tmp, widen);
 			for (int64_t i = r > n0 ? r - n0 : 0; i < m; i++)
 				axpy(att + i * astride, scores[i * nk + r] / sum[i], v, hd);
 		}
@@ -252,7 +274,7 @@ T512 static void attend_512(float *att, int64_t astride, const float *q, int64_t
 			    int64_t hd, float *scores, float *work)
 {
 	attend_with(att, astride, q, qstride, m, n0, runs, nruns, hd, scores, work, dot_512,
-		    axpy_512);
+		    axpy_512, widen_512);
 }
 
 void ouro_attend(float *att, int64_t astride, const float *q, int64_t qstride, int64_t m,
@@ -269,7 +291,7 @@ void ouro_attend(float *att, int64_t astride, const float *q, int64_t qstride, i
 		attend_512(att, astride, q, qstride, m, n0, runs, nruns, hd, scores, work);
 	else
 		attend_with(att, astride, q, qstride, m, n0, runs, nruns, hd, scores, work, dot_c,
-			    axpy_c);
+			    axpy_c, widen_c);
 }
 
 struct att_job {
