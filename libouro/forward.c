@@ -11,15 +11,19 @@
  *
  * Within one pass each (loop, layer) attends only to the keys and values it
  * computed itself, so no cache is kept across loops. Attention is computed
- * per head in blocks of query rows, so its scratch is [QBLOCK, n], not
- * [n, n].
+ * one query row at a time with ouro_attend, the arithmetic the batch
+ * engine uses for every position, so a prompt's states here and there are
+ * the same bit for bit; its scratch is one row of scores a thread.
  */
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
+
+#if OURO_X86
+#include <immintrin.h>
+#endif
 
 
 void ouro_fwd_free(struct ouro_fwd_buf *b)
@@ -43,7 +47,8 @@ int ouro_fwd_alloc(struct ouro_fwd_buf *b, const struct ouro_config *c, int64_t 
 	uint64_t in = D > QD ? D : QD, wmax = ouro_wbuf_floats((int64_t)(in > F ? in : F));
 	uint64_t threads = (uint64_t)ouro_threads();
 	uint64_t sizes[] = {un * D, un * D, un * QD, un * KD, un * KD, un * QD, un * D,
-			    un * F, un * F, threads * QBLOCK * un, un * half, un * half, wmax};
+			    un * F, un * F, threads * ouro_scores_floats(n, c->head_dim), un * half,
+			    un * half, wmax};
 	float **p = (float **)b;
 	uint64_t total = 0;
 
@@ -145,13 +150,168 @@ static void swiglu_rows(void *ctx, int64_t begin, int64_t end)
 	}
 }
 
+/* The inner steps of attention, in a portable version and one for
+ * AVX-512F, chosen by the kernels' vector unit (ouro_cpu_level), both
+ * with the same order of operations, so a position's result depends on
+ * nothing else, not even the CPU:
+ *   dot    a . b over n floats: 16 lanes (lane l takes the elements
+ *          l, l+16, ... by fused multiply-adds), summed by the dot
+ *          order's tree (ouro_tree16), then the tail one by one;
+ *   axpy   y[n] += p * x[n], fused;
+ *   widen  bf16 [n] to floats, exactly. */
+static float dot_c(const float *a, const float *b, int64_t n)
+{
+	float S[16] = {0}, s;
+	int64_t i = 0;
+
+	for (; i + 16 <= n; i += 16)
+		for (int l = 0; l < 16; l++)
+			S[l] = fmaf(a[i + l], b[i + l], S[l]);
+	s = ouro_tree16(S);
+	for (; i < n; i++)
+		s = fmaf(a[i], b[i], s);
+	return s;
+}
+
+static void axpy_c(float *y, float p, const float *x, int64_t n)
+{
+	for (int64_t d = 0; d < n; d++)
+		y[d] = fmaf(p, x[d], y[d]);
+}
+
+static void widen_c(float *dst, const uint16_t *src, int64_t n)
+{
+	for (int64_t i = 0; i < n; i++) {
+		uint32_t u = (uint32_t)src[i] << 16;
+		memcpy(dst + i, &u, sizeof u);
+	}
+}
+
+#if OURO_X86
+#define T512 __attribute__((target("avx512f")))
+
+T512 static void widen_512(float *dst, const uint16_t *src, int64_t n)
+{
+	int64_t i = 0;
+
+	for (; i + 16 <= n; i += 16) {
+		__m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(src + i)));
+		_mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
+	}
+	widen_c(dst + i, src + i, n - i);
+}
+
+T512 static float dot_512(const float *a, const float *b, int64_t n)
+{
+	__m512 acc = _mm512_setzero_ps();
+	int64_t i = 0;
+
+	float S[16], s;
+
+	for (; i + 16 <= n; i += 16)
+		acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
+	_mm512_storeu_ps(S, acc);
+	s = ouro_tree16(S);
+	for (; i < n; i++)
+		s = fmaf(a[i], b[i], s);
+	return s;
+}
+
+T512 static void axpy_512(float *y, float p, const float *x, int64_t n)
+{
+	__m512 pv = _mm512_set1_ps(p);
+	int64_t d = 0;
+
+	for (; d + 16 <= n; d += 16)
+		_mm512_storeu_ps(y + d, _mm512_fmadd_ps(pv, _mm512_loadu_ps(x + d),
+							 _mm512_loadu_ps(y + d)));
+	for (; d < n; d++)
+		y[d] = fmaf(p, x[d], y[d]);
+}
+#endif
+
+/* Row j of a run's keys (kv 0) or values (kv 1) as floats (tmp [hd]
+ * when widened). */
+static inline __attribute__((always_inline)) const float *
+run_row(const struct ouro_kv_run *run, int kv, int64_t j, int64_t hd, float *tmp,
+	void (*widen)(float *, const uint16_t *, int64_t))
+{
+	const void *base = kv ? run->v : run->k;
+
+	if (run->dtype == OURO_F32)
+		return (const float *)base + j * run->stride;
+	widen(tmp, (const uint16_t *)base + j * run->stride, hd);
+	return tmp;
+}
+
+static inline __attribute__((always_inline)) void
+attend_with(float *att, int64_t astride, const float *q, int64_t qstride, int64_t m, int64_t n0,
+	    const struct ouro_kv_run *runs, int nruns, int64_t hd, float *scores, float *work,
+	    float (*dot)(const float *, const float *, int64_t),
+	    void (*axpy)(float *, float, const float *, int64_t),
+	    void (*widen)(float *, const uint16_t *, int64_t))
+{
+	float scale = 1.0f / sqrtf((float)hd), *sum = work, *tmp = work + m;
+	int64_t nk = n0 + m, r = 0;
+
+	/* scores[i, r] = q_i . k_r / sqrt(hd), each key read once for all
+	 * the queries that see it (query i sees keys 0..n0+i) */
+	for (int u = 0; u < nruns; u++)
+		for (int64_t j = 0; j < runs[u].n; j++, r++) {
+			const float *k = run_row(&runs[u], 0, j, hd, tmp, widen);
+			for (int64_t i = r > n0 ? r - n0 : 0; i < m; i++)
+				scores[i * nk + r] = dot(q + i * qstride, k, hd) * scale;
+		}
+	for (int64_t i = 0; i < m; i++) {
+		float *sc = scores + i * nk, mx = -INFINITY;
+
+		sum[i] = 0;
+		for (int64_t k = 0; k <= n0 + i; k++)
+			mx = sc[k] > mx ? sc[k] : mx;
+		for (int64_t k = 0; k <= n0 + i; k++)
+			sum[i] += sc[k] = expf(sc[k] - mx);
+		memset(att + i * astride, 0, (size_t)hd * sizeof *att);
+	}
+	r = 0;
+	for (int u = 0; u < nruns; u++)
+		for (int64_t j = 0; j < runs[u].n; j++, r++) {
+			const float *v = run_row(&runs[u], 1, j, hd, tmp, widen);
+			for (int64_t i = r > n0 ? r - n0 : 0; i < m; i++)
+				axpy(att + i * astride, scores[i * nk + r] / sum[i], v, hd);
+		}
+}
+
+#if OURO_X86
+T512 static void attend_512(float *att, int64_t astride, const float *q, int64_t qstride,
+			    int64_t m, int64_t n0, const struct ouro_kv_run *runs, int nruns,
+			    int64_t hd, float *scores, float *work)
+{
+	attend_with(att, astride, q, qstride, m, n0, runs, nruns, hd, scores, work, dot_512,
+		    axpy_512, widen_512);
+}
+#endif
+
+void ouro_attend(float *att, int64_t astride, const float *q, int64_t qstride, int64_t m,
+		 int64_t n0, const struct ouro_kv_run *runs, int nruns, int64_t hd, float *scores,
+		 float *work)
+{
+#if OURO_X86
+	if (ouro_cpu_level() == 2)
+		attend_512(att, astride, q, qstride, m, n0, runs, nruns, hd, scores, work);
+	else
+#endif
+		attend_with(att, astride, q, qstride, m, n0, runs, nruns, hd, scores, work, dot_c,
+			    axpy_c, widen_c);
+}
+
 struct att_job {
 	struct ouro_fwd_buf *b;
 	const struct ouro_config *c;
 	int64_t n;
 };
 
-/* Causal attention of heads [begin, end) on thread `part`. */
+/* Causal attention of heads [begin, end) on thread `part`, QBLOCK query
+ * rows at a time (ouro_attend: the batch engine's arithmetic). */
 static void attention_heads(void *ctx, int part, int64_t begin, int64_t end)
 {
 	const struct att_job *j = ctx;
@@ -159,33 +319,17 @@ static void attention_heads(void *ctx, int part, int64_t begin, int64_t end)
 	struct ouro_fwd_buf *b = j->b;
 	int64_t H = c->num_attention_heads, KV = c->num_key_value_heads, hd = c->head_dim;
 	int64_t QD = H * hd, KD = KV * hd, group = H / KV, n = j->n;
-	float scale = 1.0f / sqrtf((float)hd), *sbuf = b->s + (size_t)part * QBLOCK * (size_t)n;
+	float *sbuf = b->s + (size_t)part * ouro_scores_floats(n, hd);
 
 	for (int64_t h = begin; h < end; h++) {
-		const float *kh = b->k + (h / group) * hd, *vh = b->v + (h / group) * hd;
+		int64_t off = (h / group) * hd;
+
 		for (int64_t i0 = 0; i0 < n; i0 += QBLOCK) {
-			int64_t rows = n - i0 < QBLOCK ? n - i0 : QBLOCK, keys = i0 + rows;
+			int64_t m = n - i0 < QBLOCK ? n - i0 : QBLOCK;
+			struct ouro_kv_run run = {b->k + off, b->v + off, i0 + m, KD, OURO_F32};
 
-			/* s[r, j] = q[i0+r] . k[j] * scale for j < keys */
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)rows,
-				    (blasint)keys, (blasint)hd, scale, b->q + i0 * QD + h * hd,
-				    (blasint)QD, kh, (blasint)KD, 0.0f, sbuf, (blasint)keys);
-			for (int64_t r = 0; r < rows; r++) {
-				float *s = sbuf + r * keys, mx = -INFINITY, sum = 0;
-				int64_t last = i0 + r;     /* causal: keys 0..last */
-
-				for (int64_t k = 0; k <= last; k++)
-					mx = s[k] > mx ? s[k] : mx;
-				for (int64_t k = 0; k <= last; k++)
-					sum += s[k] = expf(s[k] - mx);
-				for (int64_t k = 0; k <= last; k++)
-					s[k] /= sum;
-				for (int64_t k = last + 1; k < keys; k++)
-					s[k] = 0;
-			}
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)rows,
-				    (blasint)hd, (blasint)keys, 1.0f, sbuf, (blasint)keys, vh,
-				    (blasint)KD, 0.0f, b->att + i0 * QD + h * hd, (blasint)QD);
+			ouro_attend(b->att + i0 * QD + h * hd, QD, b->q + i0 * QD + h * hd, QD, m, i0,
+				    &run, 1, hd, sbuf, sbuf + QBLOCK * (size_t)n);
 		}
 	}
 }
@@ -253,8 +397,8 @@ int ouro_check_ids(const struct ouro_config *c, const int32_t *ids, int64_t n, i
 	return OURO_OK;
 }
 
-int ouro_forward_kv(struct ouro_model *m, const int32_t *ids, int64_t n, int steps,
-		    float *hidden, float *const *kslot, float *const *vslot)
+int ouro_forward(struct ouro_model *m, const int32_t *ids, int64_t n, int steps,
+		 float *hidden)
 {
 	const struct ouro_config *c = &m->cfg;
 	int64_t D = c->hidden_size, N = c->num_hidden_layers;
@@ -269,16 +413,8 @@ int ouro_forward_kv(struct ouro_model *m, const int32_t *ids, int64_t n, int ste
 	ouro_rope_tables(&b, c, 0, n);
 	for (int t = 0; t < steps; t++) {
 		for (int64_t l = 0; l < N; l++) {
-			float *k = b.k, *v = b.v;
-
-			if (kslot) {     /* keys and values computed into their slots */
-				b.k = kslot[t * N + l];
-				b.v = vslot[t * N + l];
-			}
 			ouro_layer_qkv(m, &m->layers[l], &b, n);
 			attention(&b, c, n);
-			b.k = k;
-			b.v = v;
 			ouro_layer_finish(m, &m->layers[l], &b, n);
 		}
 		ouro_rmsnorm(b.h, b.h, m->final_norm, n, D, (float)c->rms_norm_eps);
@@ -286,12 +422,6 @@ int ouro_forward_kv(struct ouro_model *m, const int32_t *ids, int64_t n, int ste
 	}
 	ouro_fwd_free(&b);
 	return OURO_OK;
-}
-
-int ouro_forward(struct ouro_model *m, const int32_t *ids, int64_t n, int steps,
-		 float *hidden)
-{
-	return ouro_forward_kv(m, ids, n, steps, hidden, NULL, NULL);
 }
 
 int ouro_logits(struct ouro_model *m, const float *h, int64_t n, float *logits)

@@ -94,6 +94,10 @@ int ouro_bf16_products(void);
  * (bf16 1, where the CPU has AVX512-BF16) or float32 (0) from now on;
  * returns 2 * level + whether BF16 products are on. */
 int ouro_kernels_use(int level, int bf16);
+/* The lanes S [16] of a dot product summed in the dot order's fixed tree
+ * (S[l] += S[l+8] for l < 8, then +4, +2, then S[0] + S[1]); S is
+ * overwritten. */
+float ouro_tree16(float *S);
 /* 1 when OURO_MATMUL=bf16 asks for BF16 products and AMX is usable
  * (never off x86). */
 int ouro_amx_enabled(void);
@@ -108,6 +112,9 @@ int ouro_threads(void);
 /* The machine's physical memory in bytes, 0 when unknown: requests larger
  * than this fail up front with the size they need. */
 uint64_t ouro_phys_bytes(void);
+/* The memory available to new allocations (MemAvailable), else half the
+ * physical memory. */
+uint64_t ouro_avail_bytes(void);
 /* Like ouro_parallel, and fn learns which thread's range it runs (0 is
  * the caller), to use that thread's slice of a scratch buffer. */
 void ouro_parallel_parts(void (*fn)(void *ctx, int part, int64_t begin, int64_t end),
@@ -125,7 +132,7 @@ void ouro_rmsnorm(float *y, const float *x, const float *weight, int64_t n,
 		  int64_t d, float eps);
 
 /* ---- the pieces of the forward pass (forward.c), shared by the prefill
- * and the token-by-token decoder (decode.c) ---- */
+ * and the batch engine (engine.c) ---- */
 
 #define QBLOCK 64   /* query rows per attention block */
 
@@ -140,7 +147,7 @@ struct ouro_fwd_buf {
 	float *out;    /* [n, D] sub-layer output */
 	float *g;      /* [n, F] gate_proj, then the MLP activation */
 	float *u;      /* [n, F] up_proj */
-	float *s;      /* [threads, QBLOCK, n] attention scores */
+	float *s;      /* [threads, ouro_scores_floats(n, hd)] attention scratch */
 	float *cos;    /* [n, hd/2] */
 	float *sin;    /* [n, hd/2] */
 	float *w;      /* [ouro_wbuf_floats(max in)] weight rows widened to float */
@@ -161,9 +168,51 @@ void ouro_layer_qkv(const struct ouro_model *m, const struct ouro_layer *L,
  * sub-layer, updating b->h. */
 void ouro_layer_finish(const struct ouro_model *m, const struct ouro_layer *L,
 		       struct ouro_fwd_buf *b, int64_t n);
-/* ouro_forward that also stores each (loop t, layer l) pass's keys and
- * values, [n, KV*hd] each, in kslot[t*N + l] and vslot[t*N + l]. */
-int ouro_forward_kv(struct ouro_model *m, const int32_t *ids, int64_t n, int steps,
-		    float *hidden, float *const *kslot, float *const *vslot);
+/* A run of consecutive cached positions of one head: key row j at
+ * k + j*stride, value row j at v + j*stride, [hd] elements of dtype
+ * (OURO_F32 or OURO_BF16) each. */
+struct ouro_kv_run {
+	const void *k, *v;
+	int64_t n, stride;
+	enum ouro_dtype dtype;
+};
+
+/* Causal attention of m queries of one head: query i, q + i*qstride [hd],
+ * attends to keys and values 0..n0+i of the runs (n0+m positions in
+ * order), and att + i*astride [hd] gets the result: the scores
+ * q . k[r] / sqrt(hd) as dot products in a fixed order, their softmax,
+ * the values summed position by position in order. Each query's result
+ * is the same, bit for bit, as with m = 1: the one attention arithmetic
+ * of the forward pass and the batch engine, whatever the chunking.
+ * scores has m*(n0+m) floats, work m + hd. */
+void ouro_attend(float *att, int64_t astride, const float *q, int64_t qstride, int64_t m,
+		 int64_t n0, const struct ouro_kv_run *runs, int nruns, int64_t hd, float *scores,
+		 float *work);
+/* Floats of one thread's scratch for ouro_attend over QBLOCK queries and
+ * up to n positions: scores and work. */
+static inline size_t ouro_scores_floats(int64_t n, int64_t hd)
+{
+	return (size_t)QBLOCK * (size_t)n + QBLOCK + (size_t)hd;
+}
+
+struct ouro_kvpool {
+	size_t block_bytes;
+	int64_t blocks;      /* the budget */
+	int64_t reserved;    /* blocks promised to sequences (in use or to come) */
+	int64_t used, peak;  /* blocks handed out now, and at most */
+	void **free;         /* [blocks] allocated blocks not in use */
+	int64_t nfree;
+};
+
+int ouro_kvpool_init(struct ouro_kvpool *p, size_t block_bytes, int64_t blocks);
+void ouro_kvpool_free(struct ouro_kvpool *p);
+/* Promises n more blocks; 0 (nothing promised) when the budget would be
+ * exceeded. */
+int ouro_kvpool_reserve(struct ouro_kvpool *p, int64_t n);
+void ouro_kvpool_unreserve(struct ouro_kvpool *p, int64_t n);
+/* A block of a reservation (its contents undefined); NULL when memory
+ * cannot be had. */
+void *ouro_kvpool_take(struct ouro_kvpool *p);
+void ouro_kvpool_put(struct ouro_kvpool *p, void *b);
 
 #endif

@@ -135,8 +135,7 @@ static inline float tail(const struct mm *m, const char *q, const float *x, floa
 	return m->in % BLK ? tail_of(m, q, x, s) : s;
 }
 
-/* The tree of the dot order over S [16] (overwritten). */
-static float tree(float *S)
+float ouro_tree16(float *S)
 {
 	for (int w = 8; w >= 2; w /= 2)
 		for (int l = 0; l < w; l++)
@@ -182,7 +181,7 @@ static void k_c(const struct mm *m, int64_t r0, int64_t i0)
 	}
 	for (int l = 0; l < 16; l++)
 		S[l] = a0[l] + a1[l];
-	m->y[(size_t)i0 * (size_t)m->out + (size_t)r0] = tail(m, q, x, tree(S));
+	m->y[(size_t)i0 * (size_t)m->out + (size_t)r0] = tail(m, q, x, ouro_tree16(S));
 }
 
 static const struct kern kern_c = {1, 1, k_c, k_c, k_c, k_c, 0};
@@ -227,7 +226,7 @@ static void k_bf_c(const struct mm *m, int64_t r0, int64_t i0)
 			a[l] = ftz(a[l] + ftz(ftz(w[2 * l]) * round_bf16(xp[0])));
 		}
 	}
-	float s = tree(a);
+	float s = ouro_tree16(a);
 	for (int64_t k = m->in / BLK * BLK; k < m->in; k++)
 		s = fmaf(weight_at(m, q, k), round_bf16(x[k]), s);
 	m->y[(size_t)i0 * (size_t)m->out + (size_t)r0] = s;

@@ -268,39 +268,86 @@ void ouro_set_threads(int n);
 #include "sampler.h"
 
 /* ---- generation ---------------------------------------------------------
- * A prompt is prefilled (all loops, every KV slot), then tokens are fed
- * one at a time; each runs loops until its exit rule fires. See decode.c
- * for the KV policies. */
+ * A prompt keeps every (loop, layer) KV slot; a decoded token runs loops
+ * until its exit rule fires, and the policy says what later tokens find
+ * for it (see engine.c): full, every slot (skipped loops repeat the exit
+ * loop's); last, one per layer holding the last computed loop's; mean,
+ * one per layer holding the mean over the computed loops. */
 
 enum ouro_kv_policy { OURO_KV_FULL, OURO_KV_LAST, OURO_KV_MEAN };
 
-struct ouro_gen_opts {
+/* ---- the batch engine ---------------------------------------------------
+ * Many sequences generated at once (engine.c): sequences are added at any
+ * time and wait in arrival order until the KV memory budget and max_seqs
+ * let them run; each ouro_engine_step makes one pass over the layers for
+ * every ready (sequence, position, loop) item, whatever loop each is at.
+ * A sequence's tokens, exit loops and states do not depend on what else
+ * runs, on the order of arrival or on the thread count. */
+
+enum ouro_finish {
+	OURO_FINISH_NONE,     /* still running */
+	OURO_FINISH_LENGTH,   /* max_tokens made, or the context is full */
+	OURO_FINISH_STOP,     /* ended by the caller (a stop string) */
+	OURO_FINISH_EOS,      /* a stop id was sampled (not kept) */
+};
+
+struct ouro_engine_opts {
 	int steps;                      /* T */
 	enum ouro_kv_policy kv;
-	struct ouro_exit_rule rule;
+	enum ouro_dtype kv_dtype;       /* OURO_F32 or OURO_BF16 */
 	const struct ouro_gate *gate;   /* NULL: the model's own */
-	int64_t capacity;               /* most tokens, prompt included */
+	uint64_t kv_memory;             /* bytes of KV blocks; 0: half the available memory */
+	int max_seqs;                   /* sequences running at once, >= 1 */
+	int64_t chunk;                  /* prompt positions of one pass, all sequences; 0: 64 */
 };
 
-struct ouro_gen_stats {
+struct ouro_seq_opts {
+	struct ouro_exit_rule rule;
+	struct ouro_sampler_opts samp;
+	int64_t max_tokens;             /* new tokens at most */
+	const int32_t *stop;            /* [nstop] ids that end the sequence (copied) */
+	int nstop;
+};
+
+/* What one step did for one sequence: a new token, or the end. */
+struct ouro_engine_event {
+	int64_t seq;
+	int32_t token;       /* the new token; -1 when none */
+	int loops;           /* loops run by the state the token was sampled from */
+	int finish;          /* enum ouro_finish; when set the sequence is gone */
+	const float *h;      /* [D] that state (NULL without one), valid until the next step */
+};
+
+struct ouro_engine_stats {
+	uint64_t steps;             /* passes over the layers */
+	uint64_t items, rows;       /* sums over the passes of sequences and positions */
 	uint64_t prefill_tokens;
 	uint64_t decoded_tokens;
-	uint64_t decoded_loops;         /* loops run by decoded tokens */
-	uint64_t layer_evals;           /* layer passes of decoded tokens */
-	uint64_t kv_bytes;              /* the cache's size */
+	uint64_t decoded_loops;     /* loops run by decoded positions */
+	uint64_t new_tokens;        /* tokens sampled and kept */
+	uint64_t kv_budget;         /* bytes */
+	uint64_t kv_block_bytes;
+	int64_t kv_peak_blocks;     /* most blocks in use at once */
 };
 
-struct ouro_gen;
+struct ouro_engine;
 
-int ouro_gen_new(struct ouro_gen **g, struct ouro_model *m, const struct ouro_gen_opts *o);
-void ouro_gen_free(struct ouro_gen *g);
-/* Runs the prompt ids [n]; h [D] gets the state the last token exits with
- * (the input of lm_head) and *exit_step its loop. */
-int ouro_gen_prefill(struct ouro_gen *g, const int32_t *ids, int64_t n, float *h,
-		     int *exit_step);
-/* Feeds the next token; h and *exit_step as for the prefill. */
-int ouro_gen_step(struct ouro_gen *g, int32_t id, float *h, int *exit_step);
-const struct ouro_gen_stats *ouro_gen_stats(const struct ouro_gen *g);
+int ouro_engine_new(struct ouro_engine **e, struct ouro_model *m,
+		    const struct ouro_engine_opts *o);
+void ouro_engine_free(struct ouro_engine *e);
+/* Queues the prompt ids [n]; *seq gets its number for the events. Fails,
+ * queuing nothing, for a bad prompt or options, or when the sequence could
+ * not fit in the KV memory budget even alone. */
+int ouro_engine_add(struct ouro_engine *e, const int32_t *ids, int64_t n,
+		    const struct ouro_seq_opts *o, int64_t *seq);
+/* Removes a sequence (waiting or running) at once, its memory returned. */
+int ouro_engine_cancel(struct ouro_engine *e, int64_t seq);
+/* Sequences added and not yet finished. */
+int64_t ouro_engine_pending(const struct ouro_engine *e);
+/* One pass; *ev [*nev] are its events in the order of arrival of their
+ * sequences, valid until the next call. */
+int ouro_engine_step(struct ouro_engine *e, const struct ouro_engine_event **ev, int *nev);
+const struct ouro_engine_stats *ouro_engine_stats(const struct ouro_engine *e);
 
 /* ---- NumPy export ------------------------------------------------------
  * .npy files and .npz archives of tensors (npy.c); see export.h. */

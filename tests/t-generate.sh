@@ -1,7 +1,8 @@
 #!/bin/sh
 # t-generate - ouro-generate against the staged pipeline and the reference.
 #
-#   1. Greedy ouro-generate (all loops, q = 1, --kv full) gives the same
+#   1. Greedy ouro-generate (all loops, q = 1, --kv full, float32 KV: the
+#      pipeline keeps no cache to round) gives the same
 #      tokens as running ouro-forward | ouro-gate | ouro-sample once per
 #      new token, and as the independent NumPy reference (argmax of the
 #      lm_head over the reference's last-step state of the whole sequence),
@@ -11,7 +12,8 @@
 #      seed and the position.
 #   3. A static exit at step s needs s+1 loops per decoded token, and a
 #      threshold exit does fewer layer passes than the full loop; --kv last
-#      keeps a smaller cache than --kv full (figures printed as '#').
+#      and mean fit a KV memory budget that --kv full does not (one
+#      stderr line giving the sizes).
 #   4. Bad option values and prompts: one stderr line, exit status 2 or 1.
 . tests/lib.sh
 test_seed
@@ -54,7 +56,7 @@ PY
 
 # compare NAME MODEL PROMPT: generate vs pipeline vs reference, 5 tokens.
 compare() {
-	gen=$(echo "$3" | ouro-generate -m "$2" --prompt-ids -t -n 5 -q 1 --kv full) ||
+	gen=$(echo "$3" | ouro-generate -m "$2" --prompt-ids -t -n 5 -q 1 --kv full --kv-type f32) ||
 		{ fail "$1: ouro-generate failed"; return; }
 	pipe=$(pipeline "$2" 5 "$3") || { fail "$1: pipeline failed"; return; }
 	ref=$(reference "$2" 5 "$3") || { fail "$1: reference failed"; return; }
@@ -78,7 +80,7 @@ prompt=$("$PYTHON" -c "import random; r=random.Random($seed); print(' '.join(str
 compare "random model" "$rnd" "$prompt"
 
 # sampled: generate and pipeline draw the same tokens for the same seed
-gen=$(echo "$prompt" | ouro-generate -m "$rnd" --prompt-ids -t -n 4 -q 1 \
+gen=$(echo "$prompt" | ouro-generate -m "$rnd" --prompt-ids -t -n 4 -q 1 --kv-type f32 \
 	--temperature 1.5 --top-k 50 --seed "$seed")
 pipe=$(pipeline "$rnd" 4 "$prompt" --temperature 1.5 --top-k 50 --seed "$seed")
 case "$pipe" in
@@ -107,12 +109,19 @@ full=$(trained -q 1 | loops)
 early=$(trained -q 0.3 | loops)
 echo "# ouro-kjv-tiny, loops per decoded token and layer passes: -q 1: $full; -q 0.3: $early"
 [ "${early#* }" -lt "${full#* }" ] || fail "-q 0.3 did not save layer passes"
-kvf=$(stats -s 1 --kv full | sed -n 's/.*KV cache \([0-9.]*\) KiB.*/\1/p')
-kvl=$(stats -s 1 --kv last | sed -n 's/.*KV cache \([0-9.]*\) KiB.*/\1/p')
-kvm=$(stats -s 1 --kv mean | sed -n 's/.*KV cache \([0-9.]*\) KiB.*/\1/p')
-echo "# KV cache KiB: full $kvf, last $kvl, mean $kvm"
-[ "$kvl" = "$kvm" ] && awk -v f="$kvf" -v l="$kvl" 'BEGIN { exit !(l < f) }' ||
-	fail "--kv last/mean cache not smaller than full"
+# KV blocks of 16 positions x 8 slots x 2 x 24 floats: 24 KiB; 200 tokens
+# after a prompt of at most 40 need at most 15 blocks under full, 7 under
+# last and mean
+kvm() {
+	echo "$prompt" | ouro-generate -m "$rnd" --prompt-ids -t -n 200 -s 1 --kv-type f32 \
+		--kv-memory 200K "$@"
+}
+kvm --kv last >/dev/null || fail "--kv last in 200 KiB"
+kvm --kv mean >/dev/null || fail "--kv mean in 200 KiB"
+kvm --kv full >/dev/null 2>"$tmp/err" && fail "--kv full fits in 200 KiB"
+grep -q "^ouro-generate: the KV cache for [0-9]* tokens .* needs 360.0 MiB\|needs [0-9.]* MiB, more than the KV memory budget of 0.2 MiB$" "$tmp/err" ||
+	fail "--kv full in 200 KiB: $(cat "$tmp/err")"
+echo "# --kv-memory 200K: $(cat "$tmp/err")"
 
 # bad input: one line on stderr, documented status, nothing on stdout
 echo "19556 905" >"$tmp/prompt"
@@ -126,6 +135,11 @@ bad 2 -s 4 --prompt-ids
 bad 2 -e -1
 bad 2 -q 0.5 -s 1
 bad 2 --kv some
+bad 2 --kv-type f16
+bad 2 --kv-memory 0
+bad 2 --kv-memory 12X
+bad 2 --jsonl
+bad 2 -P 0 -f -
 bad 2 --temperature -1
 bad 2 --top-p 0
 bad 2 --seed x

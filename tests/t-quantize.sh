@@ -34,7 +34,7 @@ for name in fixture rnd; do
 
 	# the decode kernel against the staged pipeline, greedy
 	prompt=$(head -n 1 "$tmp/ids.$name")
-	gen=$(echo "$prompt" | ouro-generate -m "$q" --prompt-ids -t -n 4 -s 3)
+	gen=$(echo "$prompt" | ouro-generate -m "$q" --prompt-ids -t -n 4 -s 3 --kv-type f32)
 	seq=$prompt
 	for _ in 1 2 3 4; do
 		seq=$(echo "$seq" | ouro-forward -m "$q" | ouro-gate -m "$q" -s 3 | ouro-sample -m "$q" -t)
