@@ -11,9 +11,11 @@
 #      line naming the option, status 2 and nothing on stdout;
 #   3. the EXAMPLES of the pages in $example_pages run: every line of a
 #      `.Bd -literal` block there that starts with "$ " is a command, run
-#      with sh, in order, in one scratch directory (later commands see the
-#      files of earlier ones), with the bundled model as $OURO_MODEL and an
-#      ids.txt of text ids; each must exit 0. Lines without "$ " are shown
+#      with bash -o pipefail (a failing stage of a pipeline fails it), in
+#      order, in one scratch directory (later commands see the files of
+#      earlier ones), with the bundled default model as $OURO_MODEL (what
+#      a user without -m runs, so an example whose ids or text do not fit
+#      that model fails) and an ids.txt of its text ids; each must exit 0. Lines without "$ " are shown
 #      output and are not checked, and `.Dl` displays are not run: use them
 #      for commands that need what a test machine lacks (a real checkpoint).
 #
@@ -23,6 +25,7 @@ root=$PWD
 PATH=${OURO_BIN:-$root/bin}:$PATH
 OURO_MODEL=$root/models/ouro-fixture
 export PATH OURO_MODEL
+default_model=$root/models/ouro-kjv-tiny
 
 # Pages whose examples are run (add a page once its programs exist).
 example_pages="man/ouro-forward.1 man/ouro-generate.1 man/ouro-dump.1 man/ouro-gate.1 man/ouro-sample.1 man/ouro-lens.1 man/ouro-eval.1 man/ouro-tokenize.1 man/ouro-quantize.1"
@@ -138,7 +141,7 @@ page_examples() {
 run_examples() {
 	dir=$tmp/examples.$(basename "$1")
 	mkdir "$dir" || exit 1
-	printf '19556 905 17 216 33\n1 4093 198\n' >"$dir/ids.txt"
+	printf '1032 262 2098 393 3408\n301 393 394\n' >"$dir/ids.txt"
 	page_examples "$1" >"$tmp/commands"
 	if [ ! -s "$tmp/commands" ]; then
 		fail "$1: no example commands (\"\$ \" lines in .Bd -literal) in EXAMPLES"
@@ -147,7 +150,7 @@ run_examples() {
 	n=0
 	while IFS= read -r cmd; do
 		n=$((n + 1))
-		(cd "$dir" && exec sh -c "$cmd") </dev/null >"$tmp/out" 2>"$tmp/err"
+		(cd "$dir" && OURO_MODEL=$default_model exec bash -o pipefail -c "$cmd") </dev/null >"$tmp/out" 2>"$tmp/err"
 		rc=$?
 		if [ "$rc" -ne 0 ]; then
 			fail "$1: example exits $rc: $cmd"
