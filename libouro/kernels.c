@@ -23,6 +23,10 @@ size_t ouro_wbuf_floats(int64_t in)
 
 void ouro_weight_rows(float *dst, const struct ouro_weight *w, int64_t r0, int64_t r)
 {
+	if (w->q4) {
+		ouro_q4_rows(dst, w, r0, r);
+		return;
+	}
 	size_t esize = ouro_dtype_size(w->t->dtype);
 	const char *src = (const char *)w->t->data + (size_t)(r0 * w->in) * esize;
 

@@ -4,7 +4,7 @@
  * Decoding one token is bound by how fast the weights stream from memory,
  * so W is never widened into a buffer: each row is converted in registers
  * (BF16 and F16 to float exactly; q8_0 blocks of 32 int8 summed, then
- * scaled) and multiplied in float32 with fused multiply-adds. The widest vector unit the CPU has is chosen once, at
+ * scaled; q4 by the kernels of q4.c) and multiplied in float32 with fused multiply-adds. The widest vector unit the CPU has is chosen once, at
  * run time: AVX-512F, else AVX2 with FMA and F16C, else portable C. Rows
  * are split across the library's threads; each row's sum is computed by
  * one thread in a fixed order, so the result does not depend on the
@@ -266,7 +266,7 @@ T256 static float dot_q8_avx2(const void *w, const void *scale, const float *x, 
 
 /* ---- dispatch ------------------------------------------------------- */
 
-static int cpu_level(void)
+int ouro_cpu_level(void)
 {
 	static int level = -1;   /* 2: AVX-512F, 1: AVX2, 0: portable */
 
@@ -290,14 +290,14 @@ static dot_fn pick(enum ouro_dtype dt)
 		{dot_f32_avx512, dot_bf16_avx512, dot_f16_avx512},
 	};
 
-	return table[cpu_level()][dt == OURO_F32 ? 0 : dt == OURO_BF16 ? 1 : 2];
+	return table[ouro_cpu_level()][dt == OURO_F32 ? 0 : dt == OURO_BF16 ? 1 : 2];
 }
 
 static dotq_fn pick_q8(void)
 {
 	static const dotq_fn table[3] = {dot_q8_c, dot_q8_avx2, dot_q8_avx512};
 
-	return table[cpu_level()];
+	return table[ouro_cpu_level()];
 }
 
 struct job {
@@ -305,18 +305,25 @@ struct job {
 	const float *x;        /* [in] */
 	const float *xs;       /* [in] x split for dot_bf16_split_avx512, or NULL */
 	const struct ouro_weight *w;
-	size_t row_bytes;
+	size_t row_bytes, scale_row_bytes;
 	dot_fn dot;
 	dotq_fn dotq;          /* q8_0 */
+	ouro_q4_dot_fn dot4;   /* q4 */
 };
 
 static void rows(void *ctx, int64_t begin, int64_t end)
 {
 	const struct job *j = ctx;
 	const char *data = j->w->t->data;
-	int64_t in = j->w->in, nb = in / OURO_Q8_BLOCK;
+	int64_t in = j->w->in;
 
 	for (int64_t r = begin; r < end; r++) {
+		if (j->dot4) {
+			j->y[r] = j->dot4((const uint8_t *)data + (size_t)r * j->row_bytes,
+					  (const uint8_t *)j->w->scale->data + (size_t)r * j->scale_row_bytes,
+					  j->x, in);
+			continue;
+		}
 		if (j->xs) {
 			j->y[r] = dot_bf16_split_avx512(data + (size_t)r * j->row_bytes, j->xs, j->x, in);
 			continue;
@@ -326,7 +333,7 @@ static void rows(void *ctx, int64_t begin, int64_t end)
 			continue;
 		}
 		j->y[r] = j->dotq(data + (size_t)r * j->row_bytes,
-				  (const char *)j->w->scale->data + (size_t)(r * nb) * 2, j->x, in);
+				  (const char *)j->w->scale->data + (size_t)r * j->scale_row_bytes, j->x, in);
 	}
 }
 
@@ -334,16 +341,18 @@ void ouro_matvec(float *y, const float *x, const struct ouro_weight *w)
 {
 	struct job j = {
 		.y = y, .x = x, .w = w,
-		.row_bytes = (size_t)w->in * ouro_dtype_size(w->t->dtype),
+		.row_bytes = (size_t)w->t->shape[1] * ouro_dtype_size(w->t->dtype),
+		.scale_row_bytes = w->scale ? (size_t)w->scale->shape[1] * ouro_dtype_size(w->scale->dtype) : 0,
 		.dot = w->scale ? NULL : pick(w->t->dtype),
-		.dotq = w->scale ? pick_q8() : NULL,
+		.dotq = w->scale && !w->q4 ? pick_q8() : NULL,
+		.dot4 = w->q4 ? ouro_q4_dot(-1) : NULL,
 	};
 
 	float *xs = NULL;
 
 	/* BF16 on AVX-512: x rearranged once for the shuffle-free kernel (when
 	 * the few KiB cannot be had, the plain kernel does the same sums) */
-	if (!w->scale && w->t->dtype == OURO_BF16 && cpu_level() == 2 && w->in >= 32 &&
+	if (!w->scale && w->t->dtype == OURO_BF16 && ouro_cpu_level() == 2 && w->in >= 32 &&
 	    (xs = malloc((size_t)w->in * sizeof *xs))) {
 		split_x(xs, x, w->in);
 		j.xs = xs;
