@@ -29,13 +29,19 @@ struct ouro_weight {
 int64_t ouro_q4_blocks(int64_t in);
 /* Quantizes one row w [in] to q4: values q [nsb*128], headers h [nsb*16]. */
 void ouro_q4_quantize(const float *w, int64_t in, uint8_t *q, uint8_t *h);
-/* ouro_weight_rows for q4 weights: exact widening. */
-void ouro_q4_rows(float *dst, const struct ouro_weight *w, int64_t r0, int64_t r);
+/* ouro_weight_rows for q4 weights (exact), with the kernels of a CPU
+ * level as ouro_q4_dot. */
+void ouro_q4_rows(int level, float *dst, const struct ouro_weight *w, int64_t r0, int64_t r);
 /* The dot product of one q4 row (q [nsb*128], h [nsb*16]) with x [in]. */
 typedef float (*ouro_q4_dot_fn)(const uint8_t *q, const uint8_t *h, const float *x, int64_t in);
 /* The q4 dot kernel of a CPU level (0 portable, 1 AVX2, 2 AVX-512; a level
  * this CPU lacks, or -1, gives its best); all give the same bits. */
 ouro_q4_dot_fn ouro_q4_dot(int level);
+/* y[r] = row r of the q4 matrix w . x [in] for rows begin..end-1, with
+ * the kernels of a CPU level as ouro_q4_dot (AVX-512: two rows at a time,
+ * each summed as alone). */
+void ouro_q4_matvec_rows(int level, const struct ouro_weight *w, const float *x, float *y,
+			 int64_t begin, int64_t end);
 /* The widest vector unit of this CPU the kernels use: 2 AVX-512F, 1 AVX2
  * with FMA and F16C, 0 none. */
 int ouro_cpu_level(void);

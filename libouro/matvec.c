@@ -308,7 +308,6 @@ struct job {
 	size_t row_bytes, scale_row_bytes;
 	dot_fn dot;
 	dotq_fn dotq;          /* q8_0 */
-	ouro_q4_dot_fn dot4;   /* q4 */
 };
 
 static void rows(void *ctx, int64_t begin, int64_t end)
@@ -317,13 +316,11 @@ static void rows(void *ctx, int64_t begin, int64_t end)
 	const char *data = j->w->t->data;
 	int64_t in = j->w->in;
 
+	if (j->w->q4) {
+		ouro_q4_matvec_rows(-1, j->w, j->x, j->y, begin, end);
+		return;
+	}
 	for (int64_t r = begin; r < end; r++) {
-		if (j->dot4) {
-			j->y[r] = j->dot4((const uint8_t *)data + (size_t)r * j->row_bytes,
-					  (const uint8_t *)j->w->scale->data + (size_t)r * j->scale_row_bytes,
-					  j->x, in);
-			continue;
-		}
 		if (j->xs) {
 			j->y[r] = dot_bf16_split_avx512(data + (size_t)r * j->row_bytes, j->xs, j->x, in);
 			continue;
@@ -345,7 +342,6 @@ void ouro_matvec(float *y, const float *x, const struct ouro_weight *w)
 		.scale_row_bytes = w->scale ? (size_t)w->scale->shape[1] * ouro_dtype_size(w->scale->dtype) : 0,
 		.dot = w->scale ? NULL : pick(w->t->dtype),
 		.dotq = w->scale && !w->q4 ? pick_q8() : NULL,
-		.dot4 = w->q4 ? ouro_q4_dot(-1) : NULL,
 	};
 
 	float *xs = NULL;

@@ -57,7 +57,7 @@ int64_t ouro_q4_blocks(int64_t in)
 }
 
 /* The F16 at p (little-endian), exactly. */
-static inline float half(const uint8_t *p)
+__attribute__((always_inline)) static inline float half(const uint8_t *p)
 {
 	uint32_t h = (uint32_t)p[0] | (uint32_t)p[1] << 8, u;
 	uint32_t sign = (h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
@@ -73,7 +73,7 @@ static inline float half(const uint8_t *p)
 }
 
 /* The 8 sub-block scales and minima of the super-block header h [16]. */
-static inline void scales(const uint8_t *h, float ds[NSUB], float ms[NSUB])
+__attribute__((always_inline)) static inline void scales(const uint8_t *h, float ds[NSUB], float ms[NSUB])
 {
 	float d = half(h), dmin = half(h + 2);
 
@@ -215,23 +215,18 @@ void ouro_q4_quantize(const float *w, int64_t in, uint8_t *q, uint8_t *h)
 
 /* ---- widening ----------------------------------------------------------- */
 
-void ouro_q4_rows(float *dst, const struct ouro_weight *w, int64_t r0, int64_t r)
+/* Row (q, h) widened into y [in], in plain C. */
+static void widen_c(const uint8_t *q, const uint8_t *h, float *y, int64_t in)
 {
-	int64_t nb = ouro_q4_blocks(w->in), in = w->in;
-	const uint8_t *q0 = w->t->data, *h0 = w->scale->data;
+	float ds[NSUB], ms[NSUB];
 
-	for (int64_t row = r0; row < r0 + r; row++) {
-		const uint8_t *q = q0 + (size_t)(row * nb) * OURO_Q4_QBYTES;
-		const uint8_t *h = h0 + (size_t)(row * nb) * OURO_Q4_HBYTES;
-		float *y = dst + (row - r0) * in, ds[NSUB], ms[NSUB];
-
-		for (int64_t i = 0; i < in; i++) {
-			int64_t k = i / SUB;
-			int j = (int)(i % SUB);
-			if (i % OURO_Q4_BLOCK == 0)
-				scales(h + i / OURO_Q4_BLOCK * OURO_Q4_HBYTES, ds, ms);
+	for (int64_t k = 0; k * SUB < in; k++) {
+		int n = in - k * SUB < SUB ? (int)(in - k * SUB) : SUB;
+		if (k % NSUB == 0)
+			scales(h + k / NSUB * OURO_Q4_HBYTES, ds, ms);
+		for (int j = 0; j < n; j++) {
 			int v = j < 16 ? q[k * 16 + j] & 15 : q[k * 16 + j - 16] >> 4;
-			y[i] = (float)v * ds[k % NSUB] - ms[k % NSUB];
+			y[k * SUB + j] = (float)v * ds[k % NSUB] - ms[k % NSUB];
 		}
 	}
 }
@@ -263,66 +258,54 @@ static float dot_c(const uint8_t *q, const uint8_t *h, const float *x, int64_t i
  * kernels); the headers are asked for the same distance ahead in weights. */
 #define PREFETCH 4096
 
-#define T512 __attribute__((target("avx512f")))
+#define T256 __attribute__((target("avx2,fma,f16c")))
+#define T512 __attribute__((target("avx512f,avx2,fma,f16c")))
 
-/* Lanes of a sub-block's values as int32 (each lane holds a whole byte:
- * the permutes read only its low 4 bits). */
-T512 static inline __m512i nibbles16(const uint8_t *q)
+/* scales() in vector registers (the same products, so the same bits):
+ * the 8 scales into ds and the 8 minima into ms. */
+T256 __attribute__((always_inline)) static inline void scales8(const uint8_t *h, float ds[NSUB],
+								  float ms[NSUB])
 {
-	return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)q));
+	const __m128i b = _mm_loadu_si128((const __m128i *)(const void *)h);
+	const __m128 dd = _mm_cvtph_ps(b);                             /* d, dmin */
+	__m256i lo = _mm256_cvtepu8_epi32(_mm_srli_si128(b, 4));       /* bytes 4 + j */
+	__m256i hi = _mm256_cvtepu8_epi32(_mm_shuffle_epi8(              /* bytes 12 + j/2 */
+		b, _mm_setr_epi8(12, 12, 13, 13, 14, 14, 15, 15, 0, 0, 0, 0, 0, 0, 0, 0)));
+	hi = _mm256_and_si256(_mm256_srlv_epi32(hi, _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4)),
+			      _mm256_set1_epi32(15));
+	__m256i sc = _mm256_and_si256(lo, _mm256_set1_epi32(63));
+	__m256i mn = _mm256_or_si256(_mm256_srli_epi32(lo, 6), _mm256_slli_epi32(hi, 2));
+
+	_mm256_storeu_ps(ds, _mm256_mul_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(sc)));
+	_mm256_storeu_ps(ms, _mm256_mul_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dd)),
+					   _mm256_cvtepi32_ps(mn)));
 }
 
-/* One sub-block k into the lane pair (lo, hi): the widened weights are the
- * table t [16] = v * ds - ms indexed by the values. */
-#define SUB512(k, lo, hi)                                                                        \
-	do {                                                                                     \
-		__m512 t = _mm512_sub_ps(_mm512_mul_ps(iota, _mm512_set1_ps(ds[(k) % NSUB])),    \
-					 _mm512_set1_ps(ms[(k) % NSUB]));                        \
-		__m512i v = nibbles16(q + (k) * 16);                                              \
-		lo = _mm512_fmadd_ps(_mm512_permutexvar_ps(v, t), _mm512_loadu_ps(x + (k) * SUB), lo); \
-		hi = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), t),           \
-				     _mm512_loadu_ps(x + (k) * SUB + 16), hi);                    \
+/* ---- AVX-512F: rows in pairs, sharing the loads of x ----------------- */
+
+/* The table of sub-block j's 16 weights: v * ds - ms for v = 0..15. */
+#define TABLE(ds, ms, j) \
+	_mm512_sub_ps(_mm512_mul_ps(iota, _mm512_set1_ps((ds)[j])), _mm512_set1_ps((ms)[j]))
+
+/* Sub-block k of the row (q, ds, ms) into the lanes lo (its weights 0-15)
+ * and hi (16-31), lanes past `in` left alone (masks ml, mh; xl, xh are
+ * x's 32 elements there): the values' bytes widen to int32 lanes whose
+ * low 4 bits, all the permute reads, are weights 0..15, and after a shift
+ * weights 16..31. Accumulators are named variables so that they stay in
+ * registers. */
+#define STEP512(q, ds, ms, k, lo, hi, ml, mh, xl, xh)                                           \
+	do {                                                                                   \
+		__m512 t_ = TABLE(ds, ms, (k) % NSUB);                                          \
+		__m512i v_ = _mm512_cvtepu8_epi32(                                              \
+			_mm_loadu_si128((const __m128i *)(const void *)((q) + (k) * 16)));       \
+		lo = _mm512_mask3_fmadd_ps(_mm512_permutexvar_ps(v_, t_), xl, lo, ml);          \
+		hi = _mm512_mask3_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v_, 4), t_), \
+					   xh, hi, mh);                                         \
 	} while (0)
 
-T512 static float dot_avx512(const uint8_t *q, const uint8_t *h, const float *x, int64_t in)
+/* The pairwise sum of 64 lanes a0..a3 (lanes 0-15, ..., 48-63). */
+T512 static inline float lanes512(__m512 a0, __m512 a1, __m512 a2, __m512 a3)
 {
-	const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-	__m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;  /* lanes 0-15 ... 48-63 */
-	float ds[NSUB], ms[NSUB];
-	int64_t full = in / SUB, k = 0;
-
-	for (; k + 2 <= full; k += 2) {
-		if (k % NSUB == 0) {
-			scales(h + k / NSUB * OURO_Q4_HBYTES, ds, ms);
-			_mm_prefetch((const char *)h + k / NSUB * OURO_Q4_HBYTES + PREFETCH / 8, _MM_HINT_T0);
-		}
-		if (k % 4 == 0)
-			_mm_prefetch((const char *)q + k * 16 + PREFETCH, _MM_HINT_T0);
-		SUB512(k, a0, a1);
-		SUB512(k + 1, a2, a3);
-	}
-	if (k < full) {
-		if (k % NSUB == 0)
-			scales(h + k / NSUB * OURO_Q4_HBYTES, ds, ms);
-		SUB512(k, a0, a1);
-		k++;
-	}
-	if (k * SUB < in) {     /* the last, partial sub-block: lanes past in are left alone */
-		int n = (int)(in - k * SUB);
-		__mmask16 ml = (__mmask16)(n >= 16 ? 0xffff : (1u << n) - 1);
-		__mmask16 mh = (__mmask16)(n > 16 ? (1u << (n - 16)) - 1 : 0);
-		if (k % NSUB == 0)
-			scales(h + k / NSUB * OURO_Q4_HBYTES, ds, ms);
-		__m512 t = _mm512_sub_ps(_mm512_mul_ps(iota, _mm512_set1_ps(ds[k % NSUB])),
-					 _mm512_set1_ps(ms[k % NSUB]));
-		__m512i v = nibbles16(q + k * 16);
-		__m512 *lo = k & 1 ? &a2 : &a0, *hi = k & 1 ? &a3 : &a1;
-		*lo = _mm512_mask3_fmadd_ps(_mm512_permutexvar_ps(v, t),
-					    _mm512_maskz_loadu_ps(ml, x + k * SUB), *lo, ml);
-		if (mh)
-			*hi = _mm512_mask3_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), t),
-						    _mm512_maskz_loadu_ps(mh, x + k * SUB + 16), *hi, mh);
-	}
 	__m512 s = _mm512_add_ps(_mm512_add_ps(a0, a2), _mm512_add_ps(a1, a3));
 	__m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(s),
 				  _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1)));
@@ -331,7 +314,105 @@ T512 static float dot_avx512(const uint8_t *q, const uint8_t *h, const float *x,
 	return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
 }
 
-#define T256 __attribute__((target("avx2,fma,f16c")))
+/* y[0] = row (q, h) . x, and y[1] = row (q2, h2) . x when two (which
+ * shares the loads of x between the rows); each row summed as alone. */
+T512 __attribute__((always_inline)) static inline void rows512(
+	const uint8_t *q, const uint8_t *h, const uint8_t *q2, const uint8_t *h2, const float *x,
+	int64_t in, float *y, int two)
+{
+	const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+	const __mmask16 all = 0xffff;
+	__m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;   /* row 1: lanes 0-63 */
+	__m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0;                     /* row 2 */
+	float ds[NSUB], ms[NSUB], ds2[NSUB], ms2[NSUB];
+	int64_t full = in / SUB, k = 0;
+
+	for (; k + 2 <= full; k += 2) {
+		if (k % NSUB == 0) {
+			int64_t o = k / NSUB * OURO_Q4_HBYTES;
+			scales8(h + o, ds, ms);
+			_mm_prefetch((const char *)h + o + PREFETCH / 8, _MM_HINT_T0);
+			if (two) {
+				scales8(h2 + o, ds2, ms2);
+				_mm_prefetch((const char *)h2 + o + PREFETCH / 8, _MM_HINT_T0);
+			}
+		}
+		if (k % 4 == 0) {
+			_mm_prefetch((const char *)q + k * 16 + PREFETCH, _MM_HINT_T0);
+			if (two)
+				_mm_prefetch((const char *)q2 + k * 16 + PREFETCH, _MM_HINT_T0);
+		}
+		const float *xk = x + k * SUB;
+		__m512 x0 = _mm512_loadu_ps(xk), x1 = _mm512_loadu_ps(xk + 16);
+		__m512 x2 = _mm512_loadu_ps(xk + 32), x3 = _mm512_loadu_ps(xk + 48);
+		STEP512(q, ds, ms, k, a0, a1, all, all, x0, x1);
+		STEP512(q, ds, ms, k + 1, a2, a3, all, all, x2, x3);
+		if (two) {
+			STEP512(q2, ds2, ms2, k, b0, b1, all, all, x0, x1);
+			STEP512(q2, ds2, ms2, k + 1, b2, b3, all, all, x2, x3);
+		}
+	}
+	for (; k * SUB < in; k++) {     /* an odd last sub-block, and a partial one */
+		int left = in - k * SUB < SUB ? (int)(in - k * SUB) : SUB;
+		__mmask16 ml = (__mmask16)(left >= 16 ? 0xffff : (1u << left) - 1);
+		__mmask16 mh = (__mmask16)(left > 16 ? (1u << (left - 16)) - 1 : 0);
+		__m512 xl = _mm512_maskz_loadu_ps(ml, x + k * SUB);
+		__m512 xh = mh ? _mm512_maskz_loadu_ps(mh, x + k * SUB + 16) : _mm512_setzero_ps();
+		if (k % NSUB == 0) {
+			scales8(h + k / NSUB * OURO_Q4_HBYTES, ds, ms);
+			if (two)
+				scales8(h2 + k / NSUB * OURO_Q4_HBYTES, ds2, ms2);
+		}
+		if (k & 1) {
+			STEP512(q, ds, ms, k, a2, a3, ml, mh, xl, xh);
+			if (two)
+				STEP512(q2, ds2, ms2, k, b2, b3, ml, mh, xl, xh);
+		} else {
+			STEP512(q, ds, ms, k, a0, a1, ml, mh, xl, xh);
+			if (two)
+				STEP512(q2, ds2, ms2, k, b0, b1, ml, mh, xl, xh);
+		}
+	}
+	y[0] = lanes512(a0, a1, a2, a3);
+	if (two)
+		y[1] = lanes512(b0, b1, b2, b3);
+}
+
+T512 static void dot2_avx512(const uint8_t *q, const uint8_t *h, const uint8_t *q2,
+			     const uint8_t *h2, const float *x, int64_t in, float y[2])
+{
+	rows512(q, h, q2, h2, x, in, y, 1);
+}
+
+T512 static float dot_avx512(const uint8_t *q, const uint8_t *h, const float *x, int64_t in)
+{
+	float y;
+
+	rows512(q, h, q, h, x, in, &y, 0);
+	return y;
+}
+
+/* widen_c with the table permutes of the AVX-512 kernel. */
+T512 static void widen_avx512(const uint8_t *q, const uint8_t *h, float *y, int64_t in)
+{
+	const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+	float ds[NSUB], ms[NSUB];
+
+	for (int64_t k = 0; k * SUB < in; k++) {
+		int left = in - k * SUB < SUB ? (int)(in - k * SUB) : SUB;
+		if (k % NSUB == 0)
+			scales8(h + k / NSUB * OURO_Q4_HBYTES, ds, ms);
+		__m512 t = TABLE(ds, ms, k % NSUB);
+		__m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(q + k * 16)));
+		_mm512_mask_storeu_ps(y + k * SUB, (__mmask16)(left >= 16 ? 0xffff : (1u << left) - 1),
+				      _mm512_permutexvar_ps(v, t));
+		if (left > 16)
+			_mm512_mask_storeu_ps(y + k * SUB + 16, (__mmask16)((1u << (left - 16)) - 1),
+					      _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), t));
+	}
+}
+
+/* ---- AVX2 + FMA + F16C ---------------------------------------------- */
 
 /* Sub-block k into the lanes a[0..3] (8 weights each): the values
  * converted to float and widened with one rounding (q * ds is exact). */
@@ -366,7 +447,7 @@ T256 static float dot_avx2(const uint8_t *q, const uint8_t *h, const float *x, i
 	for (int64_t k = 0; k * SUB < in; k++) {
 		int n = in - k * SUB < SUB ? (int)(in - k * SUB) : SUB;
 		if (k % NSUB == 0) {
-			scales(h + k / NSUB * OURO_Q4_HBYTES, ds, ms);
+			scales8(h + k / NSUB * OURO_Q4_HBYTES, ds, ms);
 			_mm_prefetch((const char *)h + k / NSUB * OURO_Q4_HBYTES + PREFETCH / 8, _MM_HINT_T0);
 		}
 		if (k % 4 == 0)
@@ -384,10 +465,71 @@ T256 static float dot_avx2(const uint8_t *q, const uint8_t *h, const float *x, i
 	return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
 }
 
+/* widen_c with the conversions of the AVX2 kernel. */
+T256 static void widen_avx2(const uint8_t *q, const uint8_t *h, float *y, int64_t in)
+{
+	const __m256i low = _mm256_set1_epi32(15);
+	float ds[NSUB], ms[NSUB];
+
+	for (int64_t k = 0; k * SUB < in; k++) {
+		int left = in - k * SUB < SUB ? (int)(in - k * SUB) : SUB;
+		if (k % NSUB == 0)
+			scales8(h + k / NSUB * OURO_Q4_HBYTES, ds, ms);
+		if (left < SUB) {      /* the row's last, partial sub-block */
+			for (int j = 0; j < left; j++) {
+				int v = j < 16 ? q[k * 16 + j] & 15 : q[k * 16 + j - 16] >> 4;
+				y[k * SUB + j] = (float)v * ds[k % NSUB] - ms[k % NSUB];
+			}
+			break;
+		}
+		const __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(q + k * 16));
+		const __m256 vd = _mm256_set1_ps(ds[k % NSUB]), vm = _mm256_set1_ps(-ms[k % NSUB]);
+		__m256i v[2] = {_mm256_cvtepu8_epi32(b), _mm256_cvtepu8_epi32(_mm_srli_si128(b, 8))};
+		for (int g = 0; g < 4; g++) {
+			__m256i u = g < 2 ? _mm256_and_si256(v[g], low) : _mm256_srli_epi32(v[g - 2], 4);
+			_mm256_storeu_ps(y + k * SUB + 8 * g, _mm256_fmadd_ps(_mm256_cvtepi32_ps(u), vd, vm));
+		}
+	}
+}
+
+/* ---- dispatch ------------------------------------------------------- */
+
+void ouro_q4_rows(int level, float *dst, const struct ouro_weight *w, int64_t r0, int64_t r)
+{
+	static void (*const table[3])(const uint8_t *, const uint8_t *, float *, int64_t) = {
+		widen_c, widen_avx2, widen_avx512};
+	int64_t nb = ouro_q4_blocks(w->in), in = w->in;
+	const uint8_t *q0 = w->t->data, *h0 = w->scale->data;
+	int top = ouro_cpu_level();
+	void (*widen)(const uint8_t *, const uint8_t *, float *, int64_t) =
+		table[level < 0 || level > top ? top : level];
+
+	for (int64_t row = r0; row < r0 + r; row++)
+		widen(q0 + (size_t)(row * nb) * OURO_Q4_QBYTES, h0 + (size_t)(row * nb) * OURO_Q4_HBYTES,
+		      dst + (row - r0) * in, in);
+}
+
 ouro_q4_dot_fn ouro_q4_dot(int level)
 {
 	static const ouro_q4_dot_fn table[3] = {dot_c, dot_avx2, dot_avx512};
 	int top = ouro_cpu_level();
 
 	return table[level < 0 || level > top ? top : level];
+}
+
+void ouro_q4_matvec_rows(int level, const struct ouro_weight *w, const float *x, float *y,
+			 int64_t begin, int64_t end)
+{
+	int64_t nb = ouro_q4_blocks(w->in), r = begin;
+	const uint8_t *q0 = w->t->data, *h0 = w->scale->data;
+	ouro_q4_dot_fn dot = ouro_q4_dot(level);
+
+	if (dot == dot_avx512)
+		for (; r + 2 <= end; r += 2)
+			dot2_avx512(q0 + (size_t)(r * nb) * OURO_Q4_QBYTES, h0 + (size_t)(r * nb) * OURO_Q4_HBYTES,
+				    q0 + (size_t)((r + 1) * nb) * OURO_Q4_QBYTES,
+				    h0 + (size_t)((r + 1) * nb) * OURO_Q4_HBYTES, x, w->in, y + r);
+	for (; r < end; r++)
+		y[r] = dot(q0 + (size_t)(r * nb) * OURO_Q4_QBYTES, h0 + (size_t)(r * nb) * OURO_Q4_HBYTES,
+			   x, w->in);
 }

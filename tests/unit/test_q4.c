@@ -5,8 +5,9 @@
  * For rows of many widths (1 to 2065: not multiples of 16, 32 or 256, so
  * partial sub-blocks and super-blocks) and value kinds (normal, one-signed,
  * constant, zero, outliers):
- *   - the widener (ouro_weight_rows on a q4 weight) gives exactly the
- *     weights this file decodes from the bytes;
+ *   - the widener (ouro_weight_rows on a q4 weight, and ouro_q4_rows at
+ *     every CPU level) gives exactly the weights this file decodes from
+ *     the bytes;
  *   - the quantization error is below 9% relative (12% with outliers
  *     40 times the rest, 1e-3 for constant rows, 0 for zero ones), and on normal rows, with or without
  *     outliers, below that of the plain range grid (scale (max-min)/15 and
@@ -16,7 +17,9 @@
  *     same bits as the plain C sum in the documented lane order (64
  *     lanes, fused multiply-adds, pairwise), and that is within float
  *     rounding of a float64 dot product;
- *   - ouro_matvec on q4 matrices gives those bits for 1, 2 and 3 threads.
+ *   - so does ouro_q4_matvec_rows at every level (AVX-512 takes rows in
+ *     pairs) from even and odd first rows, and ouro_matvec on q4
+ *     matrices for 1, 2 and 3 threads.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -150,6 +153,11 @@ static void check_rows(int64_t out, int64_t in, int kind, uint64_t seed)
 		base += range_sse(wf + r * in, in);
 	}
 	CHECK(memcmp(wq, wd, n * sizeof *wq) == 0);
+	for (int level = 0; level <= ouro_cpu_level(); level++) {
+		memset(wq, 0, n * sizeof *wq);
+		ouro_q4_rows(level, wq, &w, 0, out);
+		CHECK(memcmp(wq, wd, n * sizeof *wq) == 0);
+	}
 	if (kind == 4) {
 		CHECK(se == 0);
 	} else {
@@ -178,6 +186,15 @@ static void check_rows(int64_t out, int64_t in, int kind, uint64_t seed)
 			CHECK(memcmp(&got, &want, sizeof got) == 0);
 		}
 	}
+	for (int level = 0; level <= ouro_cpu_level(); level++)   /* rows in pairs, odd ranges */
+		for (int64_t b = 0; b < 2 && b < out; b++) {
+			memset(y, 0, (size_t)out * sizeof *y);
+			ouro_q4_matvec_rows(level, &w, x, y, b, out);
+			for (int64_t r = b; r < out; r++) {
+				float want = dot_ref(wd + r * in, x, in);
+				CHECK(memcmp(&y[r], &want, sizeof want) == 0);
+			}
+		}
 	for (int threads = 1; threads <= 3; threads++) {
 		ouro_set_threads(threads);
 		ouro_matvec(y, x, &w);
