@@ -38,7 +38,7 @@ typedef float (*ouro_q4_dot_fn)(const uint8_t *q, const uint8_t *h, const float 
  * this CPU lacks, or -1, gives its best); all give the same bits. */
 ouro_q4_dot_fn ouro_q4_dot(int level);
 /* y[r] = row r of the q4 matrix w . x [in] for rows begin..end-1, with
- * the kernels of a CPU level as ouro_q4_dot (AVX-512: two rows at a time,
+ * the kernels of a CPU level as ouro_q4_dot (AVX-512: four rows at a time,
  * each summed as alone). */
 void ouro_q4_matvec_rows(int level, const struct ouro_weight *w, const float *x, float *y,
 			 int64_t begin, int64_t end);

@@ -17,8 +17,8 @@
  *     same bits as the plain C sum in the documented lane order (64
  *     lanes, fused multiply-adds, pairwise), and that is within float
  *     rounding of a float64 dot product;
- *   - so does ouro_q4_matvec_rows at every level (AVX-512 takes rows in
- *     pairs) from even and odd first rows, and ouro_matvec on q4
+ *   - so does ouro_q4_matvec_rows at every level (AVX-512 takes rows four
+ *     at a time) from first rows 0 to 3, and ouro_matvec on q4
  *     matrices for 1, 2 and 3 threads.
  */
 #include <math.h>
@@ -186,8 +186,8 @@ static void check_rows(int64_t out, int64_t in, int kind, uint64_t seed)
 			CHECK(memcmp(&got, &want, sizeof got) == 0);
 		}
 	}
-	for (int level = 0; level <= ouro_cpu_level(); level++)   /* rows in pairs, odd ranges */
-		for (int64_t b = 0; b < 2 && b < out; b++) {
+	for (int level = 0; level <= ouro_cpu_level(); level++)   /* rows by fours, any range */
+		for (int64_t b = 0; b < 4 && b < out; b++) {
 			memset(y, 0, (size_t)out * sizeof *y);
 			ouro_q4_matvec_rows(level, &w, x, y, b, out);
 			for (int64_t r = b; r < out; r++) {
