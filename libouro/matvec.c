@@ -4,11 +4,12 @@
  * Decoding one token is bound by how fast the weights stream from memory,
  * so W is never widened into a buffer: each row is converted in registers
  * (BF16 and F16 to float exactly; q8_0 blocks of 32 int8 summed, then
- * scaled; q4 by the kernels of q4.c) and multiplied in float32 with fused multiply-adds. The widest vector unit the CPU has is chosen once, at
- * run time: AVX-512F, else AVX2 with FMA and F16C, else portable C. Rows
- * are split across the library's threads; each row's sum is computed by
- * one thread in a fixed order, so the result does not depend on the
- * thread count.
+ * scaled) and multiplied in float32 with fused multiply-adds; q4 rows go
+ * to the kernels of q4.c. The widest vector unit the CPU has is chosen
+ * once, at run time: AVX-512F, else AVX2 with FMA and F16C, else portable
+ * C. Rows are split across the library's threads; each row's sum is
+ * computed by one thread in a fixed order, so the result does not depend
+ * on the thread count.
  */
 #include <cpuid.h>
 #include <immintrin.h>
@@ -305,7 +306,7 @@ struct job {
 	const float *x;        /* [in] */
 	const float *xs;       /* [in] x split for dot_bf16_split_avx512, or NULL */
 	const struct ouro_weight *w;
-	size_t row_bytes, scale_row_bytes;
+	size_t row_bytes;
 	dot_fn dot;
 	dotq_fn dotq;          /* q8_0 */
 };
@@ -314,7 +315,7 @@ static void rows(void *ctx, int64_t begin, int64_t end)
 {
 	const struct job *j = ctx;
 	const char *data = j->w->t->data;
-	int64_t in = j->w->in;
+	int64_t in = j->w->in, nb = in / OURO_Q8_BLOCK;
 
 	if (j->w->q4) {
 		ouro_q4_matvec_rows(-1, j->w, j->x, j->y, begin, end);
@@ -330,7 +331,7 @@ static void rows(void *ctx, int64_t begin, int64_t end)
 			continue;
 		}
 		j->y[r] = j->dotq(data + (size_t)r * j->row_bytes,
-				  (const char *)j->w->scale->data + (size_t)r * j->scale_row_bytes, j->x, in);
+				  (const char *)j->w->scale->data + (size_t)(r * nb) * 2, j->x, in);
 	}
 }
 
@@ -338,10 +339,9 @@ void ouro_matvec(float *y, const float *x, const struct ouro_weight *w)
 {
 	struct job j = {
 		.y = y, .x = x, .w = w,
-		.row_bytes = (size_t)w->t->shape[1] * ouro_dtype_size(w->t->dtype),
-		.scale_row_bytes = w->scale ? (size_t)w->scale->shape[1] * ouro_dtype_size(w->scale->dtype) : 0,
+		.row_bytes = (size_t)w->in * ouro_dtype_size(w->t->dtype),
 		.dot = w->scale ? NULL : pick(w->t->dtype),
-		.dotq = w->scale && !w->q4 ? pick_q8() : NULL,
+		.dotq = w->scale ? pick_q8() : NULL,
 	};
 
 	float *xs = NULL;

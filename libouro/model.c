@@ -6,8 +6,8 @@
  * mapped read-only and the large matrices are used in place, in their
  * stored dtype (BF16, F16 or F32, or q8_0 or q4 as ouro-quantize writes
  * them); only the small vectors (norm weights, the exit gate) are
- * converted to float. With OURO_LOAD=read the files
- * are read into anonymous memory instead and used the same way. Every
+ * converted to float. With OURO_LOAD=read the files are read into
+ * anonymous memory instead and used the same way. Every
  * tensor the forward pass uses is looked up by its Hugging Face name and
  * its shape checked.
  */
