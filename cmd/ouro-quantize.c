@@ -1,11 +1,14 @@
 /*
- * ouro-quantize - a copy of a model directory with q8_0 weights.
+ * ouro-quantize - a copy of a model directory with quantized weights.
  *
- * Every layer matrix and lm_head become blocks of 32 int8 with one F16
- * scale (34 bytes per 32 weights instead of 64 in BF16), which the loader
- * recognises by their tensor names; the embedding, the norms and the exit
- * gate are copied unchanged, and so is every other file of the directory
- * (config.json, the tokenizer). Each output file is written atomically.
+ * With --type q8_0 (the default) every layer matrix and lm_head become
+ * blocks of 32 int8 with one F16 scale (34 bytes per 32 weights instead
+ * of 64 in BF16); with --type q4 the layer matrices become 4-bit values
+ * in super-blocks of 256 (144 bytes per 256 weights) and lm_head q8_0.
+ * The loader recognises both by their tensor names; the embedding, the
+ * norms and the exit gate are copied unchanged, and so is every other file
+ * of the directory (config.json, the tokenizer). Each output file is
+ * written atomically.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -17,11 +20,13 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: ouro-quantize [-m DIR] [-j THREADS] -o OUTDIR\n"
-		"Write a copy of a model directory with its layer matrices and lm_head in q8_0.\n"
+		"usage: ouro-quantize [-m DIR] [-t TYPE] [-j THREADS] -o OUTDIR\n"
+		"Write a copy of a model directory with its layer matrices and lm_head quantized.\n"
 		"\n"
 		"  -m, --model DIR        model directory (default: $OURO_MODEL, else the bundled model)\n"
 		"  -o, --output OUTDIR    the new model directory (created if missing)\n"
+		"  -t, --type TYPE        q8_0 (default: 8.5 bits a weight) or q4 (4.5 bits;\n"
+		"                         lm_head stays q8_0)\n"
 		"  -j, --threads THREADS  threads (default: $OURO_THREADS, else all cores)\n"
 		"  -h, --help             show this help\n");
 }
@@ -115,11 +120,13 @@ int main(int argc, char **argv)
 	static const struct option longopts[] = {
 		{"model", required_argument, NULL, 'm'},
 		{"output", required_argument, NULL, 'o'},
+		{"type", required_argument, NULL, 't'},
 		{"threads", required_argument, NULL, 'j'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	const char *model_dir = NULL, *outdir = NULL, *threads = NULL;
+	enum ouro_quant type = OURO_QUANT_Q8_0;
 	struct ouro_model *m;
 	struct ouro_output *o;
 	struct stat a, b;
@@ -128,10 +135,18 @@ int main(int argc, char **argv)
 	int c, rc;
 
 	cli_init("ouro-quantize");
-	while ((c = cli_getopt(argc, argv, "m:o:j:h", longopts)) != -1) {
+	while ((c = cli_getopt(argc, argv, "m:o:t:j:h", longopts)) != -1) {
 		switch (c) {
 		case 'm': model_dir = optarg; break;
 		case 'o': outdir = optarg; break;
+		case 't':
+			if (strcmp(optarg, "q8_0") == 0)
+				type = OURO_QUANT_Q8_0;
+			else if (strcmp(optarg, "q4") == 0)
+				type = OURO_QUANT_Q4;
+			else
+				usage_error("--type: '%s' is neither q8_0 nor q4", optarg);
+			break;
 		case 'j': threads = optarg; break;
 		case 'h': usage(stdout); return 0;
 		}
@@ -155,7 +170,7 @@ int main(int argc, char **argv)
 	if (!rc && !(rc = copy_others(dir, outdir, 1)) && !(rc = dest_check(path)))
 		rc = copy_others(dir, outdir, 0);
 	if (!rc && !(rc = ouro_output_open(&o, &out, path))) {
-		if ((rc = ouro_model_quantize(m, out, path)))
+		if ((rc = ouro_model_quantize(m, out, type, path)))
 			ouro_output_abort(o);
 		else
 			rc = ouro_output_commit(o);

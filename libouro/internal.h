@@ -18,14 +18,41 @@
 /* A weight matrix [out, in] (PyTorch Linear layout) as stored: F32,
  * BF16 or F16 in t; or q8_0, written by ouro-quantize: t is I8 [out, in]
  * and scale F16 [out, in/32], one scale per block of 32 along a row, the
- * weight being q * scale. */
+ * weight being q * scale; or q4 (q4 set; see q4.c): t is U8 [out, nsb*128]
+ * of 4-bit values and scale U8 [out, nsb*16] of super-block headers, nsb =
+ * ouro_q4_blocks(in). */
 struct ouro_weight {
 	const struct ouro_tensor *t;
-	const struct ouro_tensor *scale;  /* q8_0 only, else NULL */
+	const struct ouro_tensor *scale;  /* q8_0 and q4, else NULL */
 	int64_t out, in;
+	int q4;                           /* 1: q4, else 0 */
 };
 
 #define OURO_Q8_BLOCK 32
+#define OURO_Q4_BLOCK 256   /* weights per q4 super-block */
+#define OURO_Q4_QBYTES 128  /* bytes of 4-bit values per super-block */
+#define OURO_Q4_HBYTES 16   /* header bytes per super-block */
+
+/* Super-blocks of a q4 row of `in` weights (the last one padded). */
+int64_t ouro_q4_blocks(int64_t in);
+/* Quantizes one row w [in] to q4: values q [nsb*128], headers h [nsb*16]. */
+void ouro_q4_quantize(const float *w, int64_t in, uint8_t *q, uint8_t *h);
+/* ouro_weight_rows for q4 weights (exact), with the kernels of a CPU
+ * level as ouro_q4_dot. */
+void ouro_q4_rows(int level, float *dst, const struct ouro_weight *w, int64_t r0, int64_t r);
+/* The dot product of one q4 row (q [nsb*128], h [nsb*16]) with x [in]. */
+typedef float (*ouro_q4_dot_fn)(const uint8_t *q, const uint8_t *h, const float *x, int64_t in);
+/* The q4 dot kernel of a CPU level (0 portable, 1 AVX2, 2 AVX-512; a level
+ * this CPU lacks, or -1, gives its best); all give the same bits. */
+ouro_q4_dot_fn ouro_q4_dot(int level);
+/* y[r] = row r of the q4 matrix w . x [in] for rows begin..end-1, with
+ * the kernels of a CPU level as ouro_q4_dot (AVX-512: four rows at a time,
+ * each summed as alone). */
+void ouro_q4_matvec_rows(int level, const struct ouro_weight *w, const float *x, float *y,
+			 int64_t begin, int64_t end);
+/* The widest vector unit of this CPU the kernels use: 2 AVX-512F, 1 AVX2
+ * with FMA and F16C, 0 none. */
+int ouro_cpu_level(void);
 
 /* Widens rows r0..r0+r-1 of w into dst [r, in] floats. */
 void ouro_weight_rows(float *dst, const struct ouro_weight *w, int64_t r0, int64_t r);

@@ -10,6 +10,10 @@
 
 void ouro_weight_rows(float *dst, const struct ouro_weight *w, int64_t r0, int64_t r)
 {
+	if (w->q4) {
+		ouro_q4_rows(-1, dst, w, r0, r);
+		return;
+	}
 	size_t esize = ouro_dtype_size(w->t->dtype);
 	const char *src = (const char *)w->t->data + (size_t)(r0 * w->in) * esize;
 

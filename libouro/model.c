@@ -4,9 +4,10 @@
  * config.json gives the shapes; the weights come from model.safetensors,
  * or from the shards that model.safetensors.index.json names. Files are
  * mapped read-only and the large matrices are used in place, in their
- * stored dtype (BF16, F16 or F32); only the small vectors (norm weights,
- * the exit gate) are converted to float. With OURO_LOAD=read the files
- * are read into anonymous memory instead and used the same way. Every
+ * stored dtype (BF16, F16 or F32, or q8_0 or q4 as ouro-quantize writes
+ * them); only the small vectors (norm weights, the exit gate) are
+ * converted to float. With OURO_LOAD=read the files are read into
+ * anonymous memory instead and used the same way. Every
  * tensor the forward pass uses is looked up by its Hugging Face name and
  * its shape checked.
  */
@@ -247,18 +248,29 @@ static int find(struct ouro_model *m, const struct ouro_tensor **out, const char
 }
 
 /* Finds the weight matrix called name, [out, in]: stored as a float tensor
- * of that name, or quantized (q8_0) as name.q8_0 and name.q8_0_scale. */
+ * of that name, or quantized as name.q8_0 and name.q8_0_scale (q8_0) or
+ * name.q4 and name.q4_scale (q4), with every dtype and shape checked. */
 static int find_weight(struct ouro_model *m, struct ouro_weight *w, const char *name,
 		       int64_t out, int64_t in)
 {
-	char q[160], sc[176];
+	char q[160], sc[176], q4[160], sc4[176];
 	const char *file;
 
 	w->out = out;
 	w->in = in;
 	w->scale = NULL;
+	w->q4 = 0;
 	snprintf(q, sizeof q, "%s.q8_0", name);
 	snprintf(sc, sizeof sc, "%s.q8_0_scale", name);
+	snprintf(q4, sizeof q4, "%s.q4", name);
+	snprintf(sc4, sizeof sc4, "%s.q4_scale", name);
+	if (!lookup(m, name, &file) && !lookup(m, q, &file) && lookup(m, q4, &file)) {
+		int64_t nb = ouro_q4_blocks(in);
+		w->q4 = 1;
+		return find_typed(m, &w->t, q4, OURO_U8, 2, out, nb * OURO_Q4_QBYTES) ||
+		       find_typed(m, &w->scale, sc4, OURO_U8, 2, out, nb * OURO_Q4_HBYTES)
+			       ? OURO_EMODEL : OURO_OK;
+	}
 	if (lookup(m, name, &file) || !lookup(m, q, &file))
 		return find(m, &w->t, name, 2, out, in);
 	if (in % OURO_Q8_BLOCK)
@@ -318,7 +330,7 @@ static int load_weights(struct ouro_model *m)
 	if ((rc = find(m, &m->embed, "model.embed_tokens.weight", 2, c->vocab_size, c->hidden_size)))
 		return rc;
 	if (c->tie_word_embeddings)
-		m->lm_head = (struct ouro_weight){m->embed, NULL, c->vocab_size, c->hidden_size};
+		m->lm_head = (struct ouro_weight){m->embed, NULL, c->vocab_size, c->hidden_size, 0};
 	else if ((rc = find_weight(m, &m->lm_head, "lm_head.weight", c->vocab_size, c->hidden_size)))
 		return rc;
 	if (!(m->layers = calloc((size_t)c->num_hidden_layers, sizeof *m->layers)))

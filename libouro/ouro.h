@@ -241,10 +241,18 @@ void ouro_model_free(struct ouro_model *m);
 const struct ouro_config *ouro_model_config(const struct ouro_model *m);
 const char *ouro_model_dir(const struct ouro_model *m);
 
+/* Quantized weight formats (see ouro-quantize(1)). */
+enum ouro_quant {
+	OURO_QUANT_Q8_0,   /* blocks of 32 int8 with an F16 scale: 8.5 bits a weight */
+	OURO_QUANT_Q4,     /* super-blocks of 256 4-bit values with 6-bit sub-block
+			    * scales and minima: 4.5 bits a weight */
+};
+
 /* Writes the model's weights to out as one safetensors file with every
- * layer matrix and lm_head quantized to q8_0 (see ouro-quantize(1)); other
- * tensors are copied unchanged. */
-int ouro_model_quantize(const struct ouro_model *m, FILE *out, const char *what);
+ * layer matrix quantized to `type` and lm_head to q8_0; other tensors
+ * are copied unchanged. */
+int ouro_model_quantize(const struct ouro_model *m, FILE *out, enum ouro_quant type,
+			const char *what);
 
 /* The directory to use: dir if not NULL, else $OURO_MODEL, else the
  * bundled default model. */

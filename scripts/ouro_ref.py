@@ -378,16 +378,19 @@ def load_model(path):
     else:
         raise FormatError("%s: neither model.safetensors nor "
                           "model.safetensors.index.json" % path)
-    return Model(config, dequantize_q8_0(weights), path)
+    return Model(config, dequantize(weights, config), path)
 
 
-def dequantize_q8_0(weights):
-    """Replaces every q8_0 pair (NAME.q8_0 int8 [out, in], NAME.q8_0_scale
-    [out, in/32]) by NAME = q * scale, each scale applying to a block of 32
-    consecutive weights of a row (the format ouro-quantize writes)."""
+def dequantize(weights, config):
+    """Replaces every quantized matrix by its float values: q8_0 pairs
+    (NAME.q8_0 int8 [out, in], NAME.q8_0_scale [out, in/32]) by NAME = q *
+    scale, each scale applying to a block of 32 consecutive weights of a row;
+    q4 pairs (NAME.q4, NAME.q4_scale) by dequantize_q4, cut to the row width
+    config.json gives the matrix (the formats ouro-quantize writes)."""
+    hd = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
     out = {}
     for name, value in weights.items():
-        if name.endswith(".q8_0_scale"):
+        if name.endswith(".q8_0_scale") or name.endswith(".q4_scale"):
             continue
         if name.endswith(".q8_0"):
             scale = weights[name + "_scale"].floats(np.float32)
@@ -395,9 +398,42 @@ def dequantize_q8_0(weights):
             blocks = q.reshape(q.shape[0], -1, 32) * scale[:, :, None]
             out[name[:-len(".q8_0")]] = Tensor("F32", tuple(q.shape),
                                                blocks.reshape(q.shape))
+        elif name.endswith(".q4"):
+            width = (config["num_attention_heads"] * hd if "o_proj" in name else
+                     config["intermediate_size"] if "down_proj" in name else
+                     config["hidden_size"])
+            out[name[:-len(".q4")]] = dequantize_q4(value.ints(),
+                                                    weights[name + "_scale"].ints(), width)
         else:
             out[name] = value
     return out
+
+
+def dequantize_q4(q, h, width=None):
+    """q4 values q [out, nsb*128] and super-block headers h [out, nsb*16]
+    (uint8) -> Tensor F32 [out, width] (width: nsb*256 unless given). A
+    super-block is 8 sub-blocks of 32 weights; sub-block j's weight i is
+    v * d*sc[j] - dmin*mn[j], v its 4-bit value (byte 16j + i%16 of the
+    super-block's 128, low nibble for i < 16), d and dmin the header's two
+    F16, sc[j] the low 6 bits of header byte 4+j, mn[j] its top 2 bits plus
+    4 more bits from nibble j%2 of byte 12 + j//2. Each product is exact in
+    float32 and the difference is rounded once, as ouro rounds it."""
+    rows = q.shape[0]
+    nsb = h.shape[1] // 16
+    h = h.reshape(rows, nsb, 16)
+    dd = h[:, :, 0:4].astype(np.uint8).copy().view(np.float16).astype(np.float32)
+    d, dmin = dd[:, :, 0], dd[:, :, 1]
+    hb = h[:, :, 4:12]
+    sc = hb & 63
+    mn = (hb >> 6) | (((h[:, :, 12 + np.arange(8) // 2] >> (4 * (np.arange(8) % 2))) & 15) << 2)
+    ds = (d[:, :, None] * sc.astype(np.float32)).astype(np.float32)      # [rows, nsb, 8]
+    ms = (dmin[:, :, None] * mn.astype(np.float32)).astype(np.float32)
+    b = q.reshape(rows, nsb, 8, 16)
+    v = np.concatenate([b & 15, b >> 4], axis=3).astype(np.float32)      # [rows, nsb, 8, 32]
+    w = (v * ds[:, :, :, None]).astype(np.float32) - ms[:, :, :, None]
+    w = w.astype(np.float32).reshape(rows, nsb * 256)
+    return Tensor("F32", (rows, w.shape[1] if width is None else width),
+                  w[:, :w.shape[1] if width is None else width])
 
 
 # ---- forward pass ---------------------------------------------------------

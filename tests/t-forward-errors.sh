@@ -167,6 +167,25 @@ expect 3 "$bad/model-tensor-misshaped/model.safetensors|model.layers.0.mlp.up_pr
 expect 3 "$bad/model-tensor-wrong-dtype/model.safetensors|model.norm.weight|I16" \
 	-m "$bad/model-tensor-wrong-dtype"
 
+# ---- quantized matrices (up_proj q4, down_proj q8_0): the control loads;
+# each broken one is refused naming the tensor and what was expected
+echo "1 2 3" | ouro-forward -m "$bad/quant-ok" >"$tmp/out" 2>"$tmp/err" ||
+	fail "ouro-forward -m $bad/quant-ok: $(cat "$tmp/err")"
+q4=model.layers.0.mlp.up_proj.weight.q4
+q8=model.layers.0.mlp.down_proj.weight.q8_0
+expect 3 "$bad/model-q4-wrong-dtype/model.safetensors|$q4 has dtype I8, expected U8" \
+	-m "$bad/model-q4-wrong-dtype"
+expect 3 "$bad/model-q4-misshaped/model.safetensors|$q4 has shape [32,64], expected [32,128]" \
+	-m "$bad/model-q4-misshaped"
+expect 3 "$bad/model-q4-no-scale|${q4}_scale is missing" -m "$bad/model-q4-no-scale"
+expect 3 "$bad/model-q4-scale-misshaped/model.safetensors|${q4}_scale has shape [32,8], expected [32,16]" \
+	-m "$bad/model-q4-scale-misshaped"
+expect 3 "$bad/model-q4-scale-wrong-dtype/model.safetensors|${q4}_scale has dtype F16, expected U8" \
+	-m "$bad/model-q4-scale-wrong-dtype"
+expect 3 "$bad/model-q8-no-scale|${q8}_scale is missing" -m "$bad/model-q8-no-scale"
+expect 3 "$bad/model-q8-wrong-dtype/model.safetensors|$q8 has dtype U8, expected I8" \
+	-m "$bad/model-q8-wrong-dtype"
+
 # ---- sharded checkpoints
 expect 3 "$bad/shard-missing/model-00002-of-00002.safetensors" -m "$bad/shard-missing"
 expect 3 "$bad/shard-path-slash/model.safetensors.index.json" -m "$bad/shard-path-slash"

@@ -3,7 +3,8 @@
 #
 # Every program that computes (ouro-forward, ouro-gate and ouro-gate train,
 # ouro-sample, ouro-generate greedy and sampled with a seed, ouro-lens,
-# ouro-eval ppl and choice) is run with OURO_THREADS=1, 2 and 3 and -j where
+# ouro-eval ppl and choice, ouro-quantize -t q4 and the programs on its
+# q4 weights) is run with OURO_THREADS=1, 2 and 3 and -j where
 # the program has it; every output must be byte-identical to the one-thread
 # run. Models: the bundled fixture and a fresh random model (make-model)
 # whose sizes are not multiples of the kernels' chunk of 64 and whose
@@ -66,6 +67,13 @@ same "fixture-eval-text" 'ouro-eval ppl -m '"$fixture"' -j $J -T 5 -W 48 --per-t
 same "fixture-lens" 'ouro-lens -m '"$fixture"' -j $J -k 4 --json --prompt-ids "$(head -n 1 '"$tmp/long.ids"')" >$out'
 same "fixture-eval-choice" 'ouro-eval choice -m '"$fixture"' -j $J -q 0.5 tests/eval/tiny-choice.jsonl >$out'
 same "fixture-generate-text" 'ouro-generate -m '"$fixture"' -j $J -n 16 --temperature 1 --seed 3 "In the beginning" >$out'
+
+# q4 weights (rows of 96 and 200: partial sub-blocks): the quantizer, the
+# prefill's widening and the decode kernels
+same "rand-q4-quantize" 'ouro-quantize -m '"$rand"' -t q4 -j $J -o $out.d && cat $out.d/model.safetensors >$out'
+ouro-quantize -m "$rand" -t q4 -o "$tmp/rand-q4" || fail "ouro-quantize -t q4"
+same "rand-q4-forward" 'ouro-forward -m '"$tmp/rand-q4"' -j $J '"$tmp/long.ids"' >$out'
+same "rand-q4-generate-greedy" 'ouro-generate -m '"$tmp/rand-q4"' -j $J -n 24 --prompt-ids -t "1 2 3 4 5" >$out'
 
 echo "# $checks programs and settings, each byte-identical with 1, 2 and 3 threads"
 finish
