@@ -50,9 +50,9 @@ ouro_q4_dot_fn ouro_q4_dot(int level);
  * each summed as alone). */
 void ouro_q4_matvec_rows(int level, const struct ouro_weight *w, const float *x, float *y,
 			 int64_t begin, int64_t end);
-/* The widest vector unit of this CPU the kernels use: 2 AVX-512F, 1 AVX2
- * with FMA and F16C, 0 none. */
-int ouro_cpu_level(void);
+/* ouro_matmul for q4 weights: every row of y as ouro_q4_matvec_rows
+ * computes it, so the same bits whatever n and the thread count. */
+void ouro_q4_matmul(float *y, const float *x, const struct ouro_weight *w, int64_t n);
 
 /* Widens rows r0..r0+r-1 of w into dst [r, in] floats. */
 void ouro_weight_rows(float *dst, const struct ouro_weight *w, int64_t r0, int64_t r);

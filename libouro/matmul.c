@@ -785,6 +785,10 @@ size_t ouro_wbuf_floats(int64_t in)
 void ouro_matmul(float *y, const float *x, const struct ouro_weight *w,
 		 int64_t n, float *wbuf)
 {
+	if (w->q4) {   /* q4 keeps its own order, also the same for any n */
+		ouro_q4_matmul(y, x, w, n);
+		return;
+	}
 	enum ouro_dtype dt = w->t->dtype;
 	struct mm m = {
 		.y = y, .x = x, .q = w->t->data,

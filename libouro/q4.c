@@ -43,11 +43,14 @@
  * conversion; the portable one does the same arithmetic with fmaf, so all
  * three give the same bits, and so do the wideners for longer inputs.
  */
-#include <immintrin.h>
 #include <math.h>
 #include <string.h>
 
 #include "internal.h"
+
+#if OURO_X86
+#include <immintrin.h>
+#endif
 
 #define SUB 32                        /* weights per sub-block */
 #define NSUB (OURO_Q4_BLOCK / SUB)    /* sub-blocks per super-block: 8 */
@@ -261,6 +264,7 @@ static float dot_c(const uint8_t *q, const uint8_t *h, const float *x, int64_t i
 	return acc[0];
 }
 
+#if OURO_X86
 /* How far ahead each row's values are asked for, in bytes; the headers
  * the same distance ahead in weights. With four rows in flight, twice
  * matvec.c's distance: Ouro-1.4B shapes, weights read in, 2 threads, 5.3
@@ -504,12 +508,18 @@ T256 static void widen_avx2(const uint8_t *q, const uint8_t *h, float *y, int64_
 	}
 }
 
+#endif /* OURO_X86 */
+
 /* ---- dispatch ------------------------------------------------------- */
 
 void ouro_q4_rows(int level, float *dst, const struct ouro_weight *w, int64_t r0, int64_t r)
 {
-	static void (*const table[3])(const uint8_t *, const uint8_t *, float *, int64_t) = {
+	static void (*const table[])(const uint8_t *, const uint8_t *, float *, int64_t) = {
+#if OURO_X86
 		widen_c, widen_avx2, widen_avx512};
+#else
+		widen_c};   /* ouro_cpu_level() is 0 */
+#endif
 	int64_t nb = ouro_q4_blocks(w->in), in = w->in;
 	const uint8_t *q0 = w->t->data, *h0 = w->scale->data;
 	int top = ouro_cpu_level();
@@ -523,7 +533,11 @@ void ouro_q4_rows(int level, float *dst, const struct ouro_weight *w, int64_t r0
 
 ouro_q4_dot_fn ouro_q4_dot(int level)
 {
-	static const ouro_q4_dot_fn table[3] = {dot_c, dot_avx2, dot_avx512};
+#if OURO_X86
+	static const ouro_q4_dot_fn table[] = {dot_c, dot_avx2, dot_avx512};
+#else
+	static const ouro_q4_dot_fn table[] = {dot_c};   /* ouro_cpu_level() is 0 */
+#endif
 	int top = ouro_cpu_level();
 
 	return table[level < 0 || level > top ? top : level];
@@ -536,6 +550,7 @@ void ouro_q4_matvec_rows(int level, const struct ouro_weight *w, const float *x,
 	const uint8_t *q0 = w->t->data, *h0 = w->scale->data;
 	ouro_q4_dot_fn dot = ouro_q4_dot(level);
 
+#if OURO_X86
 	if (dot == dot_avx512)
 		for (; r + 4 <= end; r += 4) {
 			const uint8_t *q[4], *h[4];
@@ -545,7 +560,32 @@ void ouro_q4_matvec_rows(int level, const struct ouro_weight *w, const float *x,
 			}
 			dot4_avx512(q, h, x, w->in, y + r);
 		}
+#endif
 	for (; r < end; r++)
 		y[r] = dot(q0 + (size_t)(r * nb) * OURO_Q4_QBYTES, h0 + (size_t)(r * nb) * OURO_Q4_HBYTES,
 			   x, w->in);
+}
+
+struct q4_job {
+	float *y;                  /* [n, out] */
+	const float *x;            /* [n, in] */
+	const struct ouro_weight *w;
+	int64_t n;
+};
+
+/* Rows [begin, end) of W against every row of x. */
+static void q4_rows_job(void *ctx, int64_t begin, int64_t end)
+{
+	const struct q4_job *j = ctx;
+
+	for (int64_t i = 0; i < j->n; i++)
+		ouro_q4_matvec_rows(-1, j->w, j->x + (size_t)i * (size_t)j->w->in,
+				    j->y + (size_t)i * (size_t)j->w->out, begin, end);
+}
+
+void ouro_q4_matmul(float *y, const float *x, const struct ouro_weight *w, int64_t n)
+{
+	struct q4_job j = {y, x, w, n};
+
+	ouro_parallel(q4_rows_job, &j, w->out);
 }

@@ -37,7 +37,7 @@ static void check(int64_t out, int64_t in, int64_t n, enum ouro_dtype dt)
 	float *x = malloc(sizeof(float) * (size_t)(n * in));
 	float *y = malloc(sizeof(float) * (size_t)(n * out)), *y2 = malloc(sizeof(float) * (size_t)(n * out));
 	struct ouro_tensor t = {.name = "w", .dtype = dt, .ndim = 2, .shape = {out, in}, .data = wd};
-	struct ouro_weight w = {&t, NULL, out, in};
+	struct ouro_weight w = {&t, NULL, out, in, 0};
 
 	for (int64_t i = 0; i < out * in; i++)
 		wf[i] = bf16_round((float)(rand() % 2001 - 1000) / 997.0f);

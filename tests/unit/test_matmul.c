@@ -68,7 +68,7 @@ static void make(struct mat *m, enum fmt f, int64_t out, int64_t in)
 				    .data = m->data};
 	m->s = (struct ouro_tensor){.name = "s", .dtype = OURO_F16, .ndim = 2,
 				    .shape = {out, in / 32}, .data = m->scale};
-	m->w = (struct ouro_weight){&m->t, f == Q8 ? &m->s : NULL, out, in};
+	m->w = (struct ouro_weight){&m->t, f == Q8 ? &m->s : NULL, out, in, 0};
 }
 
 static void unmake(struct mat *m)
