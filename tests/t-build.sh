@@ -13,7 +13,8 @@
 #
 # Run by tests/run from the repository root.
 . tests/lib.sh
-make=${MAKE:-make}
+# a make of its own, not a part of the make that runs the tests
+make="env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL ${MAKE:-make}"
 dry() {
 	$make -s -n -B BUILD="$tmp/build" BIN="$tmp/bin" "$@" all 2>"$tmp/err" | grep '^cc\|^gcc\|^clang' >"$tmp/cc"
 	[ -s "$tmp/cc" ] || { fail "make -n $* printed no compile"; cat "$tmp/err"; return 1; }

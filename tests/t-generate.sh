@@ -88,9 +88,14 @@ case "$pipe" in
 *) fail "sampled: generate '$gen' != pipeline '$pipe'" ;;
 esac
 
-# loops and cache: -v reports them
+# loops and cache: -v reports them, on a copy of the random model with
+# no end-of-text id (and no tokenizer: ids in and out), so that every one
+# of the 20 tokens is decoded whatever the seed
+mkdir "$tmp/rnd-noeos" && cp "$rnd/model.safetensors" "$tmp/rnd-noeos/" &&
+	"$PYTHON" -c 'import json, sys; c = json.load(open(sys.argv[1])); c["eos_token_id"] = -1; json.dump(c, open(sys.argv[2], "w"))' \
+		"$rnd/config.json" "$tmp/rnd-noeos/config.json" || fail "the random model without eos"
 stats() {
-	echo "$prompt" | ouro-generate -m "$rnd" --prompt-ids -t -n 20 -v "$@" 2>&1 >/dev/null
+	echo "$prompt" | ouro-generate -m "$tmp/rnd-noeos" --prompt-ids -t -n 20 -v "$@" 2>&1 >/dev/null
 }
 loops() {
 	sed -n 's/.* \([0-9.]*\) loops per decoded token (\([0-9]*\) layer passes).*/\1 \2/p'

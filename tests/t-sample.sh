@@ -18,8 +18,9 @@
 #   4. failures: records without a state, D mismatch with the model, shape
 #      and step errors, text input, bad option values; each exits with its
 #      documented status, prints one stderr line and nothing on stdout.
-#   5. the EXAMPLES of man/ouro-sample.1 run verbatim, and print the
-#      output they show (commands using ouro-gate only when it is built).
+#   5. the EXAMPLES of man/ouro-sample.1 run verbatim with the bundled
+#      default model, as t-man runs them, and print the output they show
+#      (commands using ouro-gate only when it is built).
 #
 # The random model draws from a seed printed as "# seed S"; rerun with
 # OURO_TEST_SEED=S to replay it. Run by tests/run from the repository root
@@ -423,7 +424,7 @@ ouro-sample --bogus "$tmp/one.rec" >/dev/null 2>&1
 echo "# $((ncase + 3)) failure cases"
 
 # ---- 5. the man page's examples
-(cd "$root" && "$PYTHON" - man/ouro-sample.1 "$tmp/examples" "$root/$fixture") <<'EOF' || fail "man/ouro-sample.1 EXAMPLES"
+(cd "$root" && "$PYTHON" - man/ouro-sample.1 "$tmp/examples" "$root/models/ouro-kjv-tiny") <<'EOF' || fail "man/ouro-sample.1 EXAMPLES"
 import os
 import re
 import subprocess
@@ -432,7 +433,7 @@ import sys
 page, work, model = sys.argv[1:4]
 os.makedirs(work)
 with open(os.path.join(work, "ids.txt"), "w") as f:
-    f.write("19556 905 17 216 33\n1 4093 198\n")
+    f.write("1032 262 2098 393 3408\n301 393 394\n")
 env = dict(os.environ, OURO_MODEL=model)
 have_gate = os.access("bin/ouro-gate", os.X_OK)
 
