@@ -146,7 +146,9 @@ int main(void)
 	refused(record(OURO_F32, 3, s0, NULL, 0), -1, -1, "has positions 0, expected at least 1");
 	refused(record(OURO_F32, 3, sk, NULL, 0), -1, -1, "has 257 steps, expected 1..256");
 	struct ouro_record *r = ouro_record_new();
-	CHECK(ouro_record_add(r, "tokens", OURO_I32, 1, (int64_t[]){1}, (int32_t[]){7}) == OURO_OK);
+	int64_t one = 1;
+	int32_t id = 7;   /* the record references its data until written */
+	CHECK(ouro_record_add(r, "tokens", OURO_I32, 1, &one, &id) == OURO_OK);
 	refused(round_trip(r), -1, -1, "rec: no tensor 'hidden' [K, n, D]");
 	return unit_done("test_schema");
 }
