@@ -528,6 +528,10 @@ static int hits_stop(struct ouro_tok *tok, struct job *j, int *rc)
 	return first != NULL;
 }
 
+/* When the first new token of the run came (cli_now), for -v: the
+ * prompt's prefill ends there. 0 before. */
+static double first_token;
+
 /* Runs every good job on the engine and writes the answers in order. */
 static int run_jobs(const struct opts *o, struct ouro_engine *eng, struct ouro_tok *tok,
 		    const int32_t *stop_ids, int nstop, struct job *jobs, size_t njobs, int *failed)
@@ -584,6 +588,9 @@ static int run_jobs(const struct opts *o, struct ouro_engine *eng, struct ouro_t
 		for (int k = 0; k < nev; k++) {
 			struct job *j = &jobs[of_seq[ev[k].seq]];
 			int finish = ev[k].finish;
+
+			if (ev[k].token >= 0 && !first_token)
+				first_token = cli_now();
 
 			if (ev[k].token >= 0 && (ouro_ids_push(&j->ids, ev[k].token) ||
 						 ouro_ids_push(&j->loops, ev[k].loops))) {
@@ -654,6 +661,8 @@ static int run_one(const struct opts *o, struct ouro_engine *eng, struct ouro_to
 			done |= ev[k].finish != OURO_FINISH_NONE;
 			if (ev[k].token < 0)
 				continue;
+			if (!first_token)
+				first_token = cli_now();
 			if (ouro_ids_push(ids, ev[k].token)) {
 				rc = ouro_fail(OURO_ENOMEM, "out of memory");
 				goto out;
@@ -756,12 +765,14 @@ int main(int argc, char **argv)
 		double steps = st->steps ? (double)st->steps : 1, dec = (double)st->decoded_tokens;
 		double made = (double)st->new_tokens;
 		fprintf(stderr,
-			"%s: load %.2f s; %.2f s for %llu prompt tokens and %llu new tokens, "
+			"%s: load %.2f s; %.2f s for %llu prompt tokens and %llu new tokens "
+			"(the first after %.2f s), "
 			"%.2f new tokens/s; %.2f loops per decoded token (%llu layer passes); "
 			"%.2f sequences (%.2f positions) a pass over %llu passes; "
 			"KV cache %.1f KiB at most (blocks of %.1f KiB, budget %.1f MiB)\n",
 			progname, t0 - start, t1 - t0, (unsigned long long)st->prefill_tokens,
-			(unsigned long long)st->new_tokens, made / (t1 - t0),
+			(unsigned long long)st->new_tokens, first_token ? first_token - t0 : t1 - t0,
+			made / (t1 - t0),
 			dec ? (double)st->decoded_loops / dec : 0.0,
 			(unsigned long long)(st->decoded_loops * (uint64_t)c->num_hidden_layers),
 			(double)st->items / steps, (double)st->rows / steps,
