@@ -396,19 +396,19 @@ static int cmd_run(enum ouro_eval_task task, int argc, char **argv)
 
 	/* the log: a new one, or the one of the run to continue */
 	if (o.log) {
-		json_t *header = ouro_eval_log_header(config, o.shard_k, o.shard_n, total);
 		struct stat st;
 		int exists = stat(o.log, &st) == 0;
 		off_t keep = 0;
 		FILE *lf = NULL;
 
 		/* the log is read back and truncated: a regular file, never a pipe */
-		if (exists && (rc = ouro_file_open(&lf, NULL, o.log, OURO_EINPUT))) {
-			json_decref(header);
+		if (exists && (rc = ouro_file_open(&lf, NULL, o.log, OURO_EINPUT)))
 			goto fail;
-		}
-		if (exists && !o.resume)
+		if (exists && !o.resume) {
+			fclose(lf);
 			usage_error("%s exists; add --resume to continue that run, or remove it", o.log);
+		}
+		json_t *header = ouro_eval_log_header(config, o.shard_k, o.shard_n, total);
 		if (exists && (rc = ouro_eval_log_resume(lf, o.log, header, o.shard_k, o.shard_n, &r.L,
 						      total, done, acc, &ndone, &keep))) {
 			json_decref(header);
