@@ -19,16 +19,6 @@
 #include "unit.h"
 
 #if OURO_X86
-static float bf16_round(float f)
-{
-	uint16_t h;
-	float r;
-
-	ouro_from_f32(&h, &f, OURO_BF16, 1);
-	ouro_to_f32(&r, &h, OURO_BF16, 1);
-	return r;
-}
-
 static double max_err;
 
 static void check(int64_t out, int64_t in, int64_t n, enum ouro_dtype dt)
@@ -41,9 +31,9 @@ static void check(int64_t out, int64_t in, int64_t n, enum ouro_dtype dt)
 	struct ouro_weight w = {&t, NULL, out, in, 0};
 
 	for (int64_t i = 0; i < out * in; i++)
-		wf[i] = bf16_round((float)(rand() % 2001 - 1000) / 997.0f);
+		wf[i] = unit_bf16_round((float)(rand() % 2001 - 1000) / 997.0f);
 	for (int64_t i = 0; i < n * in; i++)
-		x[i] = bf16_round((float)(rand() % 2001 - 1000) / 991.0f);
+		x[i] = unit_bf16_round((float)(rand() % 2001 - 1000) / 991.0f);
 	ouro_from_f32(wd, wf, dt, (size_t)(out * in));
 	ouro_set_threads(2);
 	CHECK(ouro_amx_matmul(y, x, &w, n) == OURO_OK);

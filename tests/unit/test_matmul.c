@@ -78,16 +78,6 @@ static void unmake(struct mat *m)
 	free(m->scale);
 }
 
-static float bf16_round(float f)
-{
-	uint16_t h;
-	float r;
-
-	ouro_from_f32(&h, &f, OURO_BF16, 1);
-	ouro_to_f32(&r, &h, OURO_BF16, 1);
-	return r;
-}
-
 static double max_err, max_err_bf;
 
 /* y [n, out] against float64 sums over x (rounded to BF16 when bf). */
@@ -100,7 +90,7 @@ static void against_f64(const struct mat *m, const float *x, const float *y, int
 		for (int64_t r = 0; r < out; r++) {
 			double s = 0, a = 0;
 			for (int64_t k = 0; k < in; k++) {
-				float xv = bf ? bf16_round(x[p * in + k]) : x[p * in + k];
+				float xv = bf ? unit_bf16_round(x[p * in + k]) : x[p * in + k];
 				s += (double)xv * m->wf[r * in + k];
 				a += fabs((double)xv * m->wf[r * in + k]);
 			}
