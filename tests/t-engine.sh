@@ -171,6 +171,7 @@ echo "# bad lines: $(tr '\n' '|' <"$tmp/err")"
 for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
 	echo "{\"prompt\": \"And it came to pass $i\", \"max_tokens\": 60}"
 done >"$tmp/many.jsonl"
+: >"$tmp/killed"
 ouro-generate -m "$kjv" --jsonl -f "$tmp/many.jsonl" -P 2 -j 1 >"$tmp/killed" &
 pid=$!
 n=0
