@@ -39,9 +39,11 @@
  * The work: rows of W in tiles of R, rows of x in tiles of C, each tile
  * keeping its R x C accumulators in registers for the whole row, weights
  * widened in registers (never a widened copy of W in memory). The rows of
- * W are shared out among the threads in groups of R, and each thread goes
- * through its rows a chunk at a time, small enough to stay in the L2
- * cache while every tile of x passes over it. Decoding, n = 1, takes one
+ * W are cut into chunks, small enough to stay in the L2 cache while every
+ * tile of x passes over them; for many rows of x the threads take the next
+ * chunk as they become free (so a thread that the system holds up does not
+ * hold up the others), for one row each thread takes a fixed share of
+ * groups of R rows, a chunk at a time. Decoding, n = 1, takes one
  * row of W at a time (several side by side were slower on small shapes),
  * prefetching the weights 4 KiB ahead of its loads.
  *
@@ -98,6 +100,7 @@ struct mm {
 	const char *q, *s;     /* W's data, and its scales (q8_0) or NULL */
 	size_t qrow, srow;     /* bytes per row of each */
 	int64_t n, in, out, chunk;
+	int64_t next;          /* many rows: the next chunk a thread takes */
 	enum fmt f;
 	const struct kern *k;
 };
@@ -755,14 +758,39 @@ static void groups(void *ctx, int64_t g0, int64_t g1)
  * thread, Ouro-1.4B layer shapes, 256 positions; 768 KiB about as 512). */
 #define CHUNK_BYTES (512 << 10)
 
+/* Chunks of W a thread takes at least, on average, when they are shared
+ * out as threads become free: the last one to finish leaves the others
+ * idle for at most about 1/CHUNKS_PER_THREAD of the product. */
+#define CHUNKS_PER_THREAD 16
+
+/* Chunks of W, each against every row of x, one after another as long as
+ * chunks are left; the range is that of the thread, unused. */
+static void take_chunks(void *ctx, int part, int64_t begin, int64_t end)
+{
+	struct mm *m = ctx;
+	int64_t per = m->chunk / m->k->R, ngroups = (m->out + m->k->R - 1) / m->k->R;
+
+	for (;;) {
+		int64_t g = __atomic_fetch_add(&m->next, 1, __ATOMIC_RELAXED) * per;
+		if (g >= ngroups)
+			return;
+		groups(m, g, g + per < ngroups ? g + per : ngroups);
+	}
+}
+
 /* The product for n rows of x with scratch for them (n * in floats). */
 static void product(struct mm *m, float *scratch)
 {
 	const struct kern *k = m->k;
-	int64_t rows = (int64_t)(CHUNK_BYTES / (m->qrow ? m->qrow : 1)) / k->R * k->R;
+	int64_t rows = (int64_t)(CHUNK_BYTES / (m->qrow ? m->qrow : 1));
+	int64_t shared = m->out / (CHUNKS_PER_THREAD * ouro_threads());
 	int big = m->out * m->in >= (1 << 16);   /* worth waking the threads for */
 
+	if (m->n > 1 && shared < rows)
+		rows = shared;
+	rows = rows / k->R * k->R;
 	m->chunk = rows > k->R ? rows : k->R;
+	m->next = 0;
 	m->xs = k->scratch == 1 ? scratch : (float *)(void *)m->x;
 	m->xb = k->scratch == 2 ? (uint16_t *)(void *)scratch : NULL;
 	if (k->scratch) {
@@ -771,7 +799,9 @@ static void product(struct mm *m, float *scratch)
 		else
 			prepare_rows(m, 0, m->n);
 	}
-	if (big)
+	if (big && m->n > 1)
+		ouro_parallel_parts(take_chunks, m, ouro_threads());
+	else if (big)
 		ouro_parallel(groups, m, (m->out + k->R - 1) / k->R);
 	else
 		groups(m, 0, (m->out + k->R - 1) / k->R);
