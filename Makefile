@@ -283,7 +283,8 @@ FORCE:
 .PHONY: install uninstall FORCE
 
 # make bench: speed against this machine's ceilings and PyTorch (scripts/bench;
-# BENCH_ARGS=--small for a quick run). Not part of check.
+# BENCH_ARGS=--small for a quick run, BENCH_NEW=16 for shorter engine runs,
+# which the script reads from the environment). Not part of check.
 $(BUILD)/bench-kernels: scripts/bench-kernels.c $(CLI_OBJ) $(LIB)
 	@mkdir -p $(BUILD)
 	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -Icmd $(ALL_LDFLAGS) -o $@ $< $(CLI_OBJ) $(LIB) $(LDLIBS)

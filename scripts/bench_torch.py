@@ -15,19 +15,27 @@ Measured, each REPEAT times, in this order:
   decode   after a prefill of the --decode-prompt ids, --decode-tokens
            greedy tokens, every one through all T loops: N lm_head products
            and N-1 forward steps, reported as (N-1) / seconds, the way
-           ouro-generate -v reports its decode speed.
+           ouro-generate -v reports its decode speed;
+  batch    for each B of --batch, the first B prompts of --batch-prompts
+           (one line of ids each, all of one length) prefilled together,
+           then --batch-tokens greedy tokens for each, all B sequences
+           through each forward step together: B * tokens / seconds over
+           the whole (prefill included), as `make bench` counts the
+           engine's runs (--batch-only: these alone).
 
 Prompt ids are read from files of decimal ids. Output, one line per
 figure on stdout:
   load seconds=S
   prefill tokens=P seconds=S tokens_per_s=R
   decode tokens=N seconds=S tokens_per_s=R ids=I,I,...
+  batch size=B tokens=N seconds=S tokens_per_s=R
   peak_rss_mib=M
 Needs python3-torch (Debian) and numpy.
 
 usage: bench_torch.py -m DIR --prompt FILE --decode-prompt FILE
                       [--decode-tokens N] [--steps T] [--threads J]
-                      [--repeat R]
+                      [--repeat R] [--batch B,... --batch-prompts FILE
+                      --batch-tokens N [--batch-only]]
 """
 
 import argparse
@@ -91,8 +99,18 @@ def read_ids(path):
     return ids
 
 
+def read_prompts(path):
+    """The prompts of path, one line of ids each, all of one length."""
+    with open(path) as f:
+        rows = [[int(w) for w in line.split()] for line in f if line.strip()]
+    if not rows or any(len(r) != len(rows[0]) for r in rows):
+        die("%s: expected lines of ids, all of one length" % path)
+    return rows
+
+
 class Ouro:
-    """The looped model with a per-(loop, layer) KV cache of cap positions."""
+    """The looped model with a per-(loop, layer) KV cache of cap positions
+    for a batch of sequences (alloc)."""
 
     def __init__(self, d, steps, cap):
         with open(os.path.join(d, "config.json")) as f:
@@ -118,50 +136,57 @@ class Ouro:
         ang = torch.arange(cap, dtype=torch.float64)[:, None] * inv[None, :]
         ang = torch.cat([ang, ang], dim=1)                      # [cap, hd]
         self.cos, self.sin = ang.cos().float(), ang.sin().float()
-        shape = (self.T * self.N, self.KV, cap, self.hd)
+        self.cap = cap
+        self.alloc(1)
+
+    def alloc(self, batch):
+        """A cache for batch sequences, [T*N, batch, KV, cap, hd] keys and values."""
+        self.kc = self.vc = None
+        shape = (self.T * self.N, batch, self.KV, self.cap, self.hd)
         self.kc, self.vc = torch.zeros(shape), torch.zeros(shape)
 
     def rmsnorm(self, w, x):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * w
 
-    def rope(self, x, pos, s):                                  # x [heads, S, hd]
+    def rope(self, x, pos, s):                                  # x [B, heads, S, hd]
         cos, sin = self.cos[pos:pos + s], self.sin[pos:pos + s]
         h = self.hd // 2
         rot = torch.cat([-x[..., h:], x[..., :h]], dim=-1)
         return x * cos + rot * sin
 
-    def layer(self, x, w, slot, pos):                           # x [S, D]
+    def layer(self, x, w, slot, pos):                           # x [B, S, D]
         ln1, wq, wk, wv, wo, ln1b, ln2, wg, wu, wd, ln2b = w
-        S, H, KV, hd = x.shape[0], self.H, self.KV, self.hd
+        B, S, H, KV, hd = x.shape[0], x.shape[1], self.H, self.KV, self.hd
         a = self.rmsnorm(ln1, x)
-        q = self.rope(F.linear(a, wq).view(S, H, hd).transpose(0, 1), pos, S)
-        k = self.rope(F.linear(a, wk).view(S, KV, hd).transpose(0, 1), pos, S)
-        v = F.linear(a, wv).view(S, KV, hd).transpose(0, 1)
-        self.kc[slot, :, pos:pos + S] = k
-        self.vc[slot, :, pos:pos + S] = v
-        keys, vals = self.kc[slot, :, :pos + S], self.vc[slot, :, :pos + S]
+        q = self.rope(F.linear(a, wq).view(B, S, H, hd).transpose(1, 2), pos, S)
+        k = self.rope(F.linear(a, wk).view(B, S, KV, hd).transpose(1, 2), pos, S)
+        v = F.linear(a, wv).view(B, S, KV, hd).transpose(1, 2)
+        self.kc[slot, :B, :, pos:pos + S] = k
+        self.vc[slot, :B, :, pos:pos + S] = v
+        keys, vals = self.kc[slot, :B, :, :pos + S], self.vc[slot, :B, :, :pos + S]
         if KV != H:
-            keys = keys.repeat_interleave(H // KV, dim=0)
-            vals = vals.repeat_interleave(H // KV, dim=0)
-        s = torch.matmul(q, keys.transpose(1, 2)) / math.sqrt(hd)  # [H, S, pos+S]
+            keys = keys.repeat_interleave(H // KV, dim=1)
+            vals = vals.repeat_interleave(H // KV, dim=1)
+        s = torch.matmul(q, keys.transpose(2, 3)) / math.sqrt(hd)  # [B, H, S, pos+S]
         if S > 1:
             mask = torch.ones(S, pos + S, dtype=torch.bool).tril(pos)
             s = s.masked_fill(~mask, float("-inf"))
-        o = torch.matmul(torch.softmax(s, dim=-1), vals)        # [H, S, hd]
-        o = o.transpose(0, 1).reshape(S, H * hd)
+        o = torch.matmul(torch.softmax(s, dim=-1), vals)        # [B, H, S, hd]
+        o = o.transpose(1, 2).reshape(B, S, H * hd)
         x = x + self.rmsnorm(ln1b, F.linear(o, wo))
         m = self.rmsnorm(ln2, x)
         m = F.linear(F.silu(F.linear(m, wg)) * F.linear(m, wu), wd)
         return x + self.rmsnorm(ln2b, m)
 
     def forward(self, ids, pos):
-        """All T loops over ids at positions pos..; the last position's state."""
-        h = self.embed[torch.tensor(ids)]
+        """All T loops over ids [B, S] at positions pos..; the states of each
+        sequence's last position, [B, D]."""
+        h = self.embed[torch.as_tensor(ids)]
         for t in range(self.T):
             for l, w in enumerate(self.layers):
                 h = self.layer(h, w, t * self.N + l, pos)
             h = self.rmsnorm(self.norm, h)
-        return h[-1]
+        return h[:, -1]
 
 
 def main():
@@ -173,38 +198,64 @@ def main():
     ap.add_argument("--steps", type=int, default=0)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--batch", default="")
+    ap.add_argument("--batch-prompts")
+    ap.add_argument("--batch-tokens", type=int, default=0)
+    ap.add_argument("--batch-only", action="store_true")
     a = ap.parse_args()
     if a.decode_tokens < 2 or a.threads < 1 or a.repeat < 1 or a.steps < 0:
         die("--decode-tokens must be at least 2, --threads and --repeat at least 1")
+    try:
+        batches = [int(b) for b in a.batch.split(",") if b]
+    except ValueError:
+        die("--batch: expected sizes separated by commas, not '%s'" % a.batch)
+    bprompts = read_prompts(a.batch_prompts) if batches else []
+    if batches and (a.batch_tokens < 1 or min(batches) < 1 or max(batches) > len(bprompts)):
+        die("--batch needs sizes from 1 to the lines of --batch-prompts, and --batch-tokens")
     torch.set_num_threads(a.threads)
     prompt, dprompt = read_ids(a.prompt), read_ids(a.decode_prompt)
     if not a.steps:
         with open(os.path.join(a.model, "config.json")) as f:
             a.steps = json.load(f)["total_ut_steps"]
     t0 = time.perf_counter()
-    m = Ouro(a.model, a.steps, max(len(prompt), len(dprompt) + a.decode_tokens))
+    m = Ouro(a.model, a.steps, max(len(prompt), len(dprompt) + a.decode_tokens,
+                                   len(bprompts[0]) + a.batch_tokens if batches else 0))
     print("load seconds=%.3f" % (time.perf_counter() - t0), flush=True)
     with torch.inference_mode():
-        for _ in range(a.repeat):
+        for _ in range(0 if a.batch_only else a.repeat):
             t0 = time.perf_counter()
-            m.forward(prompt, 0)
+            m.forward([prompt], 0)
             sec = time.perf_counter() - t0
             print("prefill tokens=%d seconds=%.4f tokens_per_s=%.4f"
                   % (len(prompt), sec, len(prompt) / sec), flush=True)
-        for _ in range(a.repeat):
-            h = m.forward(dprompt, 0)
+        for _ in range(0 if a.batch_only else a.repeat):
+            h = m.forward([dprompt], 0)
             pos, out = len(dprompt), []
             t0 = time.perf_counter()
             for i in range(a.decode_tokens):
-                nxt = int(torch.argmax(F.linear(h, m.head)))
+                nxt = int(torch.argmax(F.linear(h[0], m.head)))
                 out.append(nxt)
                 if i + 1 < a.decode_tokens:
-                    h = m.forward([nxt], pos)
+                    h = m.forward([[nxt]], pos)
                     pos += 1
             sec = time.perf_counter() - t0
             print("decode tokens=%d seconds=%.4f tokens_per_s=%.4f ids=%s"
                   % (a.decode_tokens, sec, (a.decode_tokens - 1) / sec,
                      ",".join(map(str, out))), flush=True)
+        for B in batches:
+            m.alloc(B)
+            for _ in range(a.repeat):
+                t0 = time.perf_counter()
+                h = m.forward(bprompts[:B], 0)
+                pos = len(bprompts[0])
+                for i in range(a.batch_tokens):
+                    nxt = torch.argmax(F.linear(h, m.head), dim=-1)     # [B]
+                    if i + 1 < a.batch_tokens:
+                        h = m.forward(nxt.view(B, 1), pos)
+                        pos += 1
+                sec = time.perf_counter() - t0
+                print("batch size=%d tokens=%d seconds=%.4f tokens_per_s=%.4f"
+                      % (B, B * a.batch_tokens, sec, B * a.batch_tokens / sec), flush=True)
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("VmHWM:"):
