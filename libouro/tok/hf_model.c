@@ -65,16 +65,23 @@ const struct tok_strent *tok_hf_vocab_get(const struct tok_hf *t, const char *s,
 	return tok_strmap_get(&t->vocab, s, n);
 }
 
-int tok_hf_load_model(struct tok_hf *t, json_t *m, json_t *added, const char *what)
+/* Makes *buf hold at least need bytes (its contents are not kept). */
+static int scratch_reserve(char **buf, size_t *cap, size_t need)
 {
-	json_t *vocab = json_object_get(m, "vocab");
-	json_t *merges = json_object_get(m, "merges");
+	if (need <= *cap)
+		return OURO_OK;
+	free(*buf);
+	*cap = need * 2;
+	if (!(*buf = malloc(*cap)))
+		return ouro_fail(OURO_ENOMEM, "out of memory");
+	return OURO_OK;
+}
+
+/* Checks what the model section is and reads its options. */
+static int model_options(struct tok_hf *t, json_t *m, json_t *vocab, json_t *merges,
+			 const char *what)
+{
 	const char *type = hf_jstr(m, "type");
-	const char *key;
-	json_t *val;
-	char *tmp = NULL;
-	size_t tmpcap = 0;
-	int rc = OURO_OK;
 
 	if (type && strcmp(type, "BPE"))
 		return ouro_fail(OURO_EMODEL, "%s: model type %s is not supported (only BPE)", what, type);
@@ -96,8 +103,16 @@ int tok_hf_load_model(struct tok_hf *t, json_t *m, json_t *added, const char *wh
 		t->suffix_len = strlen(hf_jstr(m, "end_of_word_suffix"));
 		t->suffix = tok_hf_memdup(hf_jstr(m, "end_of_word_suffix"), t->suffix_len);
 	}
+	return OURO_OK;
+}
 
-	/* vocabulary */
+/* Sets t->nids from the ids of the vocabulary and of the added tokens,
+ * and allocates the tables indexed by id. */
+static int alloc_ids(struct tok_hf *t, json_t *vocab, json_t *added, const char *what)
+{
+	const char *key;
+	json_t *val;
+
 	t->nids = 0;
 	json_object_foreach(vocab, key, val) {
 		json_int_t id = json_integer_value(val);
@@ -118,18 +133,28 @@ int tok_hf_load_model(struct tok_hf *t, json_t *m, json_t *added, const char *wh
 	t->id_special = calloc((size_t)t->nids + 1, 1);
 	if (!t->id_str || !t->id_len || !t->id_special)
 		return ouro_fail(OURO_ENOMEM, "out of memory for %d tokens", t->nids);
+	return OURO_OK;
+}
+
+/* Reads the vocabulary into t->vocab (for a byte-level model, keyed by
+ * the bytes each entry stands for) and t->raw, and points each id's text
+ * at its key. */
+static int load_vocab(struct tok_hf *t, json_t *vocab)
+{
+	const char *key;
+	json_t *val;
+	char *tmp = NULL;
+	size_t tmpcap = 0;
+	int rc;
+
 	json_object_foreach(vocab, key, val) {
 		size_t klen = strlen(key);   /* jansson keys have no NULs */
 		int32_t id = (int32_t)json_integer_value(val);
 		const char *k = key;
 		long l = (long)klen;
 		int added_new;
-		if (klen + 1 > tmpcap) {
-			free(tmp);
-			tmpcap = klen * 2 + 64;
-			if (!(tmp = malloc(tmpcap)))
-				return ouro_fail(OURO_ENOMEM, "out of memory");
-		}
+		if ((rc = scratch_reserve(&tmp, &tmpcap, klen + 1)))
+			return rc;
 		if (t->byte_level) {
 			l = tok_hf_byte_level_decode(key, klen, tmp);
 			k = tmp;
@@ -143,6 +168,7 @@ int tok_hf_load_model(struct tok_hf *t, json_t *m, json_t *added, const char *wh
 			return ouro_fail(OURO_ENOMEM, "out of memory for the vocabulary");
 		}
 	}
+	free(tmp);
 	/* id -> text for decoding, from the maps' arenas (stable from now on) */
 	for (size_t i = 0; i < t->raw.n; i++) {
 		struct tok_strent *e = &t->raw.ent[i];
@@ -154,76 +180,85 @@ int tok_hf_load_model(struct tok_hf *t, json_t *m, json_t *added, const char *wh
 		t->id_str[e->val] = t->vocab.arena + e->off;
 		t->id_len[e->val] = e->len;
 	}
+	return OURO_OK;
+}
 
-	/* merges: "a b" strings or ["a", "b"] pairs */
-	size_t nm = json_array_size(merges);
-	if (tok_pairmap_init(&t->merges, nm)) {
-		free(tmp);
-		return ouro_fail(OURO_ENOMEM, "out of memory for %zu merges", nm);
+/* The two tokens of merge i, e: an "a b" string or an ["a", "b"] pair. */
+static int merge_parts(json_t *e, size_t i, const char **a, size_t *alen,
+		       const char **b, size_t *blen, const char *what)
+{
+	if (json_is_string(e)) {
+		const char *s = json_string_value(e);
+		const char *sp = strchr(s, ' ');
+		if (!sp || strchr(sp + 1, ' '))
+			return ouro_fail(OURO_EMODEL, "%s: merge %zu \"%.60s\" is not two tokens separated by one space", what, i, s);
+		*a = s;
+		*alen = (size_t)(sp - s);
+		*b = sp + 1;
+		*blen = strlen(*b);
+		return OURO_OK;
 	}
+	if (json_is_array(e) && json_array_size(e) == 2 &&
+	    json_is_string(json_array_get(e, 0)) && json_is_string(json_array_get(e, 1))) {
+		*a = json_string_value(json_array_get(e, 0));
+		*alen = json_string_length(json_array_get(e, 0));
+		*b = json_string_value(json_array_get(e, 1));
+		*blen = json_string_length(json_array_get(e, 1));
+		return OURO_OK;
+	}
+	return ouro_fail(OURO_EMODEL, "%s: merge %zu is neither \"a b\" nor [\"a\", \"b\"]", what, i);
+}
+
+/* Adds merge i of a and b, whose tokens must all be in the vocabulary, as
+ * rank i. tmp [tmpcap] holds at least 2 * (alen + blen) bytes. */
+static int add_merge(struct tok_hf *t, size_t i, const char *a, size_t alen,
+		     const char *b, size_t blen, char *tmp, size_t tmpcap, const char *what)
+{
+	const struct tok_strent *ea = tok_hf_vocab_get(t, a, alen, tmp);
+	const struct tok_strent *eb = tok_hf_vocab_get(t, b, blen, tmp);
+
+	if (!ea || !eb)
+		return ouro_fail(OURO_EMODEL, "%s: merge %zu: token \"%.*s\" is not in the vocabulary",
+				 what, i, (int)(ea ? blen : alen), ea ? b : a);
+	/* the merged token: a + b without b's continuing-subword prefix */
+	size_t skip = 0;
+	if (t->prefix && blen >= t->prefix_len && !memcmp(b, t->prefix, t->prefix_len))
+		skip = t->prefix_len;
+	memcpy(tmp + tmpcap / 2, a, alen);
+	memcpy(tmp + tmpcap / 2 + alen, b + skip, blen - skip);
+	const struct tok_strent *en = tok_hf_vocab_get(t, tmp + tmpcap / 2, alen + blen - skip, tmp);
+	if (!en)
+		return ouro_fail(OURO_EMODEL, "%s: merge %zu: \"%.*s%.*s\" is not in the vocabulary",
+				 what, i, (int)alen, a, (int)(blen - skip), b + skip);
+	tok_pairmap_put(&t->merges, ea->val, eb->val, (int32_t)i, en->val);
+	return OURO_OK;
+}
+
+/* Reads the merges, ranked by their place in the list. */
+static int load_merges(struct tok_hf *t, json_t *merges, const char *what)
+{
+	size_t nm = json_array_size(merges);
+	char *tmp = NULL;
+	size_t tmpcap = 0;
+	int rc = OURO_OK;
+
+	if (tok_pairmap_init(&t->merges, nm))
+		return ouro_fail(OURO_ENOMEM, "out of memory for %zu merges", nm);
 	for (size_t i = 0; i < nm && rc == OURO_OK; i++) {
-		json_t *e = json_array_get(merges, i);
-		const char *a, *b;
-		size_t alen, blen;
-		if (json_is_string(e)) {
-			const char *s = json_string_value(e);
-			const char *sp = strchr(s, ' ');
-			if (!sp || strchr(sp + 1, ' ')) {
-				rc = ouro_fail(OURO_EMODEL, "%s: merge %zu \"%.60s\" is not two tokens separated by one space", what, i, s);
-				break;
-			}
-			a = s;
-			alen = (size_t)(sp - s);
-			b = sp + 1;
-			blen = strlen(b);
-		} else if (json_is_array(e) && json_array_size(e) == 2 &&
-			   json_is_string(json_array_get(e, 0)) &&
-			   json_is_string(json_array_get(e, 1))) {
-			a = json_string_value(json_array_get(e, 0));
-			alen = json_string_length(json_array_get(e, 0));
-			b = json_string_value(json_array_get(e, 1));
-			blen = json_string_length(json_array_get(e, 1));
-		} else {
-			rc = ouro_fail(OURO_EMODEL, "%s: merge %zu is neither \"a b\" nor [\"a\", \"b\"]", what, i);
-			break;
-		}
-		size_t need = (alen + blen) * 2 + 8;
-		if (need > tmpcap) {
-			free(tmp);
-			tmpcap = need * 2;
-			if (!(tmp = malloc(tmpcap))) {
-				rc = ouro_fail(OURO_ENOMEM, "out of memory");
-				break;
-			}
-		}
-		const struct tok_strent *ea = tok_hf_vocab_get(t, a, alen, tmp);
-		const struct tok_strent *eb = tok_hf_vocab_get(t, b, blen, tmp);
-		if (!ea || !eb) {
-			rc = ouro_fail(OURO_EMODEL, "%s: merge %zu: token \"%.*s\" is not in the vocabulary",
-				       what, i, (int)(ea ? blen : alen), ea ? b : a);
-			break;
-		}
-		/* the merged token: a + b without b's continuing-subword prefix */
-		size_t skip = 0;
-		if (t->prefix && blen >= t->prefix_len && !memcmp(b, t->prefix, t->prefix_len))
-			skip = t->prefix_len;
-		memcpy(tmp + tmpcap / 2, a, alen);
-		memcpy(tmp + tmpcap / 2 + alen, b + skip, blen - skip);
-		const struct tok_strent *en = tok_hf_vocab_get(t, tmp + tmpcap / 2, alen + blen - skip, tmp);
-		if (!en) {
-			rc = ouro_fail(OURO_EMODEL, "%s: merge %zu: \"%.*s%.*s\" is not in the vocabulary",
-				       what, i, (int)alen, a, (int)(blen - skip), b + skip);
-			break;
-		}
-		tok_pairmap_put(&t->merges, ea->val, eb->val, (int32_t)i, en->val);
+		const char *a = NULL, *b = NULL;
+		size_t alen = 0, blen = 0;
+		if (!(rc = merge_parts(json_array_get(merges, i), i, &a, &alen, &b, &blen, what)) &&
+		    !(rc = scratch_reserve(&tmp, &tmpcap, (alen + blen) * 2 + 8)))
+			rc = add_merge(t, i, a, alen, b, blen, tmp, tmpcap, what);
 	}
 	free(tmp);
-	if (rc)
-		return rc;
+	return rc;
+}
 
-	/* unknown token */
+/* Sets t->unk_id from the model's unk_token, -1 without one. */
+static int load_unk(struct tok_hf *t, const char *unk, const char *what)
+{
 	t->unk_id = -1;
-	const char *unk = hf_jstr(m, "unk_token");
 	if (unk) {
 		char ubuf[256];
 		const struct tok_strent *e = strlen(unk) < sizeof ubuf ? tok_hf_vocab_get(t, unk, strlen(unk), ubuf) : NULL;
@@ -232,6 +267,20 @@ int tok_hf_load_model(struct tok_hf *t, json_t *m, json_t *added, const char *wh
 		t->unk_id = e->val;
 	}
 	return OURO_OK;
+}
+
+int tok_hf_load_model(struct tok_hf *t, json_t *m, json_t *added, const char *what)
+{
+	json_t *vocab = json_object_get(m, "vocab");
+	json_t *merges = json_object_get(m, "merges");
+	int rc;
+
+	if ((rc = model_options(t, m, vocab, merges, what)) ||
+	    (rc = alloc_ids(t, vocab, added, what)) ||
+	    (rc = load_vocab(t, vocab)) ||
+	    (rc = load_merges(t, merges, what)))
+		return rc;
+	return load_unk(t, hf_jstr(m, "unk_token"), what);
 }
 
 /* The initial symbols of each byte in a byte-level model: the byte's
