@@ -205,6 +205,47 @@ static inline int hf_utf8_at(const char *s, size_t n, int32_t *cp)
 	return l;
 }
 
+/* The start of the character that ends at s[i] (floor < i), found no
+ * further back than floor, and its code point in *cp. */
+static inline size_t hf_char_before(const char *s, size_t floor, size_t i, int32_t *cp)
+{
+	size_t q = i - 1;
+
+	while (q > floor && ((unsigned char)s[q] & 0xC0) == 0x80)
+		q--;
+	hf_utf8_at(s + q, i - q, cp);
+	return q;
+}
+
+/* The end of the white space that starts at s[i], within s[0..n). */
+static inline size_t hf_space_end(const char *s, size_t i, size_t n)
+{
+	int32_t cp;
+
+	while (i < n) {
+		int l = hf_utf8_at(s + i, n - i, &cp);
+		if (!tok_is_space(cp))
+			break;
+		i += (size_t)l;
+	}
+	return i;
+}
+
+/* The start of the white space that ends at s[i], no further back than
+ * floor. */
+static inline size_t hf_space_start(const char *s, size_t floor, size_t i)
+{
+	int32_t cp;
+
+	while (i > floor) {
+		size_t q = hf_char_before(s, floor, i, &cp);
+		if (!tok_is_space(cp))
+			break;
+		i = q;
+	}
+	return i;
+}
+
 /* ---- hf_load.c ---------------------------------------------------------- */
 
 /* A NUL-terminated copy of s[0..n), which may hold NULs; NULL when out of

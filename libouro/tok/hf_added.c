@@ -178,10 +178,7 @@ int tok_hf_next_added(const struct hf_matcher *m, const char *s, size_t n,
 			if (a->single_word) {
 				int before = 0, after = 0;
 				if (start > 0) {
-					size_t q = start - 1;
-					while (q > 0 && ((unsigned char)s[q] & 0xC0) == 0x80)
-						q--;
-					hf_utf8_at(s + q, start - q, &cp);
+					hf_char_before(s, 0, start, &cp);
 					before = is_word_char(cp);
 				}
 				if (stop < n) {
@@ -194,25 +191,10 @@ int tok_hf_next_added(const struct hf_matcher *m, const char *s, size_t n,
 					goto next_pos;
 				}
 			}
-			if (a->lstrip) {
-				while (start > floor) {
-					size_t q = start - 1;
-					while (q > floor && ((unsigned char)s[q] & 0xC0) == 0x80)
-						q--;
-					hf_utf8_at(s + q, start - q, &cp);
-					if (!tok_is_space(cp))
-						break;
-					start = q;
-				}
-			}
-			if (a->rstrip) {
-				while (stop < n) {
-					int l = hf_utf8_at(s + stop, n - stop, &cp);
-					if (!tok_is_space(cp))
-						break;
-					stop += (size_t)l;
-				}
-			}
+			if (a->lstrip)
+				start = hf_space_start(s, floor, start);
+			if (a->rstrip)
+				stop = hf_space_end(s, stop, n);
 			*b = start;
 			*e = stop;
 			*id = a->id;

@@ -176,23 +176,8 @@ int tok_hf_normalize(struct tok_hf *t, const char *s, size_t n,
 				rc = ouro_bytes_add(dst, s, n);
 			break;
 		case NORM_STRIP: {
-			size_t a = 0, b = n;
-			int32_t cp;
-			while (nm->left && a < b) {
-				int l = hf_utf8_at(s + a, b - a, &cp);
-				if (!tok_is_space(cp))
-					break;
-				a += (size_t)l;
-			}
-			while (nm->right && b > a) {
-				size_t k = b - 1;
-				while (k > a && ((unsigned char)s[k] & 0xC0) == 0x80)
-					k--;
-				hf_utf8_at(s + k, b - k, &cp);
-				if (!tok_is_space(cp))
-					break;
-				b = k;
-			}
+			size_t a = nm->left ? hf_space_end(s, 0, n) : 0;
+			size_t b = nm->right ? hf_space_start(s, a, n) : n;
 			rc = ouro_bytes_add(dst, s + a, b - a);
 			break;
 		}
