@@ -205,8 +205,8 @@ static inline int hf_utf8_at(const char *s, size_t n, int32_t *cp)
 	return l;
 }
 
-/* The start of the character that ends at s[i] (floor < i), found no
- * further back than floor, and its code point in *cp. */
+/* The start of the character just before s[i] (floor < i), looked for
+ * no further back than floor, and its code point in *cp. */
 static inline size_t hf_char_before(const char *s, size_t floor, size_t i, int32_t *cp)
 {
 	size_t q = i - 1;
@@ -231,7 +231,7 @@ static inline size_t hf_space_end(const char *s, size_t i, size_t n)
 	return i;
 }
 
-/* The start of the white space that ends at s[i], no further back than
+/* The start of the white space just before s[i], no further back than
  * floor. */
 static inline size_t hf_space_start(const char *s, size_t floor, size_t i)
 {
