@@ -41,13 +41,14 @@
  * widened in registers (never a widened copy of W in memory). The rows of
  * W are shared out among the threads in groups of R, and each thread goes
  * through its rows a chunk at a time, small enough to stay in the L2
- * cache while every tile of x passes over it. Decoding, n = 1, takes four
- * rows of W side by side, prefetching the weights 4 KiB ahead of its
- * loads: eight independent sums hide the latency of the fused
+ * cache while every tile of x passes over it. Decoding, n = 1, prefetches
+ * the weights 4 KiB ahead of its loads and takes F32, BF16 and F16 rows
+ * four side by side: eight independent sums hide the latency of the fused
  * multiply-adds, which one row's two could not (bench-kernels matvec, one
- * thread, 1024-wide BF16 layers held in the L3 cache: 25-34 GB/s with one
- * row, 36-48 with four), and q8_0 widens its weights with two sign
- * extensions a block, x left in its natural order (17 to 19 GB/s).
+ * thread, BF16: 1024-wide layers in the L3 cache 25-34 GB/s with one row,
+ * 36-48 with four; Ouro-1.4B layers streamed from memory 12.7-14.8 GB/s
+ * per processor second with one, 13.2-15.2 with four, 10.7-11.9 with
+ * two). q8_0 has a decoding kernel of its own (below).
  *
  * OpenBLAS (before: rows of W widened to float, then sgemm) is no longer
  * used here: sgemm gives no per-row order, and decoding used another one.
@@ -394,7 +395,12 @@ DEC512(f32, ld_f32_512, 128)
  * the first holds the dot order's A0[p/2] (p even) or A1[p/2], of the
  * second A0[8 + p/2] or A1[8 + p/2]; the lanes are put back in place
  * before the tree. The scales of 16 blocks at a time are widened together
- * and each block's is broadcast from memory. */
+ * and each block's is broadcast from memory. One row at a time: a block's
+ * widening takes about as long as the latency of its fused multiply-adds,
+ * so more rows side by side gained nothing in cache and lost in memory
+ * (bench-kernels matvec, one thread, Ouro-1.4B layers streamed: 13.8-15.6
+ * GB/s per processor second with one row, 11.4-12.7 with four, 10.2-11.7
+ * with two; the even/odd loader 12.6-13.9). */
 #define KQ8D(name, R)                                                          \
 	T512 static void name(const struct mm *m, int64_t r0, int64_t i0)      \
 	{                                                                      \
@@ -441,9 +447,8 @@ DEC512(f32, ld_f32_512, 128)
 					_mm512_permutex2var_ps(a[r][0], io, a[r][1]))); \
 	}
 
-KQ8D(q8_dn_512, RDEC)
-KQ8D(q8_do_512, 1)
-static const struct kern q8_dn = {RDEC, 1, q8_dn_512, q8_dn_512, q8_do_512, q8_do_512, 0};
+KQ8D(q8_dn_512, 1)
+static const struct kern q8_dn = {1, 1, q8_dn_512, q8_dn_512, q8_dn_512, q8_dn_512, 0};
 
 /* ---- AVX2 + FMA + F16C: each 16-lane accumulator as two halves ------- */
 
