@@ -63,7 +63,10 @@ ALL_CFLAGS  = $(OURO_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(MODE_CFLAGS)
 ALL_LDFLAGS = $(LDFLAGS) $(MODE_LDFLAGS)
 DEPFLAGS    = -MMD -MP -MF $(BUILD)/dep/$(subst /,_,$@).d
 
-LIB_SRC := $(wildcard libouro/*.c)
+# libouro/*.h is the public interface (but internal.h), libouro/*/ the
+# parts that implement it
+LIB_SRC := $(wildcard libouro/*/*.c)
+LIB_HDR := $(wildcard libouro/*.h libouro/*/*.h)
 LIB_OBJ := $(LIB_SRC:libouro/%.c=$(BUILD)/libouro/%.o)
 LIB     := $(BUILD)/libouro.a
 CMD_SRC := $(wildcard cmd/ouro-*.c)
@@ -76,7 +79,8 @@ all: $(PROGS)
 
 units: $(UNITS)
 
-$(BUILD)/libouro/%.o: libouro/%.c | $(BUILD)/libouro $(BUILD)/dep
+$(BUILD)/libouro/%.o: libouro/%.c | $(BUILD)/dep
+	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -c -o $@ $<
 
 $(LIB): $(LIB_OBJ)
@@ -93,7 +97,7 @@ $(BIN)/%: cmd/%.c $(CLI_OBJ) $(LIB) | $(BIN) $(BUILD)/dep
 $(BUILD)/tests/%: tests/unit/%.c $(LIB) | $(BUILD)/tests $(BUILD)/dep
 	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) $(ALL_LDFLAGS) -Itests/unit -o $@ $< $(LIB) $(LDLIBS)
 
-$(BUILD)/libouro $(BUILD)/tests $(BUILD)/dep $(BIN):
+$(BUILD)/tests $(BUILD)/dep $(BIN):
 	mkdir -p $@
 
 -include $(wildcard $(BUILD)/dep/*.d)
@@ -104,7 +108,7 @@ FUZZ_SRC  := $(filter-out tests/fuzz/fuzz.c tests/fuzz/replay.c,$(wildcard tests
 FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/%.c=%)
 FUZZ_REPLAY := $(FUZZ_NAMES:%=$(BUILD)/fuzz-replay/%)
 
-FUZZ_DEPS := tests/fuzz/fuzz.c $(wildcard tests/fuzz/*.h) $(wildcard libouro/*.h)
+FUZZ_DEPS := tests/fuzz/fuzz.c $(wildcard tests/fuzz/*.h) $(LIB_HDR)
 
 $(BUILD)/fuzz-replay/%: tests/fuzz/%.c tests/fuzz/replay.c $(FUZZ_DEPS) $(LIB) | $(BUILD)/fuzz-replay
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -DFUZZ_ROOT='"$(CURDIR)"' -o $@ \
@@ -169,7 +173,7 @@ FUZZ_CFLAGS  := -O1 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-paramete
 		-DOURO_DEFAULT_MODEL='"$(DEFAULT_MODEL)"'
 FUZZ_LIB_OBJ := $(LIB_SRC:libouro/%.c=build-fuzz/libouro/%.o)
 
-build-fuzz/libouro/%.o: libouro/%.c $(wildcard libouro/*.h)
+build-fuzz/libouro/%.o: libouro/%.c $(LIB_HDR)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 
@@ -224,7 +228,7 @@ INCDIR  := $(PREFIX)/include/ouro
 MANDIR  := $(PREFIX)/share/man
 DATADIR := $(PREFIX)/share/ouro
 MODEL_NAME := ouro-kjv-tiny
-# every header of libouro but the internal ones (internal.h, tok_internal.h)
+# the headers of libouro/ but internal.h (those of its folders are internal)
 PUBLIC_HEADERS := $(filter-out %internal.h,$(wildcard libouro/*.h))
 MAN_PAGES := $(wildcard man/*.[0-9])
 MODEL_FILES := $(wildcard models/$(MODEL_NAME)/*)
@@ -237,7 +241,7 @@ build/install/datadir: FORCE | build/install/bin
 	@echo '$(DATADIR)/models/$(MODEL_NAME)' | cmp -s - $@ || \
 		echo '$(DATADIR)/models/$(MODEL_NAME)' >$@
 
-build/install/model.o: libouro/model.c build/install/datadir $(wildcard libouro/*.h)
+build/install/model.o: libouro/model/model.c build/install/datadir $(LIB_HDR)
 	$(CC) $(ALL_CFLAGS) -UOURO_DEFAULT_MODEL \
 		-DOURO_DEFAULT_MODEL='"$(DATADIR)/models/$(MODEL_NAME)"' -c -o $@ $<
 
@@ -246,7 +250,7 @@ $(INST_LIB): $(LIB) build/install/model.o
 	cd build/install && ar rs libouro.a.tmp model.o
 	mv $@.tmp $@
 
-build/install/bin/%: cmd/%.c cmd/cli.c cmd/cli.h $(INST_LIB) $(wildcard libouro/*.h)
+build/install/bin/%: cmd/%.c cmd/cli.c cmd/cli.h $(INST_LIB) $(LIB_HDR)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< cmd/cli.c $(INST_LIB) $(LDLIBS)
 
 build/install/bin:

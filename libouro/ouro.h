@@ -7,6 +7,17 @@
  * and, on failure, leave a one-line message for ouro_errmsg(). Handles are
  * opaque and come in init/free pairs. Shapes are written [d0, d1, ...]
  * row-major, outermost first.
+ *
+ * The interface is in parts, each a header of its own that this one
+ * includes: gate.h (the exit gate and the exit rules), sampler.h (logits
+ * to the next token), tokenizer.h (text <-> ids) and export.h (NumPy
+ * files). eval.h, the pieces of ouro-eval, builds on this header and on
+ * jansson; include it beside ouro.h. The code behind them lives in the
+ * library's folders: core/ (messages, dtypes, files, safetensors, the
+ * record schema, NumPy export), model/ (configuration, checkpoint, the
+ * forward pass, the gate, gate training, the sampler, quantization),
+ * kernels/ (matrix products, norms, the thread pool), engine/ (the batch
+ * engine and its KV blocks), tok/ (the tokenizers) and eval/.
  */
 #ifndef OURO_H
 #define OURO_H
@@ -14,6 +25,11 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+
+#include "export.h"
+#include "gate.h"
+#include "sampler.h"
+#include "tokenizer.h"
 
 /* Status codes; the programs exit with these values (see ouro(7)). */
 enum ouro_status {
@@ -272,9 +288,6 @@ int ouro_logits(struct ouro_model *m, const float *h, int64_t n, float *logits);
 /* Sets the number of threads used by the numerical kernels (0: all cores). */
 void ouro_set_threads(int n);
 
-#include "gate.h"
-#include "sampler.h"
-
 /* ---- generation ---------------------------------------------------------
  * A prompt keeps every (loop, layer) KV slot; a decoded token runs loops
  * until its exit rule fires, and the policy says what later tokens find
@@ -356,10 +369,5 @@ int64_t ouro_engine_pending(const struct ouro_engine *e);
  * sequences, valid until the next call. */
 int ouro_engine_step(struct ouro_engine *e, const struct ouro_engine_event **ev, int *nev);
 const struct ouro_engine_stats *ouro_engine_stats(const struct ouro_engine *e);
-
-/* ---- NumPy export ------------------------------------------------------
- * .npy files and .npz archives of tensors (npy.c); see export.h. */
-
-#include "export.h"
 
 #endif

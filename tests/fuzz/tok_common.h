@@ -13,7 +13,7 @@
 
 #include "fuzz.h"
 #include "ouro.h"
-#include "tok_internal.h"
+#include "tok/tok_internal.h"
 
 static const char *const fuzz_texts[] = {
 	"",

@@ -17,7 +17,7 @@
 #include "eval.h"
 #include "fuzz.h"
 #include "ouro.h"
-#include "tok_internal.h"
+#include "tok/tok_internal.h"
 #include "tokenizer.h"
 
 static const char *const files[] = {

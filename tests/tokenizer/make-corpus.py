@@ -205,7 +205,7 @@ def random_text(r, chars):
 def code_lines():
     """This project's own sources and pages, line by line."""
     lines = []
-    pats = ["libouro/tok*.c", "libouro/bpe.c", "libouro/spm.c", "libouro/tokenizer.[ch]",
+    pats = ["libouro/tok/*.[ch]", "libouro/tokenizer.h",
             "cmd/ouro-tokenize.c", "man/ouro-tokenize.1", "tests/tokenizer/make-corpus.py"]
     for pat in pats:
         for path in sorted(glob.glob(os.path.join(ROOT, pat))):

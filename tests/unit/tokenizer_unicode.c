@@ -19,7 +19,7 @@
 #include <utf8proc.h>
 
 #include "ouro.h"
-#include "tok_internal.h"
+#include "tok/tok_internal.h"
 #include "unit.h"
 
 static char ours(int32_t cp)
