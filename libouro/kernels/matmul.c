@@ -389,10 +389,10 @@ DEC512(bf16, ld_bf16_512, 64)
 DEC512(f16, ld_f16_512, 64)
 DEC512(f32, ld_f32_512, 128)
 
-/* Decoding q8_0: R rows against x in its natural order, block b's
- * weights 0-15 in one vector and 16-31 in another (two sign extensions
- * instead of extending to 16 bits and splitting even from odd). Lane p of
- * the first holds the dot order's A0[p/2] (p even) or A1[p/2], of the
+/* Decoding q8_0: a row against x in its natural order, block b's weights
+ * 0-15 in one vector and 16-31 in another (two sign extensions instead of
+ * extending to 16 bits and splitting even from odd). Lane p of the first
+ * holds the dot order's A0[p/2] (p even) or A1[p/2] (p odd), of the
  * second A0[8 + p/2] or A1[8 + p/2]; the lanes are put back in place
  * before the tree. The scales of 16 blocks at a time are widened together
  * and each block's is broadcast from memory. One row at a time: a block's
@@ -401,54 +401,35 @@ DEC512(f32, ld_f32_512, 128)
  * (bench-kernels matvec, one thread, Ouro-1.4B layers streamed: 13.8-15.6
  * GB/s per processor second with one row, 11.4-12.7 with four, 10.2-11.7
  * with two; the even/odd loader 12.6-13.9). */
-#define KQ8D(name, R)                                                          \
-	T512 static void name(const struct mm *m, int64_t r0, int64_t i0)      \
-	{                                                                      \
-		const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30); \
-		const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31); \
-		const char *q[R], *s[R];                                       \
-		const float *x = m->xs + (size_t)i0 * (size_t)m->in;           \
-		__m512 a[R][2];                                                \
-		float d[R][16];                                                \
-		int64_t nb = m->in / BLK;                                      \
-		_Pragma("GCC unroll 16")                                       \
-		for (int r = 0; r < R; r++) {                                  \
-			q[r] = row_q(m, r0 + r);                               \
-			s[r] = row_s(m, r0 + r);                               \
-			a[r][0] = a[r][1] = _mm512_setzero_ps();               \
-		}                                                              \
-		for (int64_t b = 0; b < nb; b++) {                             \
-			if (b % 16 == 0) {                                     \
-				__mmask32 k = (__mmask32)(nb - b >= 16 ? 0xffff : (1u << (nb - b)) - 1); \
-				_Pragma("GCC unroll 16")                       \
-				for (int r = 0; r < R; r++)                    \
-					_mm512_storeu_ps(d[r], _mm512_cvtph_ps(_mm512_castsi512_si256( \
-						_mm512_maskz_loadu_epi16(k, s[r] + 2 * b)))); \
-			}                                                      \
-			__m512 xl = _mm512_loadu_ps(x + b * BLK);              \
-			__m512 xh = _mm512_loadu_ps(x + b * BLK + 16);         \
-			_Pragma("GCC unroll 16")                               \
-			for (int r = 0; r < R; r++) {                          \
-				const char *p = q[r] + b * BLK;                \
-				__m512 dv = _mm512_set1_ps(d[r][b % 16]);      \
-				_mm_prefetch(ahead(m, q[r], b * BLK, R), _MM_HINT_T0); \
-				__m512 wl = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32( \
-					_mm_loadu_si128((const void *)p)));    \
-				__m512 wh = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32( \
-					_mm_loadu_si128((const void *)(p + 16)))); \
-				a[r][0] = _mm512_fmadd_ps(_mm512_mul_ps(wl, dv), xl, a[r][0]); \
-				a[r][1] = _mm512_fmadd_ps(_mm512_mul_ps(wh, dv), xh, a[r][1]); \
-			}                                                      \
-		}                                                              \
-		for (int r = 0; r < R; r++)                                    \
-			m->y[(size_t)i0 * (size_t)m->out + (size_t)(r0 + r)] = \
-				tree512(_mm512_add_ps(                         \
-					_mm512_permutex2var_ps(a[r][0], ie, a[r][1]), \
-					_mm512_permutex2var_ps(a[r][0], io, a[r][1]))); \
-	}
+T512 static void q8_dec_512(const struct mm *m, int64_t r0, int64_t i0)
+{
+	const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+	const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+	const char *q = row_q(m, r0), *s = row_s(m, r0);
+	const float *x = m->xs + (size_t)i0 * (size_t)m->in;
+	__m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+	float d[16];
+	int64_t nb = m->in / BLK;
 
-KQ8D(q8_dn_512, 1)
-static const struct kern q8_dn = {1, 1, q8_dn_512, q8_dn_512, q8_dn_512, q8_dn_512, 0};
+	for (int64_t b = 0; b < nb; b++) {
+		if (b % 16 == 0) {
+			__mmask32 k = (__mmask32)(nb - b >= 16 ? 0xffff : (1u << (nb - b)) - 1);
+			_mm512_storeu_ps(d, _mm512_cvtph_ps(_mm512_castsi512_si256(
+				_mm512_maskz_loadu_epi16(k, s + 2 * b))));
+		}
+		const char *p = q + b * BLK;
+		__m512 dv = _mm512_set1_ps(d[b % 16]);
+		_mm_prefetch(ahead(m, q, b * BLK, 1), _MM_HINT_T0);
+		__m512 wl = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const void *)p)));
+		__m512 wh = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const void *)(p + 16))));
+		a0 = _mm512_fmadd_ps(_mm512_mul_ps(wl, dv), _mm512_loadu_ps(x + b * BLK), a0);
+		a1 = _mm512_fmadd_ps(_mm512_mul_ps(wh, dv), _mm512_loadu_ps(x + b * BLK + 16), a1);
+	}
+	m->y[(size_t)i0 * (size_t)m->out + (size_t)r0] =
+		tree512(_mm512_add_ps(_mm512_permutex2var_ps(a0, ie, a1), _mm512_permutex2var_ps(a0, io, a1)));
+}
+
+static const struct kern q8_dec = {1, 1, q8_dec_512, q8_dec_512, q8_dec_512, q8_dec_512, 0};
 
 /* ---- AVX2 + FMA + F16C: each 16-lane accumulator as two halves ------- */
 
@@ -740,7 +721,7 @@ static const struct kern *pick(enum fmt f, int64_t n)
 		{&f32_512, &bf16_512, &f16_512, &q8_512},
 	};
 	static const struct kern *const dec512[NFMT] = {
-		&f32_dec_512, &bf16_dec_512, &f16_dec_512, &q8_dn,
+		&f32_dec_512, &bf16_dec_512, &f16_dec_512, &q8_dec,
 	};
 	int lvl = ouro_cpu_level();
 
