@@ -5,8 +5,8 @@
  *   bench-kernels bandwidth [-j THREADS] [-r REPEAT] [-s MIB | -f FILE]
  *   bench-kernels sgemm [-j THREADS] [-r REPEAT] -P TOKENS -D DIM -F FFN
  *                 -H HEADS -K KV_HEADS -d HEAD_DIM -N LAYERS -T STEPS
- *   bench-kernels matvec [-j THREADS] [-r REPEAT] -t TYPE -P ROWS -D DIM -F FFN
- *                 -N LAYERS
+ *   bench-kernels matvec [-j THREADS] [-r REPEAT] [-a SKEW] -t TYPE -P ROWS -D DIM
+ *                 -F FFN -N LAYERS
  *
  * bandwidth: THREADS threads stream through one buffer much larger than the
  * last-level cache (default 4x L3, at least 1 GiB, at most a quarter of
@@ -30,11 +30,14 @@
  * the seven matrices of each of LAYERS layers of the given shape (q, k, v,
  * o [DIM, DIM], gate, up [FFN, DIM], down [DIM, FFN]) in TYPE (bf16, q8_0
  * or q4) filled with random values, as one loop of a decode step reads
- * them. Enough layers to exceed the last-level cache make it stream the
- * weights from memory: its GB/s (weight bytes over seconds) against the
- * bandwidth figure is how near the kernels run to the roofline. The
- * fastest pass and the processor time per pass are printed too, which
- * other work on a shared machine disturbs less than the median.
+ * them, each matrix starting SKEW bytes (default 0) past a 64-byte
+ * boundary: a checkpoint's tensors lie wherever its header ends, 16 or 18
+ * bytes past one in the bench's. Enough layers to exceed the last-level
+ * cache make it stream the weights from memory: its GB/s (weight bytes
+ * over seconds) against the bandwidth figure is how near the kernels run
+ * to the roofline. The fastest pass and the processor time per pass are
+ * printed too, which other work on a shared machine disturbs less than
+ * the median.
  *
  * cpu: what the kernels found and chose (no measurement): the vector units
  * the CPU has, the level ouro's matrix kernels run at (after OURO_CPU),
@@ -67,8 +70,8 @@ static void usage(FILE *f)
 		"       bench-kernels bandwidth [-j THREADS] [-r REPEAT] [-s MIB | -f FILE]\n"
 		"       bench-kernels sgemm [-j THREADS] [-r REPEAT] -P TOKENS -D DIM -F FFN\n"
 		"                     -H HEADS -K KV_HEADS -d HEAD_DIM -N LAYERS -T STEPS\n"
-		"       bench-kernels matvec [-j THREADS] [-r REPEAT] -t TYPE -P ROWS -D DIM -F FFN\n"
-		"                     -N LAYERS\n");
+		"       bench-kernels matvec [-j THREADS] [-r REPEAT] [-a SKEW] -t TYPE -P ROWS -D DIM\n"
+		"                     -F FFN -N LAYERS\n");
 }
 
 
@@ -292,21 +295,24 @@ static int bench_sgemm(int threads, int reps, const long *v)
 enum wtype { W_BF16, W_Q8, W_Q4 };
 
 /* A weight [out, in] of type ty with random values (exact widths and
- * scales: the kernels' speed does not depend on them). */
+ * scales: the kernels' speed does not depend on them), its data and
+ * scales starting `skew` bytes past a 64-byte boundary. */
 static void make_weight(struct ouro_weight *w, struct ouro_tensor *t, struct ouro_tensor *sc,
-			enum wtype ty, int64_t out, int64_t in, uint64_t *seed)
+			enum wtype ty, int64_t out, int64_t in, int skew, uint64_t *seed)
 {
 	int64_t nsb = ouro_q4_blocks(in);
 	size_t qbytes = ty == W_BF16 ? (size_t)(out * in) * 2 : ty == W_Q8 ? (size_t)(out * in)
 			: (size_t)(out * nsb) * OURO_Q4_QBYTES;
 	size_t sbytes = ty == W_Q8 ? (size_t)(out * in / 32) * 2 : (size_t)(out * nsb) * OURO_Q4_HBYTES;
-	char *q = aligned_alloc(64, (qbytes + 63) & ~(size_t)63);
-	char *s = ty == W_BF16 ? NULL : aligned_alloc(64, (sbytes + 63) & ~(size_t)63);
+	char *q = aligned_alloc(64, (qbytes + 127) & ~(size_t)63);
+	char *s = ty == W_BF16 ? NULL : aligned_alloc(64, (sbytes + 127) & ~(size_t)63);
 	float f[256];
 
 	if (!q || (ty != W_BF16 && !s))
 		die(ouro_fail(OURO_ENOMEM, "out of memory for a [%lld, %lld] weight", (long long)out,
 			      (long long)in));
+	q += skew;
+	s = s ? s + skew : NULL;
 	*t = (struct ouro_tensor){.data = q, .nbytes = qbytes};
 	*w = (struct ouro_weight){.t = t, .out = out, .in = in, .q4 = ty == W_Q4};
 	for (size_t i = 0; i < qbytes; i += 2 * 256) {   /* 256 BF16 or 512 int8 */
@@ -339,7 +345,7 @@ static double cpu_seconds(void)
 	       (double)u.ru_stime.tv_sec + (double)u.ru_stime.tv_usec * 1e-6;
 }
 
-static int bench_matvec(int threads, int reps, const char *type, const long *v)
+static int bench_matvec(int threads, int reps, const char *type, int skew, const long *v)
 {
 	static const char *const names[] = {"bf16", "q8_0", "q4"};
 	int64_t P = v['P'], D = v['D'], F = v['F'], N = v['N'];
@@ -364,7 +370,7 @@ static int bench_matvec(int threads, int reps, const char *type, const long *v)
 	fill(x, (size_t)(P * F), &seed);
 	for (int64_t i = 0; i < 7 * N; i++) {
 		make_weight(&w[i], &t[2 * i], &t[2 * i + 1], (enum wtype)ty, shape[i % 7][0],
-			    shape[i % 7][1], &seed);
+			    shape[i % 7][1], skew, &seed);
 		bytes += (double)w[i].t->nbytes + (w[i].scale ? (double)w[i].scale->nbytes : 0);
 	}
 	c0 = cpu_seconds();
@@ -379,9 +385,9 @@ static int bench_matvec(int threads, int reps, const char *type, const long *v)
 	}
 	double cpu = (cpu_seconds() - c0) / reps, s = median(sec, reps);
 	/* sorted by median(): the fastest pass, what the kernels do undisturbed */
-	printf("matvec type=%s rows=%lld threads=%d bytes=%.0f seconds=%.6f gbs=%.3f best_gbs=%.3f "
-	       "cpu_seconds=%.6f\n", type, (long long)P, threads, bytes, s, bytes / s * 1e-9,
-	       bytes / sec[0] * 1e-9, cpu);
+	printf("matvec type=%s rows=%lld threads=%d skew=%d bytes=%.0f seconds=%.6f gbs=%.3f "
+	       "best_gbs=%.3f cpu_seconds=%.6f\n", type, (long long)P, threads, skew, bytes, s,
+	       bytes / s * 1e-9, bytes / sec[0] * 1e-9, cpu);
 	return 0;
 }
 
@@ -422,7 +428,7 @@ int main(int argc, char **argv)
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	long shape[128] = {0}, threads, reps = 5, mib = 0;
+	long shape[128] = {0}, threads, reps = 5, mib = 0, skew = 0;
 	const char *mode, *file = NULL, *type = NULL;
 	int c;
 
@@ -441,13 +447,14 @@ int main(int argc, char **argv)
 	}
 	mode = argv[1];
 	optind = 2;
-	while ((c = cli_getopt(argc, argv, "j:r:s:f:t:P:D:F:H:K:d:N:T:h", longopts)) != -1) {
+	while ((c = cli_getopt(argc, argv, "j:r:s:f:t:a:P:D:F:H:K:d:N:T:h", longopts)) != -1) {
 		switch (c) {
 		case 'j': threads = cli_long(optarg, 1, 4096, "--threads"); break;
 		case 'r': reps = cli_long(optarg, 1, 1000, "--repeat"); break;
 		case 's': mib = cli_long(optarg, 1, 1L << 24, "--size-mib"); break;
 		case 'f': file = optarg; break;
 		case 't': type = optarg; break;
+		case 'a': skew = cli_long(optarg, 0, 63, "-a"); break;
 		case 'P': case 'D': case 'F': case 'H': case 'K': case 'd': case 'N': case 'T': {
 			char what[3] = {'-', (char)c, 0};
 			shape[c] = cli_long(optarg, 1, 1 << 20, what);
@@ -470,7 +477,7 @@ int main(int argc, char **argv)
 			}
 		if (!type)
 			usage_error("matvec needs -t (see --help)");
-		return bench_matvec((int)threads, (int)reps, type, shape);
+		return bench_matvec((int)threads, (int)reps, type, (int)skew, shape);
 	}
 	for (const char *p = "PDFHKdNT"; *p; p++)
 		if (!shape[(int)*p]) {

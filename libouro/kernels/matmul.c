@@ -41,14 +41,15 @@
  * widened in registers (never a widened copy of W in memory). The rows of
  * W are shared out among the threads in groups of R, and each thread goes
  * through its rows a chunk at a time, small enough to stay in the L2
- * cache while every tile of x passes over it. Decoding, n = 1, prefetches
- * the weights 4 KiB ahead of its loads and takes F32, BF16 and F16 rows
- * four side by side: eight independent sums hide the latency of the fused
- * multiply-adds, which one row's two could not (bench-kernels matvec, one
- * thread, BF16: 1024-wide layers in the L3 cache 25-34 GB/s with one row,
- * 36-48 with four; Ouro-1.4B layers streamed from memory 12.7-14.8 GB/s
- * per processor second with one, 13.2-15.2 with four, 10.7-11.9 with
- * two). q8_0 has a decoding kernel of its own (below).
+ * cache while every tile of x passes over it. Decoding, n = 1, takes one
+ * row of W at a time, prefetching the weights 4 KiB ahead of its loads.
+ * Four rows side by side (eight independent sums instead of two) ran
+ * faster on aligned weights held in the L3 cache (bench-kernels matvec,
+ * one thread, BF16, 36-48 against 25-34 GB/s) but slower on a checkpoint,
+ * whose tensors start 16 or 18 bytes past a cache line (BF16 decode at
+ * T = 4, one thread, 8 tokens: 6.2-7.8 against 4.5-5.1 processor
+ * seconds, 3 runs each, mapped and read in, on a busy machine); q8_0 has
+ * a decoding kernel of its own (below).
  *
  * OpenBLAS (before: rows of W widened to float, then sgemm) is no longer
  * used here: sgemm gives no per-row order, and decoding used another one.
@@ -368,7 +369,9 @@ T512 static INL float tree512(__m512 S)
 
 #define R512 6
 #define C512 2
-#define RDEC 4   /* rows of W side by side in decoding: more loads in flight */
+#ifndef RDEC
+#define RDEC 1
+#endif
 #define KERNS512(f, LD, BPB)                                                   \
 	K512(f##_rc_512, LD, BPB, R512, C512)                                  \
 	K512(f##_r1_512, LD, BPB, R512, 1)                                     \
