@@ -43,13 +43,16 @@
  * through its rows a chunk at a time, small enough to stay in the L2
  * cache while every tile of x passes over it. Decoding, n = 1, takes one
  * row of W at a time, prefetching the weights 4 KiB ahead of its loads.
- * Four rows side by side (eight independent sums instead of two) ran
- * faster on aligned weights held in the L3 cache (bench-kernels matvec,
- * one thread, BF16, 36-48 against 25-34 GB/s) but slower on a checkpoint,
- * whose tensors start 16 or 18 bytes past a cache line (BF16 decode at
- * T = 4, one thread, 8 tokens: 6.2-7.8 against 4.5-5.1 processor
- * seconds, 3 runs each, mapped and read in, on a busy machine); q8_0 has
- * a decoding kernel of its own (below).
+ * Tried and left out, measured on a 2-core Zen 4 shared with other work
+ * (bench-kernels matvec, one thread): four BF16 rows side by side, eight
+ * independent sums instead of two, ran faster on aligned weights held in
+ * the L3 cache (36-48 against 25-34 GB/s) but slower in the decode of the
+ * bench's checkpoint, whose tensors start 16 or 18 bytes past a cache line
+ * (6.2-7.8 against 4.5-5.1 processor seconds for 8 tokens at T = 4, one
+ * thread, 3 runs each); and for q8_0 two sign extensions a block with x
+ * in its natural order (the lanes put back in place before the tree)
+ * instead of the even/odd split: 19 against 17 GB/s aligned in cache, no
+ * faster with the weights 18 bytes past a line nor in that decode.
  *
  * OpenBLAS (before: rows of W widened to float, then sgemm) is no longer
  * used here: sgemm gives no per-row order, and decoding used another one.
@@ -377,62 +380,15 @@ T512 static INL float tree512(__m512 S)
 	K512(f##_r1_512, LD, BPB, R512, 1)                                     \
 	K512(f##_oc_512, LD, BPB, 1, C512)                                     \
 	K512(f##_o1_512, LD, BPB, 1, 1)                                        \
-	static const struct kern f##_512 = {R512, C512, f##_rc_512, f##_r1_512, \
-					    f##_oc_512, f##_o1_512, 1};
-/* The decoding tiles of a format: RDEC x 1, 1 x 1 at the edge. */
-#define DEC512(f, LD, BPB)                                                     \
 	K512(f##_d_512, LD, BPB, RDEC, 1)                                      \
+	static const struct kern f##_512 = {R512, C512, f##_rc_512, f##_r1_512, \
+					    f##_oc_512, f##_o1_512, 1};       \
 	static const struct kern f##_dec_512 = {RDEC, 1, f##_d_512, f##_d_512, \
 						f##_o1_512, f##_o1_512, 1};
 KERNS512(bf16, ld_bf16_512, 64)
 KERNS512(f16, ld_f16_512, 64)
 KERNS512(f32, ld_f32_512, 128)
 KERNS512(q8, ld_q8_512, 32)
-DEC512(bf16, ld_bf16_512, 64)
-DEC512(f16, ld_f16_512, 64)
-DEC512(f32, ld_f32_512, 128)
-
-/* Decoding q8_0: a row against x in its natural order, block b's weights
- * 0-15 in one vector and 16-31 in another (two sign extensions instead of
- * extending to 16 bits and splitting even from odd). Lane p of the first
- * holds the dot order's A0[p/2] (p even) or A1[p/2] (p odd), of the
- * second A0[8 + p/2] or A1[8 + p/2]; the lanes are put back in place
- * before the tree. The scales of 16 blocks at a time are widened together
- * and each block's is broadcast from memory. One row at a time: a block's
- * widening takes about as long as the latency of its fused multiply-adds,
- * so more rows side by side gained nothing in cache and lost in memory
- * (bench-kernels matvec, one thread, Ouro-1.4B layers streamed: 13.8-15.6
- * GB/s per processor second with one row, 11.4-12.7 with four, 10.2-11.7
- * with two; the even/odd loader 12.6-13.9). */
-T512 static void q8_dec_512(const struct mm *m, int64_t r0, int64_t i0)
-{
-	const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-	const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-	const char *q = row_q(m, r0), *s = row_s(m, r0);
-	const float *x = m->xs + (size_t)i0 * (size_t)m->in;
-	__m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-	float d[16];
-	int64_t nb = m->in / BLK;
-
-	for (int64_t b = 0; b < nb; b++) {
-		if (b % 16 == 0) {
-			__mmask32 k = (__mmask32)(nb - b >= 16 ? 0xffff : (1u << (nb - b)) - 1);
-			_mm512_storeu_ps(d, _mm512_cvtph_ps(_mm512_castsi512_si256(
-				_mm512_maskz_loadu_epi16(k, s + 2 * b))));
-		}
-		const char *p = q + b * BLK;
-		__m512 dv = _mm512_set1_ps(d[b % 16]);
-		_mm_prefetch(ahead(m, q, b * BLK, 1), _MM_HINT_T0);
-		__m512 wl = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const void *)p)));
-		__m512 wh = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const void *)(p + 16))));
-		a0 = _mm512_fmadd_ps(_mm512_mul_ps(wl, dv), _mm512_loadu_ps(x + b * BLK), a0);
-		a1 = _mm512_fmadd_ps(_mm512_mul_ps(wh, dv), _mm512_loadu_ps(x + b * BLK + 16), a1);
-	}
-	m->y[(size_t)i0 * (size_t)m->out + (size_t)r0] =
-		tree512(_mm512_add_ps(_mm512_permutex2var_ps(a0, ie, a1), _mm512_permutex2var_ps(a0, io, a1)));
-}
-
-static const struct kern q8_dec = {1, 1, q8_dec_512, q8_dec_512, q8_dec_512, q8_dec_512, 0};
 
 /* ---- AVX2 + FMA + F16C: each 16-lane accumulator as two halves ------- */
 
@@ -724,7 +680,7 @@ static const struct kern *pick(enum fmt f, int64_t n)
 		{&f32_512, &bf16_512, &f16_512, &q8_512},
 	};
 	static const struct kern *const dec512[NFMT] = {
-		&f32_dec_512, &bf16_dec_512, &f16_dec_512, &q8_dec,
+		&f32_dec_512, &bf16_dec_512, &f16_dec_512, &q8_dec_512,
 	};
 	int lvl = ouro_cpu_level();
 
