@@ -44,7 +44,10 @@
  * 10.9 GB/s, one thread, 1024-wide layers in the L3 cache). At 8 vector
  * operations per 32 weights of a row it is bound by the vector units, not
  * by memory; building the table in one fused operation instead of two, or
- * widening half the weights by conversion, was slower. The AVX2 kernel
+ * widening half the weights by conversion, was slower. Several rows of x
+ * (sequences decoded together) go through a chunk of W that stays in the
+ * L2 cache, and on AVX-512 up to four of them through each row of W at
+ * once, sharing the widening of its weights. The AVX2 kernel
  * widens by conversion; the portable one does the same arithmetic with
  * fmaf, so all three give the same bits, and so do the wideners for
  * longer inputs.
