@@ -4,9 +4,10 @@
  * (choice), the curves of the Ouro paper, and the merge of sharded runs.
  *
  * Each example (a document, or a question with its choices) is scored
- * with one batched forward pass per window (libouro/eval.c) that keeps the
+ * through forward passes over its windows (libouro/eval) that keep the
  * state of every loop, so every loop count 1..T comes from one pass of T
- * loops, not from T separate runs. Per example the program reduces the
+ * loops, not from T separate runs; the windows of several examples share
+ * a pass (-P), which changes no score. Per example the library reduces the
  * scores to a fixed set of sums; the report is a function of the summed
  * sums alone. Sums of losses are kept as integers
  * in units of 2^-28 nats (each example's double sum rounded once), so
@@ -41,11 +42,11 @@ static void usage(FILE *f)
 		"                 [--beta B] [-W TOKENS] [--context TOKENS] [--prefix-token ID]\n"
 		"                 [-f auto|text|jsonl|ids] [--field NAME] [--per-token FILE]\n"
 		"                 [--limit N] [--shard K/N] [--log FILE [--resume]] [--table]\n"
-		"                 [--plot FILE] [-j THREADS] [-v] [-o FILE] [FILE ...]\n"
+		"                 [--plot FILE] [-P N] [-j THREADS] [-v] [-o FILE] [FILE ...]\n"
 		"       ouro-eval choice [-m DIR] [--gate FILE] [-T STEPS] [-q Q,...] [-e EPS,...]\n"
 		"                 [-W TOKENS] [--prefix-token ID] [--limit N] [--shard K/N]\n"
-		"                 [--log FILE [--resume]] [--table] [--plot FILE] [-j THREADS]\n"
-		"                 [-v] [-o FILE] [FILE ...]\n"
+		"                 [--log FILE [--resume]] [--table] [--plot FILE] [-P N]\n"
+		"                 [-j THREADS] [-v] [-o FILE] [FILE ...]\n"
 		"       ouro-eval merge [--table] [--plot FILE] [-o FILE] REPORT ...\n"
 		"Per-loop perplexity and multiple-choice accuracy at every loop and exit rule.\n"
 		"\n"
@@ -72,6 +73,9 @@ static void usage(FILE *f)
 		"      --resume           continue the run that FILE of --log records\n"
 		"      --table            print a table for people instead of the JSON report\n"
 		"      --plot FILE        draw the per-loop and accuracy-vs-loops curves as SVG\n"
+		"  -P, --parallel N       score up to N windows (a document's, a choice's) in one\n"
+		"                         pass over the weights, 1 to 4096 (default 16); the\n"
+		"                         report is the same for every N\n"
 		"  -j, --threads N        threads (default: $OURO_THREADS, else all cores)\n"
 		"  -v, --verbose          print the throughput to stderr at the end\n"
 		"  -o, --output FILE      write the JSON report to FILE (atomically)\n"
@@ -91,7 +95,7 @@ struct opts {
 	const char *field;
 	enum ouro_eval_format format;
 	int table, resume, verbose;
-	long steps, window, context, prefix, limit;
+	long steps, window, context, prefix, limit, parallel;
 	double beta;
 	struct ouro_exit_rule rules[OURO_EVAL_MAX_RULES];
 	int nrules;
@@ -159,7 +163,7 @@ static void parse_run_options(struct opts *o, int argc, char **argv)
 		{"beta", required_argument, NULL, 'B'},
 		{"window", required_argument, NULL, 'W'},
 		{"context", required_argument, NULL, 'C'},
-		{"prefix-token", required_argument, NULL, 'P'},
+		{"prefix-token", required_argument, NULL, 'I'},
 		{"format", required_argument, NULL, 'f'},
 		{"field", required_argument, NULL, 'F'},
 		{"per-token", required_argument, NULL, 'K'},
@@ -169,6 +173,7 @@ static void parse_run_options(struct opts *o, int argc, char **argv)
 		{"resume", no_argument, NULL, 'r'},
 		{"table", no_argument, NULL, 't'},
 		{"plot", required_argument, NULL, 'p'},
+		{"parallel", required_argument, NULL, 'P'},
 		{"threads", required_argument, NULL, 'j'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"output", required_argument, NULL, 'o'},
@@ -182,7 +187,8 @@ static void parse_run_options(struct opts *o, int argc, char **argv)
 	o->prefix = -1;
 	o->limit = -1;
 	o->field = "text";
-	while ((c = cli_getopt(argc, argv, "m:T:q:e:W:f:j:vo:h", longopts)) != -1) {
+	o->parallel = 16;
+	while ((c = cli_getopt(argc, argv, "m:T:q:e:W:f:P:j:vo:h", longopts)) != -1) {
 		switch (c) {
 		case 'm': o->model_dir = optarg; break;
 		case 'G': o->gate_file = optarg; break;
@@ -192,7 +198,7 @@ static void parse_run_options(struct opts *o, int argc, char **argv)
 		case 'B': o->beta = cli_real(optarg, 0, 1e6, "--beta"); break;
 		case 'W': o->window = cli_long(optarg, 1, 1L << 24, "--window"); break;
 		case 'C': o->context = cli_long(optarg, 1, 1L << 24, "--context"); break;
-		case 'P': o->prefix = cli_long(optarg, 0, INT32_MAX, "--prefix-token"); break;
+		case 'I': o->prefix = cli_long(optarg, 0, INT32_MAX, "--prefix-token"); break;
 		case 'f':
 			for (o->format = OURO_EVAL_AUTO; o->format <= OURO_EVAL_IDS; o->format++)
 				if (strcmp(optarg, ouro_eval_format_names[o->format]) == 0)
@@ -208,6 +214,7 @@ static void parse_run_options(struct opts *o, int argc, char **argv)
 		case 'r': o->resume = 1; break;
 		case 't': o->table = 1; break;
 		case 'p': o->plot = optarg; break;
+		case 'P': o->parallel = cli_long(optarg, 1, 4096, "--parallel"); break;
 		case 'j': o->threads = optarg; break;
 		case 'v': o->verbose = 1; break;
 		case 'o': o->outpath = optarg; break;
@@ -328,10 +335,43 @@ static void progress_show(struct progress *p, int64_t done, int64_t tokens, int 
 
 /* ---- ppl and choice ---------------------------------------------------------- */
 
+/* Where the scored examples go: the report's sums, the log, the progress. */
+struct sink {
+	struct ouro_eval_run *r;
+	const struct ouro_eval_corpus *corpus;
+	int64_t *acc, *v;          /* [L.total] the sums, and one example's */
+	FILE *log;
+	const char *log_name;
+	struct progress prog;
+	int64_t count;
+};
+
+/* ouro_eval_done_fn: example i is scored. */
+static int example_done(void *ctx, int64_t i, const double *d, const double *ll)
+{
+	struct sink *k = ctx;
+	const struct ouro_eval_example *e = &k->corpus->ex[i];
+	int rc;
+
+	if ((rc = ouro_eval_fix(&k->r->L, d, k->v, e->where)) ||
+	    (rc = ouro_eval_sums_add(&k->r->L, k->acc, k->v, e->where)))
+		return rc;
+	if (k->log) {
+		json_t *line = ouro_eval_log_line(i, e, &k->r->L, k->v, ll);
+		int bad = json_dumpf(line, k->log, JSON_LINE) || fputc('\n', k->log) == EOF || fflush(k->log);
+		json_decref(line);
+		if (bad)
+			return ouro_fail(OURO_ESYS, "%s: write error: %s", k->log_name, strerror(errno));
+	}
+	k->count++;
+	progress_show(&k->prog, k->count, k->r->input_tokens, k->count == k->prog.total);
+	return OURO_OK;
+}
+
 static int cmd_run(enum ouro_eval_task task, int argc, char **argv)
 {
 	struct opts o = {.task = task};
-	struct ouro_eval_run r = {0};
+	struct ouro_eval_run r = {.task = task};
 	struct ouro_tok *tok = NULL;
 	struct ouro_gate gate = {0};
 	struct ouro_eval_corpus corpus = {0};
@@ -339,8 +379,7 @@ static int cmd_run(enum ouro_eval_task task, int argc, char **argv)
 	FILE *rep_f = NULL;
 	json_t *config = NULL, *report = NULL;
 	unsigned char *done = NULL;
-	int64_t *acc = NULL, *v = NULL, total, todo = 0, ndone = 0;
-	double *d = NULL, *ll = NULL;
+	int64_t *acc = NULL, *v = NULL, *todo = NULL, total, ntodo = 0, ndone = 0;
 	FILE *log = NULL;
 	int rc;
 
@@ -368,6 +407,7 @@ static int cmd_run(enum ouro_eval_task task, int argc, char **argv)
 	r.window = o.window;
 	r.context = o.context;
 	r.prefix = (int32_t)o.prefix;
+	r.batch = (int)o.parallel;
 	ouro_eval_layout_init(&r.L, task, r.T, r.R);
 	if (o.gate_file && (rc = ouro_gate_load(&gate, o.gate_file, cfg->hidden_size)))
 		goto fail;
@@ -388,8 +428,8 @@ static int cmd_run(enum ouro_eval_task task, int argc, char **argv)
 	done = calloc((size_t)total + 1, 1);
 	acc = calloc((size_t)r.L.total, sizeof *acc);
 	v = calloc((size_t)r.L.total, sizeof *v);
-	d = calloc((size_t)r.L.total, sizeof *d);
-	if (!done || !acc || !v || !d) {
+	todo = malloc(((size_t)total + 1) * sizeof *todo);
+	if (!done || !acc || !v || !todo) {
 		rc = ouro_fail(OURO_ENOMEM, "out of memory");
 		goto fail;
 	}
@@ -441,7 +481,7 @@ static int cmd_run(enum ouro_eval_task task, int argc, char **argv)
 	for (int64_t i = 0; i < total; i++) {
 		if (!ouro_eval_in_shard(i, o.shard_k, o.shard_n) || done[i])
 			continue;
-		todo++;
+		todo[ntodo++] = i;
 		if (tok && (rc = ouro_eval_tokenize(&corpus.ex[i], tok, task, r.prefix, r.window)))
 			goto fail;
 	}
@@ -450,42 +490,17 @@ static int cmd_run(enum ouro_eval_task task, int argc, char **argv)
 			goto fail;
 		r.per_token_name = strcmp(o.per_token, "-") ? o.per_token : "stdout";
 	}
-	if (task == OURO_EVAL_CHOICE) {
-		int most = 1;
-		for (int64_t i = 0; i < total; i++)
-			most = corpus.ex[i].npairs > most ? corpus.ex[i].npairs : most;
-		if (!(ll = malloc((size_t)most * (size_t)(r.T + r.R) * sizeof *ll))) {
-			rc = ouro_fail(OURO_ENOMEM, "out of memory");
-			goto fail;
-		}
-	}
-
-	struct progress prog = {.on = isatty(2), .t0 = cli_now(), .total = todo};
-	int64_t count = 0;
-	for (int64_t i = 0; i < total; i++) {
-		struct ouro_eval_example *e = &corpus.ex[i];
-		if (!ouro_eval_in_shard(i, o.shard_k, o.shard_n) || done[i])
-			continue;
-		rc = task == OURO_EVAL_PPL ? ouro_eval_score_document(&r, e, i, d) : ouro_eval_score_choice(&r, e, d, ll);
-		if (rc || (rc = ouro_eval_fix(&r.L, d, v, e->where)) || (rc = ouro_eval_sums_add(&r.L, acc, v, e->where)))
-			goto fail;
-		if (log) {
-			json_t *line = ouro_eval_log_line(i, e, &r.L, v, task == OURO_EVAL_CHOICE ? ll : NULL);
-			int bad = json_dumpf(line, log, JSON_LINE) || fputc('\n', log) == EOF || fflush(log);
-			json_decref(line);
-			if (bad) {
-				rc = ouro_fail(OURO_ESYS, "%s: write error: %s", o.log, strerror(errno));
-				goto fail;
-			}
-		}
-		count++;
-		progress_show(&prog, count, r.input_tokens, count == todo);
-	}
-	double el = cli_now() - prog.t0;
+	struct sink sink = {&r, &corpus, acc, v, log, o.log,
+			    {.on = isatty(2), .t0 = cli_now(), .total = ntodo}, 0};
+	if ((rc = ouro_eval_score(&r, &corpus, todo, ntodo, example_done, &sink)))
+		goto fail;
+	double el = cli_now() - sink.prog.t0;
 	if (o.verbose)
-		fprintf(stderr, "%s: %lld examples (and %lld from the log), %lld tokens through the forward pass in %.2f s: %.0f tokens/s (%d loops each)\n",
-			progname, (long long)count, (long long)ndone, (long long)r.input_tokens, el,
-			el > 0 ? (double)r.input_tokens / el : 0.0, r.T);
+		fprintf(stderr, "%s: %lld examples (and %lld from the log), %lld windows in %lld passes, %lld tokens through the forward pass in %.2f s: %.0f tokens/s, %.1f examples/s (%d loops each)\n",
+			progname, (long long)sink.count, (long long)ndone, (long long)r.windows,
+			(long long)r.passes, (long long)r.input_tokens, el,
+			el > 0 ? (double)r.input_tokens / el : 0.0, el > 0 ? (double)sink.count / el : 0.0,
+			r.T);
 	if (log && fclose(log)) {
 		log = NULL;
 		rc = ouro_fail(OURO_ESYS, "%s: write error: %s", o.log, strerror(errno));
@@ -514,10 +529,7 @@ fail:
 	free(done);
 	free(acc);
 	free(v);
-	free(d);
-	free(ll);
-	free(r.buf);
-	free(r.loss_buf);
+	free(todo);
 	ouro_eval_corpus_free(&corpus);
 	ouro_tok_free(tok);
 	ouro_scorer_free(r.scorer);
