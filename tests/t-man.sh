@@ -18,6 +18,9 @@
 #      that model fails) and an ids.txt of its text ids; each must exit 0. Lines without "$ " are shown
 #      output and are not checked, and `.Dl` displays are not run: use them
 #      for commands that need what a test machine lacks (a real checkpoint).
+#      With $OURO_EXAMPLES_KEEP set to a directory, each page's commands'
+#      stdout, stderr and status and the files they made are kept there
+#      (scripts/same-outputs compares two builds with them).
 #
 # Run by tests/run from the repository root with bin/ on PATH and $TMPDIR.
 . tests/lib.sh
@@ -156,7 +159,15 @@ run_examples() {
 			fail "$1: example exits $rc: $cmd"
 			sed 's/^/    /' "$tmp/err"
 		fi
+		if [ -n "${OURO_EXAMPLES_KEEP:-}" ]; then
+			keep=$OURO_EXAMPLES_KEEP/$(basename "$1")
+			mkdir -p "$keep"
+			cp "$tmp/out" "$keep/stdout.$n"
+			cp "$tmp/err" "$keep/stderr.$n"
+			echo "$rc" >"$keep/status.$n"
+		fi
 	done <"$tmp/commands"
+	[ -z "${OURO_EXAMPLES_KEEP:-}" ] || cp -R "$dir" "$OURO_EXAMPLES_KEEP/$(basename "$1")/files"
 	echo "# $1: $n example commands run"
 }
 
