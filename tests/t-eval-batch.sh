@@ -12,7 +12,9 @@
 #      among them, cut into windows that straddle the passes;
 #   3. a long document whose windows together pass the positions of one
 #      pass (OURO_EVAL_PASS_ROWS), so that passes are cut by positions;
-#   4. a bad -P value is one line and status 2.
+#   4. shards run at other -P values merge into the -P 1 report, and a log
+#      cut short at -P 1 resumes at -P 3 into it;
+#   5. a bad -P value is one line and status 2.
 . tests/lib.sh
 stop_at_fail=1
 docs=tests/eval/docs.jsonl
@@ -91,7 +93,19 @@ grep -q " $nw windows in $(((nw + 4) / 5)) passes" "$tmp/long16.err" ||
 	{ cat "$tmp/long16.err"; fail "long document: not five windows to a pass"; }
 echo "# long document: $nw windows in $(((nw + 4) / 5)) passes at -P 16, identical to -P 1"
 
-# ---- 4. bad values
+# ---- 4. shards and resumed logs across -P values
+ouro-eval ppl -q 0.4,0.8 -e 3 -W 24 -P 3 --shard 0/2 -o "$tmp/s0.json" "$docs" &&
+	ouro-eval ppl -q 0.4,0.8 -e 3 -W 24 -P 16 --shard 1/2 -o "$tmp/s1.json" "$docs" &&
+	ouro-eval merge -o "$tmp/merged.json" "$tmp/s0.json" "$tmp/s1.json" || fail "shards at -P 3 and 16"
+cmp -s "$tmp/merged.json" "$tmp/docs-W24-1-1.json" || fail "shards at -P 3 and 16 merged differ from -P 1"
+head -n 3 "$tmp/tiny-1-1.log" >"$tmp/cut.log"
+ouro-eval choice -q 0.5,0.9 -e 3 -P 3 --log "$tmp/cut.log" --resume -o "$tmp/resumed.json" "$task" ||
+	fail "resume at -P 3"
+cmp -s "$tmp/resumed.json" "$tmp/tiny-1-1.json" && cmp -s "$tmp/cut.log" "$tmp/tiny-1-1.log" ||
+	fail "a -P 1 log resumed at -P 3 differs"
+echo "# shards at -P 3 and 16 merged, and a -P 1 log resumed at -P 3: the -P 1 report and log"
+
+# ---- 5. bad values
 for p in 0 4097 -1 2x ''; do
 	expect_fail 2 "^ouro-eval: --parallel: '$p' is not an integer in 1..4096" ouro-eval choice -P "$p" "$task"
 done
