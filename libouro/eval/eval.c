@@ -36,11 +36,11 @@ struct ouro_scorer {
 	int32_t *ids;                   /* [cap] the windows' inputs back to back */
 	int64_t *lens;                  /* [req_cap] */
 	float *hidden;                  /* [T, n, D] of each window, back to back */
-	float *gate_logits;             /* [T, n] of each, so for the next ones */
-	float *pdf, *cdf;
-	float *loss;
-	unsigned char *greedy;
-	int32_t *exit;                  /* [nrules, n] of each */
+	float *gate_logits;             /* [T, n] of each window, back to back */
+	float *pdf, *cdf;               /* the same */
+	float *loss;                    /* the same */
+	unsigned char *greedy;          /* the same */
+	int32_t *exit;                  /* [nrules, n] of each window, back to back */
 	struct ouro_scores *out;        /* [req_cap] */
 	float *rows_h;                  /* [LOGIT_ROWS, D] states of an lm_head block */
 	int32_t *rows_tgt;              /* [LOGIT_ROWS] their targets */
