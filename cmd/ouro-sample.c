@@ -130,7 +130,15 @@ out:
 	return rc;
 }
 
-int main(int argc, char **argv)
+/* The command line. */
+struct opts {
+	struct ouro_sampler_opts so;
+	struct source src;         /* step */
+	struct outputs o;          /* as_ids, logprobs */
+	const char *model_dir, *threads, *outpath;
+};
+
+static void parse_args(struct opts *op, int argc, char **argv)
 {
 	enum { OPT_TEMP = 256, OPT_TOPK, OPT_TOPP, OPT_MINP, OPT_SEED, OPT_LOGPROBS };
 	static const struct option longopts[] = {
@@ -148,121 +156,143 @@ int main(int argc, char **argv)
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	struct ouro_sampler_opts so = {.temperature = 0, .top_k = 0, .top_p = 1, .min_p = 0, .seed = 0};
-	const char *model_dir = NULL, *threads = NULL, *outpath = NULL;
-	struct outputs o = {0};
-	struct source src = {.step = -1};
-	int c, rc;
+	struct ouro_sampler_opts *so = &op->so;
+	int c;
 
-	cli_init("ouro-sample");
+	*op = (struct opts){.so = {.temperature = 0, .top_k = 0, .top_p = 1, .min_p = 0, .seed = 0},
+			    .src = {.step = -1}};
 	while ((c = cli_getopt(argc, argv, "m:s:tj:o:h", longopts)) != -1) {
 		switch (c) {
-		case 'm': model_dir = optarg; break;
-		case 's': src.step = cli_long(optarg, 0, OURO_MAX_STEPS - 1, "--step"); break;
+		case 'm': op->model_dir = optarg; break;
+		case 's': op->src.step = cli_long(optarg, 0, OURO_MAX_STEPS - 1, "--step"); break;
 		case OPT_TEMP:
-			so.temperature = parse_double(optarg, "--temperature");
-			if (so.temperature < 0)
+			so->temperature = parse_double(optarg, "--temperature");
+			if (so->temperature < 0)
 				usage_error("--temperature: %s is negative", optarg);
 			break;
-		case OPT_TOPK: so.top_k = cli_long(optarg, 0, LONG_MAX, "--top-k"); break;
+		case OPT_TOPK: so->top_k = cli_long(optarg, 0, LONG_MAX, "--top-k"); break;
 		case OPT_TOPP:
-			so.top_p = parse_double(optarg, "--top-p");
-			if (!(so.top_p > 0 && so.top_p <= 1))
+			so->top_p = parse_double(optarg, "--top-p");
+			if (!(so->top_p > 0 && so->top_p <= 1))
 				usage_error("--top-p: %s is not in (0, 1]", optarg);
 			break;
 		case OPT_MINP:
-			so.min_p = parse_double(optarg, "--min-p");
-			if (!(so.min_p >= 0 && so.min_p <= 1))
+			so->min_p = parse_double(optarg, "--min-p");
+			if (!(so->min_p >= 0 && so->min_p <= 1))
 				usage_error("--min-p: %s is not in [0, 1]", optarg);
 			break;
 		case OPT_SEED:
-			if (cli_strtou64(optarg, &so.seed))
+			if (cli_strtou64(optarg, &so->seed))
 				usage_error("--seed: '%s' is not an integer in 0..18446744073709551615", optarg);
 			break;
-		case OPT_LOGPROBS: o.logprobs = (int)cli_long(optarg, 1, INT_MAX, "--logprobs"); break;
-		case 't': o.as_ids = 1; break;
-		case 'j': threads = optarg; break;
-		case 'o': outpath = optarg; break;
-		case 'h': usage(stdout); return 0;
+		case OPT_LOGPROBS: op->o.logprobs = (int)cli_long(optarg, 1, INT_MAX, "--logprobs"); break;
+		case 't': op->o.as_ids = 1; break;
+		case 'j': op->threads = optarg; break;
+		case 'o': op->outpath = optarg; break;
+		case 'h': usage(stdout); exit(0);
 		}
 	}
-	if (o.as_ids && o.logprobs)
+	if (op->o.as_ids && op->o.logprobs)
 		usage_error("--logprobs needs record output; it cannot go with -t");
-	cli_threads(threads);
-	if (!o.as_ids)
-		cli_binary_stdout(outpath);
+}
+
+/* The buffers sampling a record needs, sized for the model once. */
+struct work {
+	float *h;            /* [D] */
+	float *logits;       /* [V] */
+	int32_t *top_ids;    /* [K] */
+	float *top_lp;       /* [K] */
+	int32_t *ext;        /* [n+1] the extended sequence */
+	size_t cap;          /* of ext */
+};
+
+/* Picks the next token of the record rec with ids [n] and writes the
+ * extended sequence. */
+static int sample_record(struct ouro_model *m, struct ouro_sampler *sampler,
+			 const struct source *src, const struct outputs *o, struct work *w,
+			 const struct ouro_st *rec, const int32_t *ids, int64_t n, const char *where)
+{
+	int rc;
+
+	if (!rec)
+		return ouro_fail(OURO_EINPUT, "%s: text ids carry no state; give records from ouro-forward or ouro-gate",
+				 where);
+	if ((rc = last_state(rec, n, src, where, w->h)))
+		return rc;
+	for (int64_t j = 0; j < n; j++)
+		if (ids[j] < 0 || ids[j] >= src->V)
+			return ouro_fail(OURO_EINPUT, "%s: token %lld: id %d is outside the vocabulary (0..%lld)",
+					 where, (long long)j + 1, ids[j], (long long)src->V - 1);
+	if ((rc = ouro_logits(m, w->h, 1, w->logits)))
+		return rc;
+	if ((size_t)n + 1 > w->cap) {
+		free(w->ext);
+		w->cap = 2 * ((size_t)n + 1);
+		if (!(w->ext = malloc(w->cap * sizeof *w->ext)))
+			return ouro_fail(OURO_ENOMEM, "out of memory for %lld token ids", (long long)n + 1);
+	}
+	memcpy(w->ext, ids, (size_t)n * sizeof *w->ext);
+	w->ext[n] = ouro_sample(sampler, w->logits, n);
+	if (o->logprobs)
+		ouro_logprobs_topk(w->logits, src->V, o->logprobs, w->top_ids, w->top_lp);
+	return emit(o, rec, w->ext, n + 1, w->top_ids, w->top_lp);
+}
+
+int main(int argc, char **argv)
+{
+	struct opts op;
+	struct source *src = &op.src;
+	struct outputs *o = &op.o;
+	int rc;
+
+	cli_init("ouro-sample");
+	parse_args(&op, argc, argv);
+	cli_threads(op.threads);
+	if (!o->as_ids)
+		cli_binary_stdout(op.outpath);
 
 	struct ouro_model *m;
-	if ((rc = ouro_model_load(&m, ouro_model_path(model_dir))))
+	if ((rc = ouro_model_load(&m, ouro_model_path(op.model_dir))))
 		die(rc);
 	const struct ouro_config *cfg = ouro_model_config(m);
-	src.V = cfg->vocab_size;
-	src.D = cfg->hidden_size;
-	src.model = ouro_model_dir(m);
-	if (o.logprobs > src.V)
-		usage_error("--logprobs: %d exceeds the model's vocabulary of %lld tokens", o.logprobs,
-			    (long long)src.V);
+	src->V = cfg->vocab_size;
+	src->D = cfg->hidden_size;
+	src->model = ouro_model_dir(m);
+	if (o->logprobs > src->V)
+		usage_error("--logprobs: %d exceeds the model's vocabulary of %lld tokens", o->logprobs,
+			    (long long)src->V);
 
 	struct ouro_sampler *sampler;
-	if ((rc = ouro_sampler_new(&sampler, &so, src.V)))
+	if ((rc = ouro_sampler_new(&sampler, &op.so, src->V)))
 		die(rc);
-	float *h = malloc((size_t)src.D * sizeof *h);              /* [D] */
-	float *logits = malloc((size_t)src.V * sizeof *logits);    /* [V] */
-	int32_t *top_ids = malloc((size_t)(o.logprobs + 1) * sizeof *top_ids);  /* [K] */
-	float *top_lp = malloc((size_t)(o.logprobs + 1) * sizeof *top_lp);      /* [K] */
-	int32_t *ext = NULL;                                       /* [n+1] */
-	size_t cap = 0;
-	if (!h || !logits || !top_ids || !top_lp) {
+	struct work w = {
+		.h = malloc((size_t)src->D * sizeof *w.h),
+		.logits = malloc((size_t)src->V * sizeof *w.logits),
+		.top_ids = malloc((size_t)(o->logprobs + 1) * sizeof *w.top_ids),
+		.top_lp = malloc((size_t)(o->logprobs + 1) * sizeof *w.top_lp),
+	};
+	if (!w.h || !w.logits || !w.top_ids || !w.top_lp) {
 		die(ouro_fail(OURO_ENOMEM, "out of memory for the logits of %lld tokens",
-			      (long long)src.V));
+			      (long long)src->V));
 	}
 
 	struct ouro_output *out;
-	o.name = cli_output_open(&out, &o.f, outpath);
+	o->name = cli_output_open(&out, &o->f, op.outpath);
 	struct cli_seqs in;
 	const struct ouro_st *rec;
 	const int32_t *ids;
 	int64_t n;
 
 	cli_seqs_open(&in, argc, argv);
-	while (!(rc = cli_seqs_next(&in, &ids, &n, &rec)) && ids) {
-		const char *where = ouro_seq_where(in.in);
-		if (!rec) {
-			rc = ouro_fail(OURO_EINPUT, "%s: text ids carry no state; give records from ouro-forward or ouro-gate",
-				       where);
+	while (!(rc = cli_seqs_next(&in, &ids, &n, &rec)) && ids)
+		if ((rc = sample_record(m, sampler, src, o, &w, rec, ids, n, ouro_seq_where(in.in))))
 			break;
-		}
-		if ((rc = last_state(rec, n, &src, where, h)))
-			break;
-		for (int64_t j = 0; j < n; j++)
-			if (ids[j] < 0 || ids[j] >= src.V) {
-				rc = ouro_fail(OURO_EINPUT, "%s: token %lld: id %d is outside the vocabulary (0..%lld)",
-					       where, (long long)j + 1, ids[j], (long long)src.V - 1);
-				break;
-			}
-		if (rc || (rc = ouro_logits(m, h, 1, logits)))
-			break;
-		if ((size_t)n + 1 > cap) {
-			free(ext);
-			cap = 2 * ((size_t)n + 1);
-			if (!(ext = malloc(cap * sizeof *ext))) {
-				rc = ouro_fail(OURO_ENOMEM, "out of memory for %lld token ids", (long long)n + 1);
-				break;
-			}
-		}
-		memcpy(ext, ids, (size_t)n * sizeof *ext);
-		ext[n] = ouro_sample(sampler, logits, n);
-		if (o.logprobs)
-			ouro_logprobs_topk(logits, src.V, o.logprobs, top_ids, top_lp);
-		if ((rc = emit(&o, rec, ext, n + 1, top_ids, top_lp)))
-			break;
-	}
 	cli_seqs_close(&in);
-	free(ext);
-	free(top_lp);
-	free(top_ids);
-	free(logits);
-	free(h);
+	free(w.ext);
+	free(w.top_lp);
+	free(w.top_ids);
+	free(w.logits);
+	free(w.h);
 	ouro_sampler_free(sampler);
 	ouro_model_free(m);
 	return cli_output_end(out, rc);

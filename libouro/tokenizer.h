@@ -4,7 +4,7 @@
  * Two kinds of tokenizer sit behind one opaque handle:
  *   - a Hugging Face tokenizer.json with a BPE model (byte-level BPE as
  *     every Ouro checkpoint ships, and the common variants: Split regexes,
- *     byte fallback, Metaspace), see bpe.c;
+ *     byte fallback, Metaspace), see tok/hf.h;
  *   - a SentencePiece .model file (BPE or unigram), see spm.c.
  * Both give the same ids as their reference implementations (Hugging Face
  * tokenizers, spm_encode). Conventions as in ouro.h: functions return an

@@ -61,6 +61,90 @@ static int parse_shape(struct ouro_tensor *t, json_t *shape, const char *what)
 	return OURO_OK;
 }
 
+/* Reads the "__metadata__" object v into st->mkey, st->mval. */
+static int parse_metadata(struct ouro_st *st, json_t *v, const char *what)
+{
+	const char *mk;
+	json_t *mv;
+	size_t nm = json_object_size(v);
+
+	if (!json_is_object(v))
+		return ouro_fail(OURO_EINPUT, "%s: __metadata__ is not an object", what);
+	st->mkey = calloc(nm ? nm : 1, sizeof *st->mkey);
+	st->mval = calloc(nm ? nm : 1, sizeof *st->mval);
+	if (!st->mkey || !st->mval)
+		return ouro_fail(OURO_ENOMEM, "%s: out of memory for metadata", what);
+	json_object_foreach(v, mk, mv) {
+		if (!json_is_string(mv))
+			return ouro_fail(OURO_EINPUT, "%s: metadata value of %s is not a string", what, mk);
+		st->mkey[st->nmeta] = mk;
+		st->mval[st->nmeta++] = json_string_value(mv);
+	}
+	return OURO_OK;
+}
+
+/* Reads the header entry `key`: v into tensor t, its data offsets into
+ * *begin, *end, both checked against its dtype and shape. */
+static int parse_tensor(struct ouro_tensor *t, const char *key, json_t *v, const char *what,
+			uint64_t *begin, uint64_t *end)
+{
+	json_t *dt = json_object_get(v, "dtype"), *off = json_object_get(v, "data_offsets");
+	int dtype, rc;
+
+	t->name = key;
+	if (!*key)
+		return ouro_fail(OURO_EINPUT, "%s: a tensor has an empty name", what);
+	if (!json_is_object(v) || json_object_size(v) != 3 || !dt || !off ||
+	    !json_object_get(v, "shape"))
+		return ouro_fail(OURO_EINPUT, "%s: tensor %s: entry must have exactly dtype, shape and data_offsets",
+				 what, key);
+	dtype = json_is_string(dt) ? ouro_dtype_parse(json_string_value(dt)) : -1;
+	if (dtype < 0)
+		return ouro_fail(OURO_EINPUT, "%s: tensor %s: unknown dtype %s", what, key,
+				 json_is_string(dt) ? json_string_value(dt) : "(not a string)");
+	t->dtype = dtype;
+	if ((rc = parse_shape(t, json_object_get(v, "shape"), what)))
+		return rc;
+	if (!json_is_array(off) || json_array_size(off) != 2 ||
+	    !json_is_integer(json_array_get(off, 0)) || !json_is_integer(json_array_get(off, 1)) ||
+	    json_integer_value(json_array_get(off, 0)) < 0 ||
+	    json_integer_value(json_array_get(off, 1)) < json_integer_value(json_array_get(off, 0)))
+		return ouro_fail(OURO_EINPUT, "%s: tensor %s: data_offsets is not [begin, end] with 0 <= begin <= end",
+				 what, key);
+	*begin = (uint64_t)json_integer_value(json_array_get(off, 0));
+	*end = (uint64_t)json_integer_value(json_array_get(off, 1));
+	uint64_t bytes = ouro_dtype_size(t->dtype);
+	for (int i = 0; i < t->ndim; i++) {
+		uint64_t d = (uint64_t)t->shape[i];
+		if (d && bytes > UINT64_MAX / 2 / d)
+			return ouro_fail(OURO_EINPUT, "%s: tensor %s: shape is too large", what, key);
+		bytes *= d;
+	}
+	if (bytes != *end - *begin)
+		return ouro_fail(OURO_EINPUT, "%s: tensor %s: shape and dtype %s need %llu bytes, data_offsets give %llu",
+				 what, key, ouro_dtype_name(t->dtype), (unsigned long long)bytes,
+				 (unsigned long long)(*end - *begin));
+	t->nbytes = bytes;
+	return OURO_OK;
+}
+
+/* Checks that the tensors' [begin, end, index] spans [st->n] tile
+ * [0, *datalen) exactly, and sets *datalen; sorts spans. */
+static int check_tiling(const struct ouro_st *st, uint64_t *spans, const char *what,
+			uint64_t *datalen)
+{
+	qsort(spans, (size_t)st->n, 3 * sizeof *spans, cmp_offset);
+	*datalen = 0;
+	for (int i = 0; i < st->n; i++) {
+		if (spans[3 * i] != *datalen)
+			return ouro_fail(OURO_EINPUT, "%s: tensor %s: data starts at byte %llu, expected %llu (tensors overlap or leave a gap)",
+					 what, st->t[spans[3 * i + 2]].name,
+					 (unsigned long long)spans[3 * i], (unsigned long long)*datalen);
+		*datalen = spans[3 * i + 1];
+	}
+	return OURO_OK;
+}
+
 /* Parses the JSON header hdr[0..len); *datalen gets the data section size. */
 static int parse_header(struct ouro_st *st, const char *what, const char *hdr,
 			size_t len, uint64_t *datalen)
@@ -88,100 +172,19 @@ static int parse_header(struct ouro_st *st, const char *what, const char *hdr,
 	}
 	json_object_foreach(st->root, key, v) {
 		if (strcmp(key, "__metadata__") == 0) {
-			const char *mk;
-			json_t *mv;
-			size_t nm = json_object_size(v);
-
-			if (!json_is_object(v)) {
-				rc = ouro_fail(OURO_EINPUT, "%s: __metadata__ is not an object", what);
-				goto out;
-			}
-			st->mkey = calloc(nm ? nm : 1, sizeof *st->mkey);
-			st->mval = calloc(nm ? nm : 1, sizeof *st->mval);
-			if (!st->mkey || !st->mval) {
-				rc = ouro_fail(OURO_ENOMEM, "%s: out of memory for metadata", what);
-				goto out;
-			}
-			json_object_foreach(v, mk, mv) {
-				if (!json_is_string(mv)) {
-					rc = ouro_fail(OURO_EINPUT, "%s: metadata value of %s is not a string", what, mk);
-					goto out;
-				}
-				st->mkey[st->nmeta] = mk;
-				st->mval[st->nmeta++] = json_string_value(mv);
-			}
+			if ((rc = parse_metadata(st, v, what)))
+				break;
 			continue;
 		}
-		struct ouro_tensor *t = &st->t[st->n];
-		json_t *dt = json_object_get(v, "dtype"), *off = json_object_get(v, "data_offsets");
-		int dtype;
-
-		t->name = key;
-		if (!*key) {
-			rc = ouro_fail(OURO_EINPUT, "%s: a tensor has an empty name", what);
-			goto out;
-		}
-		if (!json_is_object(v) || json_object_size(v) != 3 || !dt || !off ||
-		    !json_object_get(v, "shape")) {
-			rc = ouro_fail(OURO_EINPUT, "%s: tensor %s: entry must have exactly dtype, shape and data_offsets",
-				       what, key);
-			goto out;
-		}
-		dtype = json_is_string(dt) ? ouro_dtype_parse(json_string_value(dt)) : -1;
-		if (dtype < 0) {
-			rc = ouro_fail(OURO_EINPUT, "%s: tensor %s: unknown dtype %s", what, key,
-				       json_is_string(dt) ? json_string_value(dt) : "(not a string)");
-			goto out;
-		}
-		t->dtype = dtype;
-		if ((rc = parse_shape(t, json_object_get(v, "shape"), what)))
-			goto out;
-		if (!json_is_array(off) || json_array_size(off) != 2 ||
-		    !json_is_integer(json_array_get(off, 0)) || !json_is_integer(json_array_get(off, 1)) ||
-		    json_integer_value(json_array_get(off, 0)) < 0 ||
-		    json_integer_value(json_array_get(off, 1)) < json_integer_value(json_array_get(off, 0))) {
-			rc = ouro_fail(OURO_EINPUT, "%s: tensor %s: data_offsets is not [begin, end] with 0 <= begin <= end",
-				       what, key);
-			goto out;
-		}
-		uint64_t begin = (uint64_t)json_integer_value(json_array_get(off, 0));
-		uint64_t end = (uint64_t)json_integer_value(json_array_get(off, 1));
-		uint64_t bytes = ouro_dtype_size(t->dtype);
-		for (int i = 0; i < t->ndim; i++) {
-			uint64_t d = (uint64_t)t->shape[i];
-			if (d && bytes > UINT64_MAX / 2 / d) {
-				rc = ouro_fail(OURO_EINPUT, "%s: tensor %s: shape is too large", what, key);
-				goto out;
-			}
-			bytes *= d;
-		}
-		if (bytes != end - begin) {
-			rc = ouro_fail(OURO_EINPUT, "%s: tensor %s: shape and dtype %s need %llu bytes, data_offsets give %llu",
-				       what, key, ouro_dtype_name(t->dtype), (unsigned long long)bytes,
-				       (unsigned long long)(end - begin));
-			goto out;
-		}
-		t->nbytes = bytes;
-		st->begin[st->n] = begin;
-		spans[3 * st->n] = begin;
-		spans[3 * st->n + 1] = end;
-		spans[3 * st->n + 2] = (uint64_t)st->n;
+		uint64_t *span = &spans[3 * st->n];
+		if ((rc = parse_tensor(&st->t[st->n], key, v, what, &span[0], &span[1])))
+			break;
+		st->begin[st->n] = span[0];
+		span[2] = (uint64_t)st->n;
 		st->n++;
 	}
-
-	/* The tensors must tile [0, datalen) exactly. */
-	qsort(spans, (size_t)st->n, 3 * sizeof *spans, cmp_offset);
-	*datalen = 0;
-	for (int i = 0; i < st->n; i++) {
-		if (spans[3 * i] != *datalen) {
-			rc = ouro_fail(OURO_EINPUT, "%s: tensor %s: data starts at byte %llu, expected %llu (tensors overlap or leave a gap)",
-				       what, st->t[spans[3 * i + 2]].name,
-				       (unsigned long long)spans[3 * i], (unsigned long long)*datalen);
-			goto out;
-		}
-		*datalen = spans[3 * i + 1];
-	}
-out:
+	if (!rc)
+		rc = check_tiling(st, spans, what, datalen);
 	free(spans);
 	return rc;
 }

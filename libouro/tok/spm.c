@@ -235,38 +235,18 @@ static int parse_normalizer(struct tok_spm *t, struct pb b, const char *what)
 	return OURO_OK;
 }
 
-int tok_spm_load(struct tok_spm **out, const char *path, const char *buf, size_t len)
+/* The first pass over the file: reads the trainer and normalizer specs,
+ * counts the pieces and makes room for them. */
+static int read_specs(struct tok_spm *t, struct pb b, const char *path)
 {
-	struct tok_spm *t;
-	struct pb b = {(const unsigned char *)buf, (const unsigned char *)buf + len};
 	struct pb_field f;
-	int rc = OURO_OK;
 	int32_t npieces = 0;
+	int rc = OURO_OK;
 
-	*out = NULL;
-	t = calloc(1, sizeof *t);
-	if (!t)
-		return ouro_fail(OURO_ENOMEM, "out of memory");
-	t->model_type = SPM_UNIGRAM;
-	t->add_dummy_prefix = t->remove_extra_ws = t->escape_ws = 1;
-	t->unk_id = -1;
-	strcpy(t->unk_surface, " \xE2\x81\x87 ");
-	t->file = malloc(len ? len : 1);
-	if (!t->file) {
-		free(t);
-		return ouro_fail(OURO_ENOMEM, "out of memory");
-	}
-	memcpy(t->file, buf, len);
-	b.p = (const unsigned char *)t->file;
-	b.end = b.p + len;
-
-	/* first pass: count the pieces, read the specs */
 	while (b.p < b.end && rc == OURO_OK) {
-		if (pb_field(&b, &f)) {
-			rc = ouro_fail(OURO_EMODEL, "%s: not a SentencePiece model (malformed protobuf at byte %zu)",
-				       path, (size_t)((const char *)b.p - t->file));
-			break;
-		}
+		if (pb_field(&b, &f))
+			return ouro_fail(OURO_EMODEL, "%s: not a SentencePiece model (malformed protobuf at byte %zu)",
+					 path, (size_t)((const char *)b.p - t->file));
 		if (f.num == 1 && f.wt == 2) {
 			if (npieces == INT32_MAX / 2)
 				rc = ouro_fail(OURO_EMODEL, "%s: too many pieces", path);
@@ -277,21 +257,83 @@ int tok_spm_load(struct tok_spm **out, const char *path, const char *buf, size_t
 			rc = parse_normalizer(t, f.sub, path);
 		}
 	}
-	if (!rc && npieces == 0)
-		rc = ouro_fail(OURO_EMODEL, "%s: not a SentencePiece model (no pieces)", path);
-	if (!rc && t->model_type != SPM_UNIGRAM && t->model_type != SPM_BPE)
-		rc = ouro_fail(OURO_EMODEL, "%s: model type %d is not supported (only unigram and BPE)",
-			       path, t->model_type);
-	if (!rc && !(t->pieces = calloc((size_t)npieces, sizeof *t->pieces)))
-		rc = ouro_fail(OURO_ENOMEM, "out of memory");
+	if (rc)
+		return rc;
+	if (npieces == 0)
+		return ouro_fail(OURO_EMODEL, "%s: not a SentencePiece model (no pieces)", path);
+	if (t->model_type != SPM_UNIGRAM && t->model_type != SPM_BPE)
+		return ouro_fail(OURO_EMODEL, "%s: model type %d is not supported (only unigram and BPE)",
+				 path, t->model_type);
+	if (!(t->pieces = calloc((size_t)npieces, sizeof *t->pieces)))
+		return ouro_fail(OURO_ENOMEM, "out of memory");
+	return OURO_OK;
+}
 
-	/* second pass: the pieces */
-	b.p = (const unsigned char *)t->file;
+/* The second pass: the pieces, into t->pieces (the first pass checked
+ * the fields and counted them). */
+static int read_pieces(struct tok_spm *t, struct pb b, const char *path)
+{
+	struct pb_field f;
+	int rc = OURO_OK;
+
 	while (!rc && b.p < b.end) {
 		pb_field(&b, &f);
 		if (f.num == 1 && f.wt == 2)
 			rc = parse_piece(t, f.sub, &t->pieces[t->n], path, t->n), t->n++;
 	}
+	return rc;
+}
+
+/* Enters piece i into the maps and the tables of special pieces. */
+static int index_piece(struct tok_spm *t, int32_t i, const char *path)
+{
+	struct spm_piece *pc = &t->pieces[i];
+	int normal = pc->type == SPM_NORMAL || pc->type == SPM_USER || pc->type == SPM_UNUSED;
+	int added;
+
+	if (!tok_strmap_put(normal ? &t->normal : &t->reserved, pc->s, pc->len, i, &added))
+		return ouro_fail(OURO_ENOMEM, "out of memory");
+	if (!added)
+		return ouro_fail(OURO_EMODEL, "%s: piece %d \"%.*s\" is already defined", path, i,
+				 (int)(pc->len > 60 ? 60 : pc->len), pc->s);
+	if (pc->type == SPM_NORMAL) {
+		if (pc->score < t->min_score)
+			t->min_score = pc->score;
+		if (pc->score > t->max_score)
+			t->max_score = pc->score;
+	}
+	if (pc->len > t->max_piece_len && normal)
+		t->max_piece_len = pc->len;
+	if (pc->type == SPM_UNKNOWN) {
+		if (t->unk_id >= 0)
+			return ouro_fail(OURO_EMODEL, "%s: more than one unknown piece", path);
+		t->unk_id = i;
+	}
+	if (pc->type == SPM_BYTE) {
+		int x = byte_piece(pc->s, pc->len);
+		if (!t->byte_fallback)
+			return ouro_fail(OURO_EMODEL, "%s: byte piece %d but byte_fallback is off", path, i);
+		if (x < 0)
+			return ouro_fail(OURO_EMODEL, "%s: byte piece %d \"%.*s\" is not <0xXX>", path, i,
+					 (int)(pc->len > 60 ? 60 : pc->len), pc->s);
+		t->byte_id[x] = i;
+	}
+	if (pc->type == SPM_USER) {
+		void *p = realloc(t->user, (size_t)(t->nuser + 1) * sizeof *t->user);
+		if (!p)
+			return ouro_fail(OURO_ENOMEM, "out of memory");
+		t->user = p;
+		t->user[t->nuser++] = i;
+	}
+	return OURO_OK;
+}
+
+/* Indexes every piece, and checks that the special pieces the model needs
+ * are there. */
+static int index_pieces(struct tok_spm *t, const char *path)
+{
+	int rc;
+
 	for (int i = 0; i < 256; i++)
 		t->byte_id[i] = -1;
 	/* the reference starts from FLT_MAX and FLT_MIN (the smallest positive
@@ -299,63 +341,22 @@ int tok_spm_load(struct tok_spm **out, const char *path, const char *buf, size_t
 	 * stays FLT_MIN, which user-defined symbols' scores build on */
 	t->min_score = FLT_MAX;
 	t->max_score = FLT_MIN;
-	for (int32_t i = 0; i < t->n && !rc; i++) {
-		struct spm_piece *pc = &t->pieces[i];
-		int normal = pc->type == SPM_NORMAL || pc->type == SPM_USER || pc->type == SPM_UNUSED;
-		int added;
-		if (!tok_strmap_put(normal ? &t->normal : &t->reserved, pc->s, pc->len, i, &added)) {
-			rc = ouro_fail(OURO_ENOMEM, "out of memory");
-			break;
-		}
-		if (!added) {
-			rc = ouro_fail(OURO_EMODEL, "%s: piece %d \"%.*s\" is already defined", path, i,
-				       (int)(pc->len > 60 ? 60 : pc->len), pc->s);
-			break;
-		}
-		if (pc->type == SPM_NORMAL) {
-			if (pc->score < t->min_score)
-				t->min_score = pc->score;
-			if (pc->score > t->max_score)
-				t->max_score = pc->score;
-		}
-		if (pc->len > t->max_piece_len && normal)
-			t->max_piece_len = pc->len;
-		if (pc->type == SPM_UNKNOWN) {
-			if (t->unk_id >= 0)
-				rc = ouro_fail(OURO_EMODEL, "%s: more than one unknown piece", path);
-			t->unk_id = i;
-		}
-		if (pc->type == SPM_BYTE) {
-			int x = byte_piece(pc->s, pc->len);
-			if (!t->byte_fallback)
-				rc = ouro_fail(OURO_EMODEL, "%s: byte piece %d but byte_fallback is off", path, i);
-			else if (x < 0)
-				rc = ouro_fail(OURO_EMODEL, "%s: byte piece %d \"%.*s\" is not <0xXX>", path, i,
-					       (int)(pc->len > 60 ? 60 : pc->len), pc->s);
-			else
-				t->byte_id[x] = i;
-		}
-		if (pc->type == SPM_USER) {
-			void *p = realloc(t->user, (size_t)(t->nuser + 1) * sizeof *t->user);
-			if (!p) {
-				rc = ouro_fail(OURO_ENOMEM, "out of memory");
-				break;
-			}
-			t->user = p;
-			t->user[t->nuser++] = i;
-		}
-	}
-	if (!rc && t->unk_id < 0)
-		rc = ouro_fail(OURO_EMODEL, "%s: no unknown piece (<unk>)", path);
-	if (!rc && t->byte_fallback)
-		for (int i = 0; i < 256 && !rc; i++)
+	for (int32_t i = 0; i < t->n; i++)
+		if ((rc = index_piece(t, i, path)))
+			return rc;
+	if (t->unk_id < 0)
+		return ouro_fail(OURO_EMODEL, "%s: no unknown piece (<unk>)", path);
+	if (t->byte_fallback)
+		for (int i = 0; i < 256; i++)
 			if (t->byte_id[i] < 0)
-				rc = ouro_fail(OURO_EMODEL, "%s: byte_fallback without the piece <0x%02X>", path, i);
-	if (rc) {
-		tok_spm_free(t);
-		return rc;
-	}
-	/* user-defined symbols by first byte, longest first */
+				return ouro_fail(OURO_EMODEL, "%s: byte_fallback without the piece <0x%02X>", path, i);
+	return OURO_OK;
+}
+
+/* Orders the user-defined symbols by first byte, longest first, and
+ * indexes them by first byte. */
+static void sort_user(struct tok_spm *t)
+{
 	for (int i = 1; i < t->nuser; i++) {
 		int32_t x = t->user[i];
 		int j = i - 1;
@@ -374,6 +375,34 @@ int tok_spm_load(struct tok_spm **out, const char *path, const char *buf, size_t
 			j++;
 		t->user_first[c] = j;
 	}
+}
+
+int tok_spm_load(struct tok_spm **out, const char *path, const char *buf, size_t len)
+{
+	struct tok_spm *t;
+	int rc;
+
+	*out = NULL;
+	t = calloc(1, sizeof *t);
+	if (!t)
+		return ouro_fail(OURO_ENOMEM, "out of memory");
+	t->model_type = SPM_UNIGRAM;
+	t->add_dummy_prefix = t->remove_extra_ws = t->escape_ws = 1;
+	t->unk_id = -1;
+	strcpy(t->unk_surface, " \xE2\x81\x87 ");
+	t->file = malloc(len ? len : 1);
+	if (!t->file) {
+		free(t);
+		return ouro_fail(OURO_ENOMEM, "out of memory");
+	}
+	memcpy(t->file, buf, len);
+	struct pb file = {(const unsigned char *)t->file, (const unsigned char *)t->file + len};
+	if ((rc = read_specs(t, file, path)) || (rc = read_pieces(t, file, path)) ||
+	    (rc = index_pieces(t, path))) {
+		tok_spm_free(t);
+		return rc;
+	}
+	sort_user(t);
 	*out = t;
 	return OURO_OK;
 }

@@ -2,8 +2,8 @@
  * tok_internal.h - what the tokenizer modules share and the programs do
  * not see: UTF-8 and Unicode class helpers, the string and pair hash maps
  * (tok_util.c), the SentencePiece character map normaliser
- * (tok_charsmap.c), and the two tokenizer kinds' entry points (bpe.c,
- * spm.c) that tokenizer.c dispatches to.
+ * (tok_charsmap.c), and the two tokenizer kinds' entry points (hf.h's
+ * files, spm.c) that tokenizer.c dispatches to.
  */
 #ifndef OURO_TOK_INTERNAL_H
 #define OURO_TOK_INTERNAL_H

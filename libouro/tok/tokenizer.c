@@ -1,9 +1,9 @@
 /*
  * tokenizer.c - the one tokenizer handle the programs use: reads a
  * tokenizer file, decides its kind (from its name, tokenizer.json or a
- * SentencePiece .model, else from its first byte), and
- * passes encode and decode on to bpe.c or spm.c. Also the ChatML prompt
- * of the Ouro chat models (ouro-model.md section 7).
+ * SentencePiece .model, else from its first byte), and passes encode and
+ * decode on to the tokenizer.json files (hf.h) or spm.c. Also the ChatML
+ * prompt of the Ouro chat models (ouro-model.md section 7).
  */
 #include <errno.h>
 #include <stdio.h>

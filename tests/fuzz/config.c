@@ -1,6 +1,6 @@
 /*
  * config.c - fuzzes the config.json reader (ouro_config_load in
- * libouro/config.c) through an in-memory file. An accepted configuration
+ * libouro/model/config.c) through an in-memory file. An accepted configuration
  * must satisfy what the loader and the forward pass rely on.
  */
 #include "fuzz.h"

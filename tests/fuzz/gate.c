@@ -1,6 +1,6 @@
 /*
  * gate.c - fuzzes the exit-gate file reader (ouro_gate_load in
- * libouro/gate.c) through an in-memory file, for the hidden sizes of the
+ * libouro/model/gate.c) through an in-memory file, for the hidden sizes of the
  * test models and the one the file itself claims.
  */
 #include <math.h>

@@ -1,6 +1,6 @@
 /*
  * seq.c - fuzzes the token-sequence reader (ouro_seq_open / ouro_seq_next
- * in libouro/io.c): input classification, text ids and records, through
+ * in libouro/core/io.c): input classification, text ids and records, through
  * an in-memory file. Every sequence it gives is read whole.
  */
 #include <string.h>

@@ -1,7 +1,7 @@
 /*
- * st.c - fuzzes the safetensors parser (libouro/safetensors.c): the input
- * as a buffer of back-to-back images (ouro_st_parse, as weight files are
- * read) and as a stream of records (ouro_st_read, as the programs read
+ * st.c - fuzzes the safetensors parser (libouro/core/safetensors.c): the
+ * input as a buffer of back-to-back images (ouro_st_parse, as weight files
+ * are read) and as a stream of records (ouro_st_read, as the programs read
  * their input). Every tensor a parse accepts is read whole, and written
  * back through ouro_record_write and parsed again: the copy must hold the
  * same tensors with the same bytes. Records read from a stream must have

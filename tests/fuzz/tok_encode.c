@@ -10,7 +10,7 @@
  *            vocabulary (refused);
  *   request  the rest split at its first 0x01 byte into the context and
  *            continuation of an lm-evaluation-harness request
- *            (ouro_request_encode in libouro/eval.c), after a ChatML wrap.
+ *            (ouro_request_encode in libouro/eval/eval.c), after a ChatML wrap.
  */
 #include <string.h>
 

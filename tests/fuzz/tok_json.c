@@ -1,7 +1,7 @@
 /*
  * tok_json.c - fuzzes the tokenizer.json loader (tok_hf_load in
- * libouro/bpe.c): normalizers, pre-tokenizers, the BPE model, added
- * tokens, decoders; then encodes and decodes with what loaded
+ * libouro/tok/hf_load.c): normalizers, pre-tokenizers, the BPE model,
+ * added tokens, decoders; then encodes and decodes with what loaded
  * (tok_common.h).
  */
 #include "tok_common.h"

@@ -1,6 +1,6 @@
 /*
  * tok_spm.c - fuzzes the SentencePiece .model loader (tok_spm_load in
- * libouro/spm.c: the protobuf reader, the normalizer spec and its
+ * libouro/tok/spm.c: the protobuf reader, the normalizer spec and its
  * precompiled character map, the pieces); then encodes and decodes with
  * what loaded (tok_common.h).
  */

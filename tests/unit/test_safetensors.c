@@ -6,7 +6,7 @@
  *     ouro_st_parse: metadata, dtypes, shapes, bytes, every tensor aligned
  *     to its element size, streams of records, a clean end of stream;
  *   - ouro_st_parse on crafted bad images, one per validation path of
- *     libouro/safetensors.c, and ouro_st_read on truncated streams;
+ *     libouro/core/safetensors.c, and ouro_st_read on truncated streams;
  *   - ouro_to_f32 / ouro_from_f32 for BF16 and F16 against a reference
  *     written here from the formats' definitions (round to nearest even in
  *     double arithmetic): every 16-bit pattern, every midpoint between

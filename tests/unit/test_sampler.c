@@ -1,5 +1,5 @@
 /*
- * test_sampler - unit tests of libouro/sampler.c.
+ * test_sampler - unit tests of libouro/model/sampler.c.
  *
  * The sampler is checked against a direct implementation written here
  * from the definitions in sampler.h and ouro-sample(1): a full sort for
