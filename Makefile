@@ -135,13 +135,13 @@ SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_r
 ifeq ($(SANITIZE),1)
 check: all $(UNITS) $(FUZZ_REPLAY)
 	$(SAN_ENV) $(MAKE) --no-print-directory fuzz-replay
-	$(SAN_ENV) PYTHON=$(PYTHON) OURO_BIN=$(CURDIR)/$(BIN) OURO_TEST_JOBS=$(TEST_JOBS) \
+	$(SAN_ENV) PYTHON=$(PYTHON) OURO_BIN=$(CURDIR)/$(BIN) OURO_LIB=$(CURDIR)/$(LIB) OURO_TEST_JOBS=$(TEST_JOBS) \
 		OURO_SKIP=t-install tests/run $(UNITS)
 else
 # make test: everything once, as built; make check: that, then all of it
 # again under the sanitizers.
 test: all $(UNITS) $(FUZZ_REPLAY)
-	PYTHON=$(PYTHON) OURO_BIN=$(CURDIR)/$(BIN) OURO_TEST_JOBS=$(TEST_JOBS) tests/run $(UNITS)
+	PYTHON=$(PYTHON) OURO_BIN=$(CURDIR)/$(BIN) OURO_LIB=$(CURDIR)/$(LIB) OURO_TEST_JOBS=$(TEST_JOBS) tests/run $(UNITS)
 	$(MAKE) --no-print-directory fuzz-replay
 
 check: test

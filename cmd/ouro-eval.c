@@ -4,9 +4,10 @@
  * (choice), the curves of the Ouro paper, and the merge of sharded runs.
  *
  * Each example (a document, or a question with its choices) is scored
- * with one batched forward pass per window (libouro/eval.c) that keeps the
+ * through forward passes over its windows (libouro/eval) that keep the
  * state of every loop, so every loop count 1..T comes from one pass of T
- * loops, not from T separate runs. Per example the program reduces the
+ * loops, not from T separate runs; the windows of several examples share
+ * a pass (-P), which changes no score. Per example the library reduces the
  * scores to a fixed set of sums; the report is a function of the summed
  * sums alone. Sums of losses are kept as integers
  * in units of 2^-28 nats (each example's double sum rounded once), so
@@ -41,11 +42,11 @@ static void usage(FILE *f)
 		"                 [--beta B] [-W TOKENS] [--context TOKENS] [--prefix-token ID]\n"
 		"                 [-f auto|text|jsonl|ids] [--field NAME] [--per-token FILE]\n"
 		"                 [--limit N] [--shard K/N] [--log FILE [--resume]] [--table]\n"
-		"                 [--plot FILE] [-j THREADS] [-v] [-o FILE] [FILE ...]\n"
+		"                 [--plot FILE] [-P N] [-j THREADS] [-v] [-o FILE] [FILE ...]\n"
 		"       ouro-eval choice [-m DIR] [--gate FILE] [-T STEPS] [-q Q,...] [-e EPS,...]\n"
 		"                 [-W TOKENS] [--prefix-token ID] [--limit N] [--shard K/N]\n"
-		"                 [--log FILE [--resume]] [--table] [--plot FILE] [-j THREADS]\n"
-		"                 [-v] [-o FILE] [FILE ...]\n"
+		"                 [--log FILE [--resume]] [--table] [--plot FILE] [-P N]\n"
+		"                 [-j THREADS] [-v] [-o FILE] [FILE ...]\n"
 		"       ouro-eval merge [--table] [--plot FILE] [-o FILE] REPORT ...\n"
 		"Per-loop perplexity and multiple-choice accuracy at every loop and exit rule.\n"
 		"\n"
@@ -72,6 +73,9 @@ static void usage(FILE *f)
 		"      --resume           continue the run that FILE of --log records\n"
 		"      --table            print a table for people instead of the JSON report\n"
 		"      --plot FILE        draw the per-loop and accuracy-vs-loops curves as SVG\n"
+		"  -P, --parallel N       score up to N windows (a document's, a choice's) in one\n"
+		"                         pass over the weights, 1 to 4096 (default 16); the\n"
+		"                         report is the same for every N\n"
 		"  -j, --threads N        threads (default: $OURO_THREADS, else all cores)\n"
 		"  -v, --verbose          print the throughput to stderr at the end\n"
 		"  -o, --output FILE      write the JSON report to FILE (atomically)\n"
@@ -91,7 +95,7 @@ struct opts {
 	const char *field;
 	enum ouro_eval_format format;
 	int table, resume, verbose;
-	long steps, window, context, prefix, limit;
+	long steps, window, context, prefix, limit, parallel;
 	double beta;
 	struct ouro_exit_rule rules[OURO_EVAL_MAX_RULES];
 	int nrules;
@@ -159,7 +163,7 @@ static void parse_run_options(struct opts *o, int argc, char **argv)
 		{"beta", required_argument, NULL, 'B'},
 		{"window", required_argument, NULL, 'W'},
 		{"context", required_argument, NULL, 'C'},
-		{"prefix-token", required_argument, NULL, 'P'},
+		{"prefix-token", required_argument, NULL, 'I'},
 		{"format", required_argument, NULL, 'f'},
 		{"field", required_argument, NULL, 'F'},
 		{"per-token", required_argument, NULL, 'K'},
@@ -169,6 +173,7 @@ static void parse_run_options(struct opts *o, int argc, char **argv)
 		{"resume", no_argument, NULL, 'r'},
 		{"table", no_argument, NULL, 't'},
 		{"plot", required_argument, NULL, 'p'},
+		{"parallel", required_argument, NULL, 'P'},
 		{"threads", required_argument, NULL, 'j'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"output", required_argument, NULL, 'o'},
@@ -182,7 +187,8 @@ static void parse_run_options(struct opts *o, int argc, char **argv)
 	o->prefix = -1;
 	o->limit = -1;
 	o->field = "text";
-	while ((c = cli_getopt(argc, argv, "m:T:q:e:W:f:j:vo:h", longopts)) != -1) {
+	o->parallel = 16;
+	while ((c = cli_getopt(argc, argv, "m:T:q:e:W:f:P:j:vo:h", longopts)) != -1) {
 		switch (c) {
 		case 'm': o->model_dir = optarg; break;
 		case 'G': o->gate_file = optarg; break;
@@ -192,7 +198,7 @@ static void parse_run_options(struct opts *o, int argc, char **argv)
 		case 'B': o->beta = cli_real(optarg, 0, 1e6, "--beta"); break;
 		case 'W': o->window = cli_long(optarg, 1, 1L << 24, "--window"); break;
 		case 'C': o->context = cli_long(optarg, 1, 1L << 24, "--context"); break;
-		case 'P': o->prefix = cli_long(optarg, 0, INT32_MAX, "--prefix-token"); break;
+		case 'I': o->prefix = cli_long(optarg, 0, INT32_MAX, "--prefix-token"); break;
 		case 'f':
 			for (o->format = OURO_EVAL_AUTO; o->format <= OURO_EVAL_IDS; o->format++)
 				if (strcmp(optarg, ouro_eval_format_names[o->format]) == 0)
@@ -208,6 +214,7 @@ static void parse_run_options(struct opts *o, int argc, char **argv)
 		case 'r': o->resume = 1; break;
 		case 't': o->table = 1; break;
 		case 'p': o->plot = optarg; break;
+		case 'P': o->parallel = cli_long(optarg, 1, 4096, "--parallel"); break;
 		case 'j': o->threads = optarg; break;
 		case 'v': o->verbose = 1; break;
 		case 'o': o->outpath = optarg; break;
@@ -328,10 +335,127 @@ static void progress_show(struct progress *p, int64_t done, int64_t tokens, int 
 
 /* ---- ppl and choice ---------------------------------------------------------- */
 
+/* Where the scored examples go: the report's sums, the log, the progress. */
+struct sink {
+	struct ouro_eval_run *r;
+	const struct ouro_eval_corpus *corpus;
+	int64_t *acc, *v;          /* [L.total] the sums, and one example's */
+	FILE *log;
+	const char *log_name;
+	struct progress prog;
+	int64_t count;
+};
+
+/* ouro_eval_done_fn: example i is scored. */
+static int example_done(void *ctx, int64_t i, const double *d, const double *ll)
+{
+	struct sink *k = ctx;
+	const struct ouro_eval_example *e = &k->corpus->ex[i];
+	int rc;
+
+	if ((rc = ouro_eval_fix(&k->r->L, d, k->v, e->where)) ||
+	    (rc = ouro_eval_sums_add(&k->r->L, k->acc, k->v, e->where)))
+		return rc;
+	if (k->log) {
+		json_t *line = ouro_eval_log_line(i, e, &k->r->L, k->v, ll);
+		int bad = json_dumpf(line, k->log, JSON_LINE) || fputc('\n', k->log) == EOF || fflush(k->log);
+		json_decref(line);
+		if (bad)
+			return ouro_fail(OURO_ESYS, "%s: write error: %s", k->log_name, strerror(errno));
+	}
+	k->count++;
+	progress_show(&k->prog, k->count, k->r->input_tokens, k->count == k->prog.total);
+	return OURO_OK;
+}
+
+/* The run's settings that depend on the model, checked against it. */
+static void run_settings(struct opts *o, const struct ouro_config *cfg, struct ouro_eval_run *r)
+{
+	r->T = (int)(o->steps ? o->steps : cfg->total_ut_steps);
+	r->R = o->nrules;
+	if (o->window > cfg->max_position_embeddings)
+		usage_error("--window: %ld is more than max_position_embeddings %lld", o->window,
+			    (long long)cfg->max_position_embeddings);
+	if (!o->window)
+		o->window = cfg->max_position_embeddings;
+	if (o->context > o->window)
+		usage_error("--context: %ld is more than the window of %ld", o->context, o->window);
+	if (o->prefix < 0)
+		o->prefix = cfg->bos_token_id >= 0 ? cfg->bos_token_id : cfg->eos_token_id;
+	if (o->prefix < 0)
+		usage_error("config.json has no bos_token_id or eos_token_id; give --prefix-token");
+	if (o->prefix >= cfg->vocab_size)
+		usage_error("--prefix-token: %ld is outside the vocabulary (0..%lld)", o->prefix,
+			    (long long)cfg->vocab_size - 1);
+	r->window = o->window;
+	r->context = o->context;
+	r->prefix = (int32_t)o->prefix;
+	r->batch = (int)o->parallel;
+	ouro_eval_layout_init(&r->L, o->task, r->T, r->R);
+}
+
+/* The log o->log into *log: a new one with its header, or the one of the
+ * run to continue (--resume), whose examples are marked in done[], added
+ * to acc and counted in *ndone, and whose torn last line is cut off. */
+static int log_open(const struct opts *o, json_t *config, int64_t total,
+		    const struct ouro_eval_layout *L, unsigned char *done, int64_t *acc,
+		    int64_t *ndone, FILE **log)
+{
+	struct stat st;
+	int exists = stat(o->log, &st) == 0, rc = OURO_OK;
+	off_t keep = 0;
+	FILE *lf = NULL;
+
+	/* the log is read back and truncated: a regular file, never a pipe */
+	if (exists && (rc = ouro_file_open(&lf, NULL, o->log, OURO_EINPUT)))
+		return rc;
+	if (exists && !o->resume) {
+		fclose(lf);
+		usage_error("%s exists; add --resume to continue that run, or remove it", o->log);
+	}
+	json_t *header = ouro_eval_log_header(config, o->shard_k, o->shard_n, total);
+	if (exists)
+		rc = ouro_eval_log_resume(lf, o->log, header, o->shard_k, o->shard_n, L, total, done,
+					  acc, ndone, &keep);
+	if (!rc && exists && truncate(o->log, keep))
+		rc = ouro_fail(OURO_ESYS, "%s: %s", o->log, strerror(errno));
+	if (!rc && !(*log = fopen(o->log, "a")))
+		rc = ouro_fail(OURO_ESYS, "%s: %s", o->log, strerror(errno));
+	if (!rc && keep == 0 && (json_dumpf(header, *log, JSON_LINE) || fputc('\n', *log) == EOF ||
+				 fflush(*log)))
+		rc = ouro_fail(OURO_ESYS, "%s: write error: %s", o->log, strerror(errno));
+	json_decref(header);
+	return rc;
+}
+
+/* The examples this run scores (its shard's, less those of the log) into
+ * todo[*ntodo], tokenized now, so that a bad example fails before any
+ * work; the tokenizer is loaded into *tok only if one needs it. */
+static int examples_todo(const struct opts *o, struct ouro_eval_run *r,
+			 struct ouro_eval_corpus *corpus, int64_t total, const unsigned char *done,
+			 struct ouro_tok **tok, int64_t *todo, int64_t *ntodo)
+{
+	int need_tok = 0, rc;
+
+	for (int64_t i = 0; i < total && !need_tok; i++)
+		need_tok = ouro_eval_in_shard(i, o->shard_k, o->shard_n) && !done[i] &&
+			   (o->task == OURO_EVAL_CHOICE || corpus->ex[i].text);
+	if (need_tok && (rc = ouro_tok_load_dir(tok, ouro_model_dir(r->m))))
+		return rc;
+	for (int64_t i = 0; i < total; i++) {
+		if (!ouro_eval_in_shard(i, o->shard_k, o->shard_n) || done[i])
+			continue;
+		todo[(*ntodo)++] = i;
+		if (*tok && (rc = ouro_eval_tokenize(&corpus->ex[i], *tok, o->task, r->prefix, r->window)))
+			return rc;
+	}
+	return OURO_OK;
+}
+
 static int cmd_run(enum ouro_eval_task task, int argc, char **argv)
 {
 	struct opts o = {.task = task};
-	struct ouro_eval_run r = {0};
+	struct ouro_eval_run r = {.task = task};
 	struct ouro_tok *tok = NULL;
 	struct ouro_gate gate = {0};
 	struct ouro_eval_corpus corpus = {0};
@@ -339,8 +463,7 @@ static int cmd_run(enum ouro_eval_task task, int argc, char **argv)
 	FILE *rep_f = NULL;
 	json_t *config = NULL, *report = NULL;
 	unsigned char *done = NULL;
-	int64_t *acc = NULL, *v = NULL, total, todo = 0, ndone = 0;
-	double *d = NULL, *ll = NULL;
+	int64_t *acc = NULL, *v = NULL, *todo = NULL, total, ntodo = 0, ndone = 0;
 	FILE *log = NULL;
 	int rc;
 
@@ -349,26 +472,7 @@ static int cmd_run(enum ouro_eval_task task, int argc, char **argv)
 	if ((rc = ouro_model_load(&r.m, ouro_model_path(o.model_dir))))
 		die(rc);
 	const struct ouro_config *cfg = ouro_model_config(r.m);
-	r.T = (int)(o.steps ? o.steps : cfg->total_ut_steps);
-	r.R = o.nrules;
-	if (o.window > cfg->max_position_embeddings)
-		usage_error("--window: %ld is more than max_position_embeddings %lld", o.window,
-			    (long long)cfg->max_position_embeddings);
-	if (!o.window)
-		o.window = cfg->max_position_embeddings;
-	if (o.context > o.window)
-		usage_error("--context: %ld is more than the window of %ld", o.context, o.window);
-	if (o.prefix < 0)
-		o.prefix = cfg->bos_token_id >= 0 ? cfg->bos_token_id : cfg->eos_token_id;
-	if (o.prefix < 0)
-		usage_error("config.json has no bos_token_id or eos_token_id; give --prefix-token");
-	if (o.prefix >= cfg->vocab_size)
-		usage_error("--prefix-token: %ld is outside the vocabulary (0..%lld)", o.prefix,
-			    (long long)cfg->vocab_size - 1);
-	r.window = o.window;
-	r.context = o.context;
-	r.prefix = (int32_t)o.prefix;
-	ouro_eval_layout_init(&r.L, task, r.T, r.R);
+	run_settings(&o, cfg, &r);
 	if (o.gate_file && (rc = ouro_gate_load(&gate, o.gate_file, cfg->hidden_size)))
 		goto fail;
 	if ((rc = ouro_scorer_new(&r.scorer, r.m, o.gate_file ? &gate : NULL, r.T, o.rules, o.nrules)))
@@ -388,104 +492,31 @@ static int cmd_run(enum ouro_eval_task task, int argc, char **argv)
 	done = calloc((size_t)total + 1, 1);
 	acc = calloc((size_t)r.L.total, sizeof *acc);
 	v = calloc((size_t)r.L.total, sizeof *v);
-	d = calloc((size_t)r.L.total, sizeof *d);
-	if (!done || !acc || !v || !d) {
+	todo = malloc(((size_t)total + 1) * sizeof *todo);
+	if (!done || !acc || !v || !todo) {
 		rc = ouro_fail(OURO_ENOMEM, "out of memory");
 		goto fail;
 	}
 
-	/* the log: a new one, or the one of the run to continue */
-	if (o.log) {
-		struct stat st;
-		int exists = stat(o.log, &st) == 0;
-		off_t keep = 0;
-		FILE *lf = NULL;
-
-		/* the log is read back and truncated: a regular file, never a pipe */
-		if (exists && (rc = ouro_file_open(&lf, NULL, o.log, OURO_EINPUT)))
-			goto fail;
-		if (exists && !o.resume) {
-			fclose(lf);
-			usage_error("%s exists; add --resume to continue that run, or remove it", o.log);
-		}
-		json_t *header = ouro_eval_log_header(config, o.shard_k, o.shard_n, total);
-		if (exists && (rc = ouro_eval_log_resume(lf, o.log, header, o.shard_k, o.shard_n, &r.L,
-						      total, done, acc, &ndone, &keep))) {
-			json_decref(header);
-			goto fail;
-		}
-		if (exists && truncate(o.log, keep)) {
-			json_decref(header);
-			rc = ouro_fail(OURO_ESYS, "%s: %s", o.log, strerror(errno));
-			goto fail;
-		}
-		if (!(log = fopen(o.log, "a"))) {
-			json_decref(header);
-			rc = ouro_fail(OURO_ESYS, "%s: %s", o.log, strerror(errno));
-			goto fail;
-		}
-		if (keep == 0 && (json_dumpf(header, log, JSON_LINE) || fputc('\n', log) == EOF || fflush(log))) {
-			json_decref(header);
-			rc = ouro_fail(OURO_ESYS, "%s: write error: %s", o.log, strerror(errno));
-			goto fail;
-		}
-		json_decref(header);
-	}
-
-	/* tokenize what this run will score, so bad examples fail before any work */
-	int need_tok = 0;
-	for (int64_t i = 0; i < total && !need_tok; i++)
-		need_tok = ouro_eval_in_shard(i, o.shard_k, o.shard_n) && !done[i] && (task == OURO_EVAL_CHOICE || corpus.ex[i].text);
-	if (need_tok && (rc = ouro_tok_load_dir(&tok, ouro_model_dir(r.m))))
+	if ((o.log && (rc = log_open(&o, config, total, &r.L, done, acc, &ndone, &log))) ||
+	    (rc = examples_todo(&o, &r, &corpus, total, done, &tok, todo, &ntodo)))
 		goto fail;
-	for (int64_t i = 0; i < total; i++) {
-		if (!ouro_eval_in_shard(i, o.shard_k, o.shard_n) || done[i])
-			continue;
-		todo++;
-		if (tok && (rc = ouro_eval_tokenize(&corpus.ex[i], tok, task, r.prefix, r.window)))
-			goto fail;
-	}
 	if (o.per_token) {
 		if ((rc = ouro_output_open(&pt_out, &r.per_token, o.per_token)))
 			goto fail;
 		r.per_token_name = strcmp(o.per_token, "-") ? o.per_token : "stdout";
 	}
-	if (task == OURO_EVAL_CHOICE) {
-		int most = 1;
-		for (int64_t i = 0; i < total; i++)
-			most = corpus.ex[i].npairs > most ? corpus.ex[i].npairs : most;
-		if (!(ll = malloc((size_t)most * (size_t)(r.T + r.R) * sizeof *ll))) {
-			rc = ouro_fail(OURO_ENOMEM, "out of memory");
-			goto fail;
-		}
-	}
-
-	struct progress prog = {.on = isatty(2), .t0 = cli_now(), .total = todo};
-	int64_t count = 0;
-	for (int64_t i = 0; i < total; i++) {
-		struct ouro_eval_example *e = &corpus.ex[i];
-		if (!ouro_eval_in_shard(i, o.shard_k, o.shard_n) || done[i])
-			continue;
-		rc = task == OURO_EVAL_PPL ? ouro_eval_score_document(&r, e, i, d) : ouro_eval_score_choice(&r, e, d, ll);
-		if (rc || (rc = ouro_eval_fix(&r.L, d, v, e->where)) || (rc = ouro_eval_sums_add(&r.L, acc, v, e->where)))
-			goto fail;
-		if (log) {
-			json_t *line = ouro_eval_log_line(i, e, &r.L, v, task == OURO_EVAL_CHOICE ? ll : NULL);
-			int bad = json_dumpf(line, log, JSON_LINE) || fputc('\n', log) == EOF || fflush(log);
-			json_decref(line);
-			if (bad) {
-				rc = ouro_fail(OURO_ESYS, "%s: write error: %s", o.log, strerror(errno));
-				goto fail;
-			}
-		}
-		count++;
-		progress_show(&prog, count, r.input_tokens, count == todo);
-	}
-	double el = cli_now() - prog.t0;
+	struct sink sink = {&r, &corpus, acc, v, log, o.log,
+			    {.on = isatty(2), .t0 = cli_now(), .total = ntodo}, 0};
+	if ((rc = ouro_eval_score(&r, &corpus, todo, ntodo, example_done, &sink)))
+		goto fail;
+	double el = cli_now() - sink.prog.t0;
 	if (o.verbose)
-		fprintf(stderr, "%s: %lld examples (and %lld from the log), %lld tokens through the forward pass in %.2f s: %.0f tokens/s (%d loops each)\n",
-			progname, (long long)count, (long long)ndone, (long long)r.input_tokens, el,
-			el > 0 ? (double)r.input_tokens / el : 0.0, r.T);
+		fprintf(stderr, "%s: %lld examples (and %lld from the log), %lld windows in %lld passes, %lld tokens through the forward pass in %.2f s: %.0f tokens/s, %.1f examples/s (%d loops each)\n",
+			progname, (long long)sink.count, (long long)ndone, (long long)r.windows,
+			(long long)r.passes, (long long)r.input_tokens, el,
+			el > 0 ? (double)r.input_tokens / el : 0.0, el > 0 ? (double)sink.count / el : 0.0,
+			r.T);
 	if (log && fclose(log)) {
 		log = NULL;
 		rc = ouro_fail(OURO_ESYS, "%s: write error: %s", o.log, strerror(errno));
@@ -514,10 +545,7 @@ fail:
 	free(done);
 	free(acc);
 	free(v);
-	free(d);
-	free(ll);
-	free(r.buf);
-	free(r.loss_buf);
+	free(todo);
 	ouro_eval_corpus_free(&corpus);
 	ouro_tok_free(tok);
 	ouro_scorer_free(r.scorer);
@@ -530,6 +558,106 @@ fail:
 
 /* ---- merge ------------------------------------------------------------------- */
 
+/* What merge has gathered from the reports read so far. */
+struct merge {
+	int nreports;
+	json_t *config;          /* of the first report */
+	const char *first;       /* its path */
+	long count;              /* shards */
+	int64_t total;           /* examples */
+	struct ouro_eval_layout L;
+	json_t **seen;           /* [count] each shard's report, once read */
+	const char **seen_by;    /* [count] its path */
+	int64_t *acc, *v;        /* [L.total] the sums, and one report's */
+};
+
+/* Checks the shard report j (read from path) as a report of ouro-eval and
+ * takes the settings from it when it is the first; *idx gets its shard. */
+static int merge_check(struct merge *g, json_t *j, const char *name, const char *path,
+		       int64_t *idx)
+{
+	json_t *shard = json_object_get(j, "shard"), *tot = json_object_get(j, "examples_total");
+	json_t *ji = json_object_get(shard, "index"), *cnt = json_object_get(shard, "count");
+	int rc = OURO_OK;
+
+	if (!json_is_object(j) || !json_is_string(json_object_get(j, "format")) ||
+	    strcmp(json_string_value(json_object_get(j, "format")), OURO_EVAL_REPORT_FORMAT) ||
+	    !json_is_integer(json_object_get(j, "version")) || json_integer_value(json_object_get(j, "version")) != OURO_EVAL_FORMAT_VERSION)
+		return ouro_fail(OURO_EINPUT, "%s: not a report of ouro-eval (version %d)", name, OURO_EVAL_FORMAT_VERSION);
+	if (!shard)
+		return ouro_fail(OURO_EINPUT, "%s: not the report of a --shard run", name);
+	if (!json_is_integer(ji) || !json_is_integer(cnt) || json_integer_value(cnt) < 1 ||
+	    json_integer_value(ji) < 0 || json_integer_value(ji) >= json_integer_value(cnt) ||
+	    json_integer_value(cnt) > (1L << 30) || !json_is_integer(tot) || json_integer_value(tot) < 0)
+		return ouro_fail(OURO_EINPUT, "%s: \"shard\" or \"examples_total\" is invalid", name);
+	*idx = json_integer_value(ji);
+	if (!g->config) {
+		g->config = json_incref(json_object_get(j, "config"));
+		g->first = path;
+		g->count = (long)json_integer_value(cnt);
+		g->total = json_integer_value(tot);
+		if (g->count > g->nreports)
+			return ouro_fail(OURO_EINPUT, "%s: one of %ld shards, but %d report%s given; shards are missing",
+					 name, g->count, g->nreports, g->nreports == 1 ? " is" : "s are");
+		if ((rc = ouro_eval_config_layout(g->config, &g->L, name)))
+			return rc;
+		g->seen = calloc((size_t)g->count, sizeof *g->seen);
+		g->seen_by = calloc((size_t)g->count, sizeof *g->seen_by);
+		g->acc = calloc((size_t)g->L.total, sizeof *g->acc);
+		g->v = calloc((size_t)g->L.total, sizeof *g->v);
+		if (!g->seen || !g->seen_by || !g->acc || !g->v)
+			return ouro_fail(OURO_ENOMEM, "out of memory");
+	}
+	if (g->config != json_object_get(j, "config") && !json_equal(g->config, json_object_get(j, "config")))
+		return ouro_fail(OURO_EINPUT, "%s: a run with other settings than %s: config.%s differs",
+				 name, ouro_input_name(g->first), ouro_eval_first_difference(json_object_get(j, "config"), g->config));
+	if (json_integer_value(cnt) != g->count)
+		return ouro_fail(OURO_EINPUT, "%s: shard %lld/%lld, but %s is one of %ld shards", name,
+				 (long long)*idx, (long long)json_integer_value(cnt),
+				 ouro_input_name(g->first), g->count);
+	if (json_integer_value(tot) != g->total)
+		return ouro_fail(OURO_EINPUT, "%s: %lld examples in all, %s has %lld", name,
+				 (long long)json_integer_value(tot), ouro_input_name(g->first), (long long)g->total);
+	if (g->seen[*idx])
+		return ouro_fail(OURO_EINPUT, "%s: shard %lld/%ld is also %s", name, (long long)*idx,
+				 g->count, ouro_input_name(g->seen_by[*idx]));
+	return OURO_OK;
+}
+
+/* Reads the shard report at path and adds its sums. */
+static int merge_report(struct merge *g, const char *path)
+{
+	const char *name = ouro_input_name(path);
+	json_error_t err;
+	char *buf;
+	size_t len;
+	json_t *j;
+	int64_t k = 0;
+	int rc;
+
+	if ((rc = ouro_eval_slurp(path, &buf, &len)))
+		return rc;
+	j = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &err);
+	free(buf);
+	if (!j)
+		return ouro_fail(OURO_EINPUT, "%s: line %d: not valid JSON: %s", name, err.line, err.text);
+	if (!(rc = merge_check(g, j, name, path, &k)) &&
+	    !(rc = ouro_eval_sums_parse(&g->L, json_object_get(j, "sums"), g->v, name))) {
+		int64_t want = g->total / g->count + (k < g->total % g->count);
+		int64_t got = g->v[g->L.off[0]];   /* "examples" is field 0 of both tasks */
+		if (got != want)
+			rc = ouro_fail(OURO_EINPUT, "%s: shard %lld/%ld scored %lld examples of %lld; is the run complete?",
+				       name, (long long)k, g->count, (long long)got, (long long)want);
+		else if (!(rc = ouro_eval_sums_add(&g->L, g->acc, g->v, name))) {
+			g->seen[k] = j;
+			g->seen_by[k] = path;
+			j = NULL;
+		}
+	}
+	json_decref(j);
+	return rc;
+}
+
 static int cmd_merge(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -541,12 +669,8 @@ static int cmd_merge(int argc, char **argv)
 	};
 	const char *outpath = NULL, *plot = NULL;
 	int c, table = 0, rc = OURO_OK;
-	json_t *config = NULL, *report = NULL, **seen = NULL;
-	const char **seen_by = NULL;
-	struct ouro_eval_layout L;
-	int64_t *acc = NULL, *v = NULL, total = 0;
-	long count = 0;
-	const char *first = NULL;
+	struct merge g = {0};
+	json_t *report = NULL;
 
 	while ((c = cli_getopt(argc, argv, "o:h", longopts)) != -1) {
 		switch (c) {
@@ -558,97 +682,26 @@ static int cmd_merge(int argc, char **argv)
 	}
 	if (optind >= argc)
 		usage_error("merge: give the reports of every shard");
-	for (int i = optind; i < argc && !rc; i++) {
-		const char *path = argv[i], *name = ouro_input_name(path);
-		json_error_t err;
-		char *buf;
-		size_t len;
-		json_t *j, *shard, *sums;
-
-		if ((rc = ouro_eval_slurp(path, &buf, &len)))
-			break;
-		j = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &err);
-		free(buf);
-		if (!j) {
-			rc = ouro_fail(OURO_EINPUT, "%s: line %d: not valid JSON: %s", name, err.line, err.text);
-			break;
-		}
-		shard = json_object_get(j, "shard");
-		sums = json_object_get(j, "sums");
-		json_t *idx = json_object_get(shard, "index"), *cnt = json_object_get(shard, "count"), *tot = json_object_get(j, "examples_total");
-		if (!json_is_object(j) || !json_is_string(json_object_get(j, "format")) ||
-		    strcmp(json_string_value(json_object_get(j, "format")), OURO_EVAL_REPORT_FORMAT) ||
-		    !json_is_integer(json_object_get(j, "version")) || json_integer_value(json_object_get(j, "version")) != OURO_EVAL_FORMAT_VERSION) {
-			rc = ouro_fail(OURO_EINPUT, "%s: not a report of ouro-eval (version %d)", name, OURO_EVAL_FORMAT_VERSION);
-		} else if (!shard) {
-			rc = ouro_fail(OURO_EINPUT, "%s: not the report of a --shard run", name);
-		} else if (!json_is_integer(idx) || !json_is_integer(cnt) || json_integer_value(cnt) < 1 ||
-			   json_integer_value(idx) < 0 || json_integer_value(idx) >= json_integer_value(cnt) ||
-			   json_integer_value(cnt) > (1L << 30) || !json_is_integer(tot) || json_integer_value(tot) < 0) {
-			rc = ouro_fail(OURO_EINPUT, "%s: \"shard\" or \"examples_total\" is invalid", name);
-		} else if (!config) {
-			config = json_incref(json_object_get(j, "config"));
-			first = path;
-			count = (long)json_integer_value(cnt);
-			total = json_integer_value(tot);
-			if (count > argc - optind)
-				rc = ouro_fail(OURO_EINPUT, "%s: one of %ld shards, but %d report%s given; shards are missing",
-					       name, count, argc - optind, argc - optind == 1 ? " is" : "s are");
-			else if (!(rc = ouro_eval_config_layout(config, &L, name))) {
-				seen = calloc((size_t)count, sizeof *seen);
-				seen_by = calloc((size_t)count, sizeof *seen_by);
-				acc = calloc((size_t)L.total, sizeof *acc);
-				v = calloc((size_t)L.total, sizeof *v);
-				if (!seen || !seen_by || !acc || !v)
-					rc = ouro_fail(OURO_ENOMEM, "out of memory");
-			}
-		}
-		if (!rc && config != json_object_get(j, "config") && !json_equal(config, json_object_get(j, "config")))
-			rc = ouro_fail(OURO_EINPUT, "%s: a run with other settings than %s: config.%s differs",
-				       name, ouro_input_name(first), ouro_eval_first_difference(json_object_get(j, "config"), config));
-		else if (!rc && json_integer_value(cnt) != count)
-			rc = ouro_fail(OURO_EINPUT, "%s: shard %lld/%lld, but %s is one of %ld shards", name,
-				       (long long)json_integer_value(idx), (long long)json_integer_value(cnt),
-				       ouro_input_name(first), count);
-		else if (!rc && json_integer_value(tot) != total)
-			rc = ouro_fail(OURO_EINPUT, "%s: %lld examples in all, %s has %lld", name,
-				       (long long)json_integer_value(tot), ouro_input_name(first), (long long)total);
-		else if (!rc && seen[json_integer_value(idx)])
-			rc = ouro_fail(OURO_EINPUT, "%s: shard %lld/%ld is also %s", name,
-				       (long long)json_integer_value(idx), count,
-				       ouro_input_name(seen_by[json_integer_value(idx)]));
-		if (!rc && !(rc = ouro_eval_sums_parse(&L, sums, v, name))) {
-			int64_t k = json_integer_value(idx);
-			int64_t want = total / count + (k < total % count);
-			int64_t got = v[L.off[0]];   /* "examples" is field 0 of both tasks */
-			if (got != want)
-				rc = ouro_fail(OURO_EINPUT, "%s: shard %lld/%ld scored %lld examples of %lld; is the run complete?",
-					       name, (long long)k, count, (long long)got, (long long)want);
-			else if (!(rc = ouro_eval_sums_add(&L, acc, v, name))) {
-				seen[k] = j;
-				seen_by[k] = path;
-				j = NULL;
-			}
-		}
-		json_decref(j);
-	}
-	for (long k = 0; !rc && k < count; k++)
-		if (!seen[k])
-			rc = ouro_fail(OURO_EINPUT, "shard %ld/%ld is missing", k, count);
+	g.nreports = argc - optind;
+	for (int i = optind; i < argc && !rc; i++)
+		rc = merge_report(&g, argv[i]);
+	for (long k = 0; !rc && k < g.count; k++)
+		if (!g.seen[k])
+			rc = ouro_fail(OURO_EINPUT, "shard %ld/%ld is missing", k, g.count);
 	if (!rc) {
 		struct ouro_output *o;
 		FILE *f;
-		report = ouro_eval_report(config, 0, 0, total, &L, acc);
+		report = ouro_eval_report(g.config, 0, 0, g.total, &g.L, g.acc);
 		if (!(rc = report_open(&o, &f, outpath, table)))
 			rc = emit_report(report, o, f, outpath, table, plot);
 	}
-	for (long k = 0; seen && k < count; k++)
-		json_decref(seen[k]);
-	free(seen);
-	free(seen_by);
-	free(acc);
-	free(v);
-	json_decref(config);
+	for (long k = 0; g.seen && k < g.count; k++)
+		json_decref(g.seen[k]);
+	free(g.seen);
+	free(g.seen_by);
+	free(g.acc);
+	free(g.v);
+	json_decref(g.config);
 	json_decref(report);
 	if (rc)
 		die(rc);

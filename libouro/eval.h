@@ -2,12 +2,13 @@
  * eval.h - scoring text at every loop step at once, for ouro-eval.
  *
  * A scorer runs one batched forward pass (all positions, all T loops) over
- * a window of input tokens and gives, for every position i and loop t, the
- * cross-entropy of the token that follows position i when it is predicted
- * from hidden[t, i] through lm_head, whether that token is the greedy
- * choice, the exit gate's distribution over loops, and the exit step of
- * every exit rule asked for (decided by ouro_exit_update, as ouro-gate and
- * ouro-generate decide).
+ * a batch of windows of input tokens and gives, for every window, position
+ * i and loop t, the cross-entropy of the token that follows position i
+ * when it is predicted from hidden[t, i] through lm_head, whether that
+ * token is the greedy choice, the exit gate's distribution over loops, and
+ * the exit step of every exit rule asked for (decided by ouro_exit_update,
+ * as ouro-gate and ouro-generate decide). A window's scores do not depend
+ * on the other windows of its batch.
  *
  * Two pieces of lm-evaluation-harness's request handling live here too,
  * because they decide which tokens are scored: the disjoint rolling
@@ -55,11 +56,19 @@ struct ouro_scores {
 	const int32_t *exit;          /* [nrules, n] exit step (0-based) of position i */
 };
 
-/* Runs the forward pass over ids [n] and scores positions lo..n-1 against
- * targets [n] (targets[i] is the token that follows position i; entries
- * below lo are not read). Exit steps are decided for every position. */
-int ouro_score_window(struct ouro_scorer *s, const int32_t *ids, const int32_t *targets,
-		      int64_t n, int64_t lo, const struct ouro_scores **out);
+/* One window: the inputs ids [n], scored from position lo against targets
+ * [n] (targets[i] is the token that follows position i; entries below lo
+ * are not read). */
+struct ouro_score_req {
+	const int32_t *ids, *targets;
+	int64_t n, lo;
+};
+
+/* Runs one forward pass over the windows req [nreq] together and scores
+ * each; out gets their scores [nreq], valid until the next call. Exit
+ * steps are decided for every position. */
+int ouro_score_batch(struct ouro_scorer *s, const struct ouro_score_req *req, int nreq,
+		     const struct ouro_scores **out);
 
 /* ---- lm-evaluation-harness request layout ------------------------------- */
 
@@ -227,32 +236,42 @@ int ouro_eval_log_resume(FILE *f, const char *path, json_t *header, long shard_k
 			 const struct ouro_eval_layout *L, int64_t total, unsigned char *done,
 			 int64_t *acc, int64_t *ndone, off_t *keep);
 
-/* What scoring an example needs (zero-initialise, then set the first
- * group); the scratch buffers are the caller's to free. */
+/* What scoring examples needs (zero-initialise, then set the first
+ * group). */
 struct ouro_eval_run {
+	enum ouro_eval_task task;
 	struct ouro_model *m;
 	struct ouro_scorer *scorer;
 	struct ouro_eval_layout L;
 	int T, R;
 	int64_t window, context;   /* rolling windows (ouro_rolling_windows) */
 	int32_t prefix;
+	int batch;                 /* windows of one forward pass, >= 1 */
 	FILE *per_token;           /* records for ouro-gate train, or NULL */
 	const char *per_token_name;
-	int32_t *buf;              /* scratch ids [cap] */
-	size_t buf_cap;
-	float *loss_buf;           /* scratch step_loss [T, n-1] */
-	size_t loss_cap;
 	int64_t input_tokens;      /* tokens through the forward pass */
+	int64_t windows, passes;   /* windows scored, forward passes made */
 };
 
-/* One document, example number idx: its rolling windows, summed into d
- * [L.total] (doubles). */
-int ouro_eval_score_document(struct ouro_eval_run *r, const struct ouro_eval_example *e,
-			     int64_t idx, double *d);
-/* One multiple-choice example: every choice scored at every loop and
- * rule into d; ll [npairs, T + R] gets the log-likelihoods (for the log). */
-int ouro_eval_score_choice(struct ouro_eval_run *r, const struct ouro_eval_example *e, double *d,
-			   double *ll);
+/* Positions of one forward pass at most, all its windows together, unless
+ * a single window is longer (it then goes alone). */
+#define OURO_EVAL_PASS_ROWS 2048
+
+/* Where ouro_eval_score hands each example over: its number i, its sums d
+ * [L.total] (doubles) and, for a choice, ll [npairs, T + R], the
+ * log-likelihood of every choice at every loop and rule (else NULL). A
+ * status other than OURO_OK stops the scoring with it. */
+typedef int (*ouro_eval_done_fn)(void *ctx, int64_t i, const double *d, const double *ll);
+
+/* Scores the examples c->ex[idx[k]], k = 0..n-1: a document through its
+ * rolling windows, a multiple-choice question through one window per
+ * choice. The windows of all the examples, in order, go through the model
+ * r->batch at a time (at most OURO_EVAL_PASS_ROWS positions together),
+ * so that short ones share each pass over the weights; a window's scores
+ * are the same whatever else is in its pass. done() gets every example in
+ * the order of idx as soon as its last window is scored. */
+int ouro_eval_score(struct ouro_eval_run *r, const struct ouro_eval_corpus *c, const int64_t *idx,
+		    int64_t n, ouro_eval_done_fn done, void *ctx);
 
 /* The report as a table, for people. */
 void ouro_eval_table(FILE *f, json_t *report);

@@ -281,6 +281,12 @@ const char *ouro_model_path(const char *dir);
  * hidden[t]: hidden is [steps, n, D] float32. */
 int ouro_forward(struct ouro_model *m, const int32_t *ids, int64_t n,
 		 int steps, float *hidden);
+/* The same for nseq sequences in one pass over the weights: ids holds
+ * them back to back, lens [nseq] their lengths, and hidden gets each
+ * one's [steps, lens[j], D] back to back. A sequence's states are those
+ * of ouro_forward over it alone, bit for bit. */
+int ouro_forward_batch(struct ouro_model *m, const int32_t *ids, const int64_t *lens, int nseq,
+		       int steps, float *hidden);
 
 /* logits [n, V] = h [n, D] * lm_head^T (no norm: h is already normed). */
 int ouro_logits(struct ouro_model *m, const float *h, int64_t n, float *logits);

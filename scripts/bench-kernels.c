@@ -5,6 +5,8 @@
  *   bench-kernels bandwidth [-j THREADS] [-r REPEAT] [-s MIB | -f FILE]
  *   bench-kernels sgemm [-j THREADS] [-r REPEAT] -P TOKENS -D DIM -F FFN
  *                 -H HEADS -K KV_HEADS -d HEAD_DIM -N LAYERS -T STEPS
+ *   bench-kernels matvec [-j THREADS] [-r REPEAT] [-a SKEW] -t TYPE -P ROWS -D DIM
+ *                 -F FFN -N LAYERS
  *
  * bandwidth: THREADS threads stream through one buffer much larger than the
  * last-level cache (default 4x L3, at least 1 GiB, at most a quarter of
@@ -23,6 +25,20 @@
  * time of one layer, times N layers, times T loops, is what a prefill
  * built on OpenBLAS float32 sgemm would need at the least.
  *
+ * matvec: ouro's own decode products, ouro_matmul with ROWS rows of x
+ * (1 for one sequence, up to 4 for a few decoded side by side), through
+ * the seven matrices of each of LAYERS layers of the given shape (q, k, v,
+ * o [DIM, DIM], gate, up [FFN, DIM], down [DIM, FFN]) in TYPE (bf16, q8_0
+ * or q4) filled with random values, as one loop of a decode step reads
+ * them, each matrix starting SKEW bytes (default 0) past a 64-byte
+ * boundary: a checkpoint's tensors lie wherever its header ends, 16 or 18
+ * bytes past one in the bench's. Enough layers to exceed the last-level
+ * cache make it stream the weights from memory: its GB/s (weight bytes
+ * over seconds) against the bandwidth figure is how near the kernels run
+ * to the roofline. The fastest pass and the processor time per pass are
+ * printed too, which other work on a shared machine disturbs less than
+ * the median.
+ *
  * cpu: what the kernels found and chose (no measurement): the vector units
  * the CPU has, the level ouro's matrix kernels run at (after OURO_CPU),
  * whether OURO_MATMUL=bf16 would run BF16 products (AVX512-BF16) or AMX,
@@ -40,6 +56,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -52,7 +69,9 @@ static void usage(FILE *f)
 		"usage: bench-kernels cpu\n"
 		"       bench-kernels bandwidth [-j THREADS] [-r REPEAT] [-s MIB | -f FILE]\n"
 		"       bench-kernels sgemm [-j THREADS] [-r REPEAT] -P TOKENS -D DIM -F FFN\n"
-		"                     -H HEADS -K KV_HEADS -d HEAD_DIM -N LAYERS -T STEPS\n");
+		"                     -H HEADS -K KV_HEADS -d HEAD_DIM -N LAYERS -T STEPS\n"
+		"       bench-kernels matvec [-j THREADS] [-r REPEAT] [-a SKEW] -t TYPE -P ROWS -D DIM\n"
+		"                     -F FFN -N LAYERS\n");
 }
 
 
@@ -271,6 +290,107 @@ static int bench_sgemm(int threads, int reps, const long *v)
 	return 0;
 }
 
+/* ---- matvec ------------------------------------------------------------- */
+
+enum wtype { W_BF16, W_Q8, W_Q4 };
+
+/* A weight [out, in] of type ty with random values (exact widths and
+ * scales: the kernels' speed does not depend on them), its data and
+ * scales starting `skew` bytes past a 64-byte boundary. */
+static void make_weight(struct ouro_weight *w, struct ouro_tensor *t, struct ouro_tensor *sc,
+			enum wtype ty, int64_t out, int64_t in, int skew, uint64_t *seed)
+{
+	int64_t nsb = ouro_q4_blocks(in);
+	size_t qbytes = ty == W_BF16 ? (size_t)(out * in) * 2 : ty == W_Q8 ? (size_t)(out * in)
+			: (size_t)(out * nsb) * OURO_Q4_QBYTES;
+	size_t sbytes = ty == W_Q8 ? (size_t)(out * in / 32) * 2 : (size_t)(out * nsb) * OURO_Q4_HBYTES;
+	char *q = aligned_alloc(64, (qbytes + 127) & ~(size_t)63);
+	char *s = ty == W_BF16 ? NULL : aligned_alloc(64, (sbytes + 127) & ~(size_t)63);
+	float f[256];
+
+	if (!q || (ty != W_BF16 && !s))
+		die(ouro_fail(OURO_ENOMEM, "out of memory for a [%lld, %lld] weight", (long long)out,
+			      (long long)in));
+	q += skew;
+	s = s ? s + skew : NULL;
+	*t = (struct ouro_tensor){.data = q, .nbytes = qbytes};
+	*w = (struct ouro_weight){.t = t, .out = out, .in = in, .q4 = ty == W_Q4};
+	for (size_t i = 0; i < qbytes; i += 2 * 256) {   /* 256 BF16 or 512 int8 */
+		size_t n = qbytes - i < 512 ? qbytes - i : 512;
+		fill(f, 256, seed);
+		if (ty == W_BF16)
+			ouro_from_f32(q + i, f, OURO_BF16, n / 2);
+		else
+			for (size_t k = 0; k < n; k++)
+				q[i + k] = (char)(int)(f[k / 2] * (k % 2 ? 127 : -127));
+	}
+	if (ty == W_BF16) {
+		t->dtype = OURO_BF16;
+		return;
+	}
+	*sc = (struct ouro_tensor){.data = s, .nbytes = sbytes};
+	w->scale = sc;
+	for (size_t i = 0; i < sbytes; i += 2)   /* F16 0x2000: 2^-7; q4's sc, mn bytes anything */
+		memcpy(s + i, (uint16_t[]){0x2000}, 2);
+	t->dtype = ty == W_Q8 ? OURO_I8 : OURO_U8;
+	sc->dtype = ty == W_Q8 ? OURO_F16 : OURO_U8;
+}
+
+static double cpu_seconds(void)
+{
+	struct rusage u;
+
+	getrusage(RUSAGE_SELF, &u);
+	return (double)u.ru_utime.tv_sec + (double)u.ru_utime.tv_usec * 1e-6 +
+	       (double)u.ru_stime.tv_sec + (double)u.ru_stime.tv_usec * 1e-6;
+}
+
+static int bench_matvec(int threads, int reps, const char *type, int skew, const long *v)
+{
+	static const char *const names[] = {"bf16", "q8_0", "q4"};
+	int64_t P = v['P'], D = v['D'], F = v['F'], N = v['N'];
+	int ty = -1;
+
+	for (int i = 0; i < 3; i++)
+		if (!strcmp(type, names[i]))
+			ty = i;
+	if (ty < 0)
+		usage_error("-t %s: expected bf16, q8_0 or q4", type);
+	const int64_t shape[7][2] = {{D, D}, {D, D}, {D, D}, {D, D}, {F, D}, {F, D}, {D, F}};
+	struct ouro_weight *w = calloc((size_t)(7 * N), sizeof *w);
+	struct ouro_tensor *t = calloc((size_t)(14 * N), sizeof *t);
+	float *x = malloc((size_t)(P * F) * sizeof *x), *y = malloc((size_t)(P * F) * sizeof *y);
+	float *wbuf = malloc(ouro_wbuf_floats(F) * sizeof *wbuf);
+	double *sec = calloc((size_t)reps, sizeof *sec), bytes = 0, c0;
+	uint64_t seed = 7;
+
+	if (!w || !t || !x || !y || !wbuf || !sec)
+		die(ouro_fail(OURO_ENOMEM, "out of memory"));
+	ouro_set_threads(threads);
+	fill(x, (size_t)(P * F), &seed);
+	for (int64_t i = 0; i < 7 * N; i++) {
+		make_weight(&w[i], &t[2 * i], &t[2 * i + 1], (enum wtype)ty, shape[i % 7][0],
+			    shape[i % 7][1], skew, &seed);
+		bytes += (double)w[i].t->nbytes + (w[i].scale ? (double)w[i].scale->nbytes : 0);
+	}
+	c0 = cpu_seconds();
+	for (int r = 0; r < reps + 1; r++) {   /* pass 0 is the warm-up */
+		double t0 = cli_now();
+		for (int64_t i = 0; i < 7 * N; i++)
+			ouro_matmul(y, x, &w[i], P, wbuf);
+		if (r > 0)
+			sec[r - 1] = cli_now() - t0;
+		else
+			c0 = cpu_seconds();
+	}
+	double cpu = (cpu_seconds() - c0) / reps, s = median(sec, reps);
+	/* sorted by median(): the fastest pass, what the kernels do undisturbed */
+	printf("matvec type=%s rows=%lld threads=%d skew=%d bytes=%.0f seconds=%.6f gbs=%.3f "
+	       "best_gbs=%.3f cpu_seconds=%.6f\n", type, (long long)P, threads, skew, bytes, s,
+	       bytes / s * 1e-9, bytes / sec[0] * 1e-9, cpu);
+	return 0;
+}
+
 /* ---- cpu ---------------------------------------------------------------- */
 
 static int bench_cpu(void)
@@ -308,15 +428,16 @@ int main(int argc, char **argv)
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	long shape[128] = {0}, threads, reps = 5, mib = 0;
-	const char *mode, *file = NULL;
+	long shape[128] = {0}, threads, reps = 5, mib = 0, skew = 0;
+	const char *mode, *file = NULL, *type = NULL;
 	int c;
 
 	cli_init("bench-kernels");
 	threads = sysconf(_SC_NPROCESSORS_ONLN);
 	if (argc == 2 && !strcmp(argv[1], "cpu"))
 		return bench_cpu();
-	if (argc < 2 || (strcmp(argv[1], "bandwidth") && strcmp(argv[1], "sgemm"))) {
+	if (argc < 2 || (strcmp(argv[1], "bandwidth") && strcmp(argv[1], "sgemm") &&
+			 strcmp(argv[1], "matvec"))) {
 		if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
 			usage(stdout);
 			return 0;
@@ -326,12 +447,14 @@ int main(int argc, char **argv)
 	}
 	mode = argv[1];
 	optind = 2;
-	while ((c = cli_getopt(argc, argv, "j:r:s:f:P:D:F:H:K:d:N:T:h", longopts)) != -1) {
+	while ((c = cli_getopt(argc, argv, "j:r:s:f:t:a:P:D:F:H:K:d:N:T:h", longopts)) != -1) {
 		switch (c) {
 		case 'j': threads = cli_long(optarg, 1, 4096, "--threads"); break;
 		case 'r': reps = cli_long(optarg, 1, 1000, "--repeat"); break;
 		case 's': mib = cli_long(optarg, 1, 1L << 24, "--size-mib"); break;
 		case 'f': file = optarg; break;
+		case 't': type = optarg; break;
+		case 'a': skew = cli_long(optarg, 0, 63, "-a"); break;
 		case 'P': case 'D': case 'F': case 'H': case 'K': case 'd': case 'N': case 'T': {
 			char what[3] = {'-', (char)c, 0};
 			shape[c] = cli_long(optarg, 1, 1 << 20, what);
@@ -346,6 +469,16 @@ int main(int argc, char **argv)
 		usage_error("-s and -f: one or the other");
 	if (!strcmp(mode, "bandwidth"))
 		return bench_bandwidth((int)threads, (int)reps, mib, file);
+	if (!strcmp(mode, "matvec")) {
+		for (const char *p = "PDFN"; *p; p++)
+			if (!shape[(int)*p]) {
+				char what[3] = {'-', *p, 0};
+				usage_error("matvec needs %s (see --help)", what);
+			}
+		if (!type)
+			usage_error("matvec needs -t (see --help)");
+		return bench_matvec((int)threads, (int)reps, type, (int)skew, shape);
+	}
 	for (const char *p = "PDFHKdNT"; *p; p++)
 		if (!shape[(int)*p]) {
 			char what[3] = {'-', *p, 0};

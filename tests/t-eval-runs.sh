@@ -8,7 +8,9 @@
 #   2. --resume from a log cut in the middle of a line: the report is the
 #      plain one, the log lists every example once, and logged examples are
 #      not scored again (a doctored logged sum shows up in the report);
-#   3. a run killed with SIGKILL midway, then resumed: the same report;
+#   3. a run killed with SIGKILL midway (two windows a pass, so that the
+#      log grows pass by pass), then resumed with the default -P: the same
+#      report;
 #   4. --log on an existing log without --resume, or of another run;
 #   5. --table, --plot (well-formed SVG with the curves), and the progress
 #      bar only when stderr is a terminal.
@@ -89,7 +91,7 @@ with open(sys.argv[1], "w") as f:
         f.write(json.dumps({"text": " ".join("w%d" % ((i * 31 + j * 17) % 101) for j in range(40))}) + "\n")
 EOF
 ouro-eval ppl -q 0.5 -o "$tmp/many.json" "$tmp/many.jsonl" || fail "plain run (many)"
-ouro-eval ppl -q 0.5 --log "$tmp/kill.log" -o "$tmp/killed.json" "$tmp/many.jsonl" &
+ouro-eval ppl -q 0.5 -P 2 --log "$tmp/kill.log" -o "$tmp/killed.json" "$tmp/many.jsonl" &
 pid=$!
 i=0
 while [ "$i" -lt 200 ] && [ "$(lines "$tmp/kill.log")" -lt 5 ]; do

@@ -2,14 +2,16 @@
  * eval.c - scoring windows of text at every loop step, and the request
  * layout of lm-evaluation-harness, for ouro-eval.
  *
- * One window costs one ouro_forward (prefill-style matrix products over
- * all positions, every loop's state kept) and T passes of lm_head over the
- * scored positions in blocks of LOGIT_ROWS rows: a block of logits
+ * A batch of windows costs one ouro_forward_batch (prefill-style matrix
+ * products over all positions of all the windows, every loop's state
+ * kept) and passes of lm_head over the scored positions of every window
+ * and loop in blocks of LOGIT_ROWS rows: a block of logits
  * [LOGIT_ROWS, V] at a time, reduced at once to a cross-entropy and a
  * greedy flag per row, so that no [T, n, V] tensor is ever held. The
  * row reductions are split across the library's threads; each row is
  * reduced by one thread in a fixed order, so results do not depend on the
- * thread count.
+ * thread count. Neither do they depend on the other windows of the batch:
+ * the forward pass and lm_head compute each row as if it were alone.
  *
  * Exit steps come from ouro_exit_update fed loop by loop, the function
  * ouro-generate uses when it really stops early, so a threshold evaluated
@@ -29,15 +31,21 @@ struct ouro_scorer {
 	struct ouro_gate gate;          /* a copy: the given gate or the model's */
 	int T, nrules;
 	struct ouro_exit_rule *rules;   /* [nrules] */
-	int64_t cap;                    /* positions the buffers hold */
-	float *hidden;                  /* [T, cap, D] */
-	float *gate_logits;             /* [T, cap] */
-	float *pdf, *cdf;               /* [T, cap] */
-	float *loss;                    /* [T, cap] */
-	unsigned char *greedy;          /* [T, cap] */
-	int32_t *exit;                  /* [nrules, cap] */
+	int64_t cap;                    /* positions the buffers hold, all windows */
+	int req_cap;                    /* windows they hold */
+	int32_t *ids;                   /* [cap] the windows' inputs back to back */
+	int64_t *lens;                  /* [req_cap] */
+	float *hidden;                  /* [T, n, D] of each window, back to back */
+	float *gate_logits;             /* [T, n] of each window, back to back */
+	float *pdf, *cdf;               /* the same */
+	float *loss;                    /* the same */
+	unsigned char *greedy;          /* the same */
+	int32_t *exit;                  /* [nrules, n] of each window, back to back */
+	struct ouro_scores *out;        /* [req_cap] */
+	float *rows_h;                  /* [LOGIT_ROWS, D] states of an lm_head block */
+	int32_t *rows_tgt;              /* [LOGIT_ROWS] their targets */
+	int64_t *rows_dst;              /* [LOGIT_ROWS] their places in loss and greedy */
 	float *logits;                  /* [LOGIT_ROWS, V] */
-	struct ouro_scores out;
 };
 
 int ouro_scorer_new(struct ouro_scorer **out, struct ouro_model *m, const struct ouro_gate *gate,
@@ -69,7 +77,10 @@ int ouro_scorer_new(struct ouro_scorer **out, struct ouro_model *m, const struct
 	}
 	s->rules = malloc((size_t)(nrules > 0 ? nrules : 1) * sizeof *s->rules);
 	s->logits = malloc((size_t)LOGIT_ROWS * (size_t)c->vocab_size * sizeof *s->logits);
-	if (!s->gate.w || !s->rules || !s->logits) {
+	s->rows_h = malloc((size_t)LOGIT_ROWS * (size_t)c->hidden_size * sizeof *s->rows_h);
+	s->rows_tgt = malloc(LOGIT_ROWS * sizeof *s->rows_tgt);
+	s->rows_dst = malloc(LOGIT_ROWS * sizeof *s->rows_dst);
+	if (!s->gate.w || !s->rules || !s->logits || !s->rows_h || !s->rows_tgt || !s->rows_dst) {
 		ouro_scorer_free(s);
 		return ouro_fail(OURO_ENOMEM, "out of memory for the scorer");
 	}
@@ -81,6 +92,7 @@ int ouro_scorer_new(struct ouro_scorer **out, struct ouro_model *m, const struct
 
 static void free_buffers(struct ouro_scorer *s)
 {
+	free(s->ids);
 	free(s->hidden);
 	free(s->gate_logits);
 	free(s->pdf);
@@ -88,6 +100,7 @@ static void free_buffers(struct ouro_scorer *s)
 	free(s->loss);
 	free(s->greedy);
 	free(s->exit);
+	s->ids = NULL;
 	s->hidden = s->gate_logits = s->pdf = s->cdf = s->loss = NULL;
 	s->greedy = NULL;
 	s->exit = NULL;
@@ -101,21 +114,38 @@ void ouro_scorer_free(struct ouro_scorer *s)
 	free_buffers(s);
 	ouro_gate_free(&s->gate);
 	free(s->rules);
+	free(s->lens);
+	free(s->out);
+	free(s->rows_h);
+	free(s->rows_tgt);
+	free(s->rows_dst);
 	free(s->logits);
 	free(s);
 }
 
-/* Makes room for n positions. */
-static int reserve(struct ouro_scorer *s, int64_t n)
+/* Makes room for nreq windows of n positions in all. */
+static int reserve(struct ouro_scorer *s, int64_t n, int nreq)
 {
 	int64_t D = ouro_model_config(s->m)->hidden_size;
 	size_t tn, tnd;
 
+	if (nreq > s->req_cap) {
+		int64_t *lens = realloc(s->lens, (size_t)nreq * sizeof *lens);
+		if (lens)
+			s->lens = lens;
+		struct ouro_scores *out = realloc(s->out, (size_t)nreq * sizeof *out);
+		if (out)
+			s->out = out;
+		if (!lens || !out)
+			return ouro_fail(OURO_ENOMEM, "out of memory for %d windows", nreq);
+		s->req_cap = nreq;
+	}
 	if (n <= s->cap)
 		return OURO_OK;
 	free_buffers(s);
 	tn = (size_t)s->T * (size_t)n;
 	tnd = tn * (size_t)D;
+	s->ids = malloc((size_t)n * sizeof *s->ids);
 	s->hidden = malloc(tnd * sizeof *s->hidden);
 	s->gate_logits = malloc(tn * sizeof(float));
 	s->pdf = malloc(tn * sizeof(float));
@@ -123,7 +153,8 @@ static int reserve(struct ouro_scorer *s, int64_t n)
 	s->loss = malloc(tn * sizeof(float));
 	s->greedy = malloc(tn);
 	s->exit = malloc((size_t)(s->nrules > 0 ? s->nrules : 1) * (size_t)n * sizeof(int32_t));
-	if (!s->hidden || !s->gate_logits || !s->pdf || !s->cdf || !s->loss || !s->greedy || !s->exit) {
+	if (!s->ids || !s->hidden || !s->gate_logits || !s->pdf || !s->cdf || !s->loss || !s->greedy ||
+	    !s->exit) {
 		free_buffers(s);
 		return ouro_fail(OURO_ENOMEM, "a window of %lld tokens needs %.1f MiB for the states of %d loops, which is not available",
 				 (long long)n, (double)tnd * 4 / (1 << 20), s->T);
@@ -137,8 +168,9 @@ struct rows_job {
 	const float *logits;      /* [rows, V] */
 	int64_t V;
 	const int32_t *targets;   /* [rows] */
-	float *loss;              /* [rows] */
-	unsigned char *greedy;    /* [rows] */
+	const int64_t *dst;       /* [rows] where each row's results go in loss and greedy */
+	float *loss;
+	unsigned char *greedy;
 };
 
 #define LANES 8          /* independent partial results, so the loops vectorize */
@@ -223,37 +255,28 @@ static void reduce_rows(void *ctx, int64_t begin, int64_t end)
 			z += exp_block_sum(x + v, mx);
 		for (; v < V; v++)
 			z += exp_nonpositive(x[v] - mx);
-		j->loss[r] = (float)((double)mx + log(z) - (double)x[tgt]);
+		j->loss[j->dst[r]] = (float)((double)mx + log(z) - (double)x[tgt]);
 
 		/* greedy: the target holds the maximum and nothing before it does */
 		int greedy = x[tgt] == mx;
 		for (v = 0; greedy && v < tgt; v++)
 			greedy = x[v] != mx;
-		j->greedy[r] = (unsigned char)greedy;
+		j->greedy[j->dst[r]] = (unsigned char)greedy;
 	}
 }
 
-int ouro_score_window(struct ouro_scorer *s, const int32_t *ids, const int32_t *targets,
-		      int64_t n, int64_t lo, const struct ouro_scores **out)
+/* The gate, the exit distribution and the exit step of every rule at
+ * every position of one window: its [T, n] and [nrules, n] tables start
+ * at offsets T * off and nrules * off, its states at T * off * D. */
+static void window_exits(struct ouro_scorer *s, int64_t off, int64_t n, int64_t D)
 {
-	const struct ouro_config *c = ouro_model_config(s->m);
-	int64_t D = c->hidden_size, V = c->vocab_size;
-	int T = s->T, rc;
+	int T = s->T;
+	const float *hidden = s->hidden + (size_t)(T * off * D);
+	float *gl = s->gate_logits + T * off;
 
-	*out = NULL;
-	if (n < 1 || lo < 0 || lo > n)
-		return ouro_fail(OURO_EINPUT, "window of %lld tokens scored from %lld", (long long)n, (long long)lo);
-	for (int64_t i = lo; i < n; i++)
-		if (targets[i] < 0 || targets[i] >= V)
-			return ouro_fail(OURO_EINPUT, "token %lld: id %d is outside the vocabulary (0..%lld)",
-					 (long long)i + 2, targets[i], (long long)V - 1);
-	if ((rc = reserve(s, n)) || (rc = ouro_forward(s->m, ids, n, T, s->hidden)))
-		return rc;
-
-	/* the gate and the exit steps of every rule */
 	for (int64_t k = 0; k < (int64_t)T * n; k++)
-		s->gate_logits[k] = ouro_gate_logit(&s->gate, s->hidden + k * D);
-	ouro_exit_dist(s->gate_logits, T, n, s->pdf, s->cdf);
+		gl[k] = ouro_gate_logit(&s->gate, hidden + k * D);
+	ouro_exit_dist(gl, T, n, s->pdf + T * off, s->cdf + T * off);
 	for (int r = 0; r < s->nrules; r++) {
 		const struct ouro_exit_rule *rule = &s->rules[r];
 		for (int64_t i = 0; i < n; i++) {
@@ -264,33 +287,89 @@ int ouro_score_window(struct ouro_scorer *s, const int32_t *ids, const int32_t *
 			for (t = 0; t < T; t++) {
 				double diff = 0;
 				if (t > 0 && rule->kind == OURO_EXIT_DIFF)
-					diff = ouro_exit_diff(s->hidden + ((int64_t)t * n + i) * D,
-							  s->hidden + ((int64_t)(t - 1) * n + i) * D, D);
-				if (ouro_exit_update(&st, rule, t, T, s->gate_logits[(int64_t)t * n + i], diff))
+					diff = ouro_exit_diff(hidden + ((int64_t)t * n + i) * D,
+							  hidden + ((int64_t)(t - 1) * n + i) * D, D);
+				if (ouro_exit_update(&st, rule, t, T, gl[(int64_t)t * n + i], diff))
 					break;
 			}
-			s->exit[(int64_t)r * n + i] = t < T ? t : T - 1;
+			s->exit[s->nrules * off + (int64_t)r * n + i] = t < T ? t : T - 1;
 		}
 	}
+}
 
-	/* lm_head over the scored positions of every loop, a block at a time */
-	for (int t = 0; t < T; t++)
-		for (int64_t i0 = lo; i0 < n; i0 += LOGIT_ROWS) {
-			int64_t rows = n - i0 < LOGIT_ROWS ? n - i0 : LOGIT_ROWS;
-			struct rows_job job = {s->logits, V, targets + i0, s->loss + (int64_t)t * n + i0,
-					       s->greedy + (int64_t)t * n + i0};
+/* lm_head over the gathered rows [rows] and their reduction. */
+static int logit_block(struct ouro_scorer *s, int64_t rows)
+{
+	struct rows_job job = {s->logits, ouro_model_config(s->m)->vocab_size, s->rows_tgt,
+			       s->rows_dst, s->loss, s->greedy};
+	int rc;
 
-			if ((rc = ouro_logits(s->m, s->hidden + ((int64_t)t * n + i0) * D, rows, s->logits)))
-				return rc;
-			ouro_parallel(reduce_rows, &job, rows);
-		}
+	if ((rc = ouro_logits(s->m, s->rows_h, rows, s->logits)))
+		return rc;
+	ouro_parallel(reduce_rows, &job, rows);
+	return OURO_OK;
+}
 
-	s->out = (struct ouro_scores){
-		.T = T, .nrules = s->nrules, .n = n, .D = D, .hidden = s->hidden,
-		.gate_logits = s->gate_logits, .pdf = s->pdf, .loss = s->loss,
-		.greedy = s->greedy, .exit = s->exit,
-	};
-	*out = &s->out;
+int ouro_score_batch(struct ouro_scorer *s, const struct ouro_score_req *req, int nreq,
+		     const struct ouro_scores **out)
+{
+	const struct ouro_config *c = ouro_model_config(s->m);
+	int64_t D = c->hidden_size, V = c->vocab_size, rows = 0, nb = 0, off = 0;
+	int T = s->T, rc;
+
+	*out = NULL;
+	for (int w = 0; w < nreq; w++) {
+		const struct ouro_score_req *q = &req[w];
+		if (q->n < 1 || q->lo < 0 || q->lo > q->n)
+			return ouro_fail(OURO_EINPUT, "window of %lld tokens scored from %lld",
+					 (long long)q->n, (long long)q->lo);
+		for (int64_t i = q->lo; i < q->n; i++)
+			if (q->targets[i] < 0 || q->targets[i] >= V)
+				return ouro_fail(OURO_EINPUT, "token %lld: id %d is outside the vocabulary (0..%lld)",
+						 (long long)i + 2, q->targets[i], (long long)V - 1);
+		rows += q->n;
+	}
+	if ((rc = reserve(s, rows, nreq)))
+		return rc;
+	for (int w = 0; w < nreq; w++) {
+		memcpy(s->ids + off, req[w].ids, (size_t)req[w].n * sizeof *s->ids);
+		s->lens[w] = req[w].n;
+		off += req[w].n;
+	}
+	if ((rc = ouro_forward_batch(s->m, s->ids, s->lens, nreq, T, s->hidden)))
+		return rc;
+
+	/* per window: the exits, and its scored rows of every loop gathered
+	 * into blocks for lm_head */
+	off = 0;
+	for (int w = 0; w < nreq; w++) {
+		const struct ouro_score_req *q = &req[w];
+		int64_t n = q->n;
+
+		window_exits(s, off, n, D);
+		for (int t = 0; t < T; t++)
+			for (int64_t i = q->lo; i < n; i++) {
+				int64_t at = T * off + (int64_t)t * n + i;
+				memcpy(s->rows_h + nb * D, s->hidden + at * D, (size_t)D * sizeof *s->rows_h);
+				s->rows_tgt[nb] = q->targets[i];
+				s->rows_dst[nb++] = at;
+				if (nb == LOGIT_ROWS) {
+					if ((rc = logit_block(s, nb)))
+						return rc;
+					nb = 0;
+				}
+			}
+		s->out[w] = (struct ouro_scores){
+			.T = T, .nrules = s->nrules, .n = n, .D = D,
+			.hidden = s->hidden + T * off * D, .gate_logits = s->gate_logits + T * off,
+			.pdf = s->pdf + T * off, .loss = s->loss + T * off,
+			.greedy = s->greedy + T * off, .exit = s->exit + s->nrules * off,
+		};
+		off += n;
+	}
+	if (nb && (rc = logit_block(s, nb)))
+		return rc;
+	*out = s->out;
 	return OURO_OK;
 }
 

@@ -44,8 +44,17 @@
  * chunk as they become free (so a thread that the system holds up does not
  * hold up the others), for one row each thread takes a fixed share of
  * groups of R rows, a chunk at a time. Decoding, n = 1, takes one
- * row of W at a time (several side by side were slower on small shapes),
- * prefetching the weights 4 KiB ahead of its loads.
+ * row of W at a time, prefetching the weights 4 KiB ahead of its loads.
+ * Tried and left out, measured on a 2-core Zen 4 shared with other work
+ * (bench-kernels matvec, one thread): four BF16 rows side by side, eight
+ * independent sums instead of two, ran faster on aligned weights held in
+ * the L3 cache (36-48 against 25-34 GB/s) but slower in the decode of the
+ * bench's checkpoint, whose tensors start 16 or 18 bytes past a cache line
+ * (6.2-7.8 against 4.5-5.1 processor seconds for 8 tokens at T = 4, one
+ * thread, 3 runs each); and for q8_0 two sign extensions a block with x
+ * in its natural order (the lanes put back in place before the tree)
+ * instead of the even/odd split: 19 against 17 GB/s aligned in cache, no
+ * faster with the weights 18 bytes past a line nor in that decode.
  *
  * OpenBLAS (before: rows of W widened to float, then sgemm) is no longer
  * used here: sgemm gives no per-row order, and decoding used another one.

@@ -14,6 +14,13 @@
  * one query row at a time with ouro_attend, the arithmetic the batch
  * engine uses for every position, so a prompt's states here and there are
  * the same bit for bit; its scratch is one row of scores a thread.
+ *
+ * Several sequences go through one pass together (ouro_forward_batch):
+ * their positions are the rows of one block through the matrix products,
+ * whose rows do not depend on each other (ouro_matmul), and attention
+ * stays within each sequence, so a sequence's states are the same bit for
+ * bit as when it runs alone. Short sequences (the windows of an
+ * evaluation) fill the products together.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -307,40 +314,35 @@ void ouro_attend(float *att, int64_t astride, const float *q, int64_t qstride, i
 struct att_job {
 	struct ouro_fwd_buf *b;
 	const struct ouro_config *c;
-	int64_t n;
+	const int64_t *lens;    /* [nseq] positions of each sequence */
+	const int64_t *first;   /* [nseq] its first row */
+	int64_t rows;           /* of all sequences: b's scratch is sized for them */
 };
 
-/* Causal attention of heads [begin, end) on thread `part`, QBLOCK query
- * rows at a time (ouro_attend: the batch engine's arithmetic). */
+/* Causal attention of (sequence, head) pairs [begin, end) on thread
+ * `part`, QBLOCK query rows at a time (ouro_attend: the batch engine's
+ * arithmetic), each sequence's rows over its own keys and values. */
 static void attention_heads(void *ctx, int part, int64_t begin, int64_t end)
 {
 	const struct att_job *j = ctx;
 	const struct ouro_config *c = j->c;
 	struct ouro_fwd_buf *b = j->b;
 	int64_t H = c->num_attention_heads, KV = c->num_key_value_heads, hd = c->head_dim;
-	int64_t QD = H * hd, KD = KV * hd, group = H / KV, n = j->n;
-	float *sbuf = b->s + (size_t)part * ouro_scores_floats(n, hd);
+	int64_t QD = H * hd, KD = KV * hd, group = H / KV;
+	float *sbuf = b->s + (size_t)part * ouro_scores_floats(j->rows, hd);
 
-	for (int64_t h = begin; h < end; h++) {
-		int64_t off = (h / group) * hd;
+	for (int64_t i = begin; i < end; i++) {
+		int64_t h = i % H, n = j->lens[i / H], r0 = j->first[i / H], off = (h / group) * hd;
 
 		for (int64_t i0 = 0; i0 < n; i0 += QBLOCK) {
 			int64_t m = n - i0 < QBLOCK ? n - i0 : QBLOCK;
-			struct ouro_kv_run run = {b->k + off, b->v + off, i0 + m, KD, OURO_F32};
+			struct ouro_kv_run run = {b->k + r0 * KD + off, b->v + r0 * KD + off, i0 + m, KD,
+						  OURO_F32};
 
-			ouro_attend(b->att + i0 * QD + h * hd, QD, b->q + i0 * QD + h * hd, QD, m, i0,
-				    &run, 1, hd, sbuf, sbuf + QBLOCK * (size_t)n);
+			ouro_attend(b->att + (r0 + i0) * QD + h * hd, QD, b->q + (r0 + i0) * QD + h * hd,
+				    QD, m, i0, &run, 1, hd, sbuf, sbuf + QBLOCK * (size_t)n);
 		}
 	}
-}
-
-/* Causal attention: att[n, H*hd] from q [n, H*hd], k, v [n, KV*hd], the
- * heads shared out among the threads. */
-static void attention(struct ouro_fwd_buf *b, const struct ouro_config *c, int64_t n)
-{
-	struct att_job j = {b, c, n};
-
-	ouro_parallel_parts(attention_heads, &j, c->num_attention_heads);
 }
 
 void ouro_layer_qkv(const struct ouro_model *m, const struct ouro_layer *L,
@@ -397,31 +399,66 @@ int ouro_check_ids(const struct ouro_config *c, const int32_t *ids, int64_t n, i
 	return OURO_OK;
 }
 
-int ouro_forward(struct ouro_model *m, const int32_t *ids, int64_t n, int steps,
-		 float *hidden)
+int ouro_forward_batch(struct ouro_model *m, const int32_t *ids, const int64_t *lens, int nseq,
+		       int steps, float *hidden)
 {
 	const struct ouro_config *c = &m->cfg;
-	int64_t D = c->hidden_size, N = c->num_hidden_layers;
+	int64_t D = c->hidden_size, N = c->num_hidden_layers, half = c->head_dim / 2, rows = 0;
 	struct ouro_fwd_buf b;
+	int64_t *first;
 	int rc;
 
 	if (steps < 1)
 		return ouro_fail(OURO_EINPUT, "%d loop steps requested, at least 1 needed", steps);
-	if ((rc = ouro_check_ids(c, ids, n, 0)) || (rc = ouro_fwd_alloc(&b, c, n)))
+	if (nseq < 1)
+		return ouro_fail(OURO_EINPUT, "no sequences to run");
+	for (int j = 0; j < nseq; j++) {
+		if ((rc = ouro_check_ids(c, ids + rows, lens[j], 0))) {
+			if (nseq > 1) {
+				char where[48];
+				snprintf(where, sizeof where, "sequence %d", j + 1);
+				rc = ouro_refail(rc, where);
+			}
+			return rc;
+		}
+		rows += lens[j];
+	}
+	if (rows > (1 << 24))   /* ouro_fwd_alloc's bound */
+		return ouro_fail(OURO_ENOMEM, "%lld positions in one pass, at most %d", (long long)rows,
+				 1 << 24);
+	if (!(first = malloc((size_t)nseq * sizeof *first)))
+		return ouro_fail(OURO_ENOMEM, "out of memory");
+	if ((rc = ouro_fwd_alloc(&b, c, rows))) {
+		free(first);
 		return rc;
-	ouro_embed(m, ids, n, b.h);
-	ouro_rope_tables(&b, c, 0, n);
+	}
+	ouro_embed(m, ids, rows, b.h);
+	for (int j = 0; j < nseq; j++) {
+		first[j] = j ? first[j - 1] + lens[j - 1] : 0;
+		struct ouro_fwd_buf tb = {.cos = b.cos + first[j] * half, .sin = b.sin + first[j] * half};
+		ouro_rope_tables(&tb, c, 0, lens[j]);
+	}
+	struct att_job aj = {&b, c, lens, first, rows};
 	for (int t = 0; t < steps; t++) {
 		for (int64_t l = 0; l < N; l++) {
-			ouro_layer_qkv(m, &m->layers[l], &b, n);
-			attention(&b, c, n);
-			ouro_layer_finish(m, &m->layers[l], &b, n);
+			ouro_layer_qkv(m, &m->layers[l], &b, rows);
+			ouro_parallel_parts(attention_heads, &aj, (int64_t)nseq * c->num_attention_heads);
+			ouro_layer_finish(m, &m->layers[l], &b, rows);
 		}
-		ouro_rmsnorm(b.h, b.h, m->final_norm, n, D, (float)c->rms_norm_eps);
-		memcpy(hidden + (size_t)t * (size_t)(n * D), b.h, (size_t)(n * D) * sizeof(float));
+		ouro_rmsnorm(b.h, b.h, m->final_norm, rows, D, (float)c->rms_norm_eps);
+		for (int j = 0; j < nseq; j++)
+			memcpy(hidden + (size_t)((steps * first[j] + t * lens[j]) * D), b.h + first[j] * D,
+			       (size_t)(lens[j] * D) * sizeof(float));
 	}
 	ouro_fwd_free(&b);
+	free(first);
 	return OURO_OK;
+}
+
+int ouro_forward(struct ouro_model *m, const int32_t *ids, int64_t n, int steps,
+		 float *hidden)
+{
+	return ouro_forward_batch(m, ids, &n, 1, steps, hidden);
 }
 
 int ouro_logits(struct ouro_model *m, const float *h, int64_t n, float *logits)

@@ -17,7 +17,11 @@
  *   - multiple choice scored on the fixture model: acc and acc_norm at
  *     every loop are the argmax (first of equal maxima) of the logged
  *     log-likelihoods, raw and divided by the choice's length in
- *     characters, checked on a question whose choices differ in length.
+ *     characters, checked on a question whose choices differ in length;
+ *   - batches: documents (one empty, the others cut into windows that
+ *     straddle passes) and questions scored 1, 2, 3 and 16 windows at a
+ *     time give the examples in order with the same sums and
+ *     log-likelihoods, bit for bit.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -212,15 +216,39 @@ static void resume(void)
 	json_decref(config);
 }
 
+/* What ouro_eval_score handed over: examples in order, their sums and
+ * log-likelihoods. */
+struct got {
+	const struct ouro_eval_corpus *c;
+	int64_t n, i[8];
+	double d[8][64], ll[8][16];
+	int nd, cols;   /* sums, and log-likelihoods per choice */
+};
+
+static int collect(void *ctx, int64_t i, const double *d, const double *ll)
+{
+	struct got *g = ctx;
+
+	CHECK(g->n < 8);
+	g->i[g->n] = i;
+	memcpy(g->d[g->n], d, (size_t)g->nd * sizeof *d);
+	if (ll)
+		memcpy(g->ll[g->n], ll, (size_t)(g->c->ex[i].npairs * g->cols) * sizeof *ll);
+	g->n++;
+	return OURO_OK;
+}
+
 static void choice_on_fixture(void)
 {
 	static const char task[] =
 		"{\"context\": \"The capital of France is\", \"choices\": [\"Paris\", \"a much longer answer\", \"London\"], \"gold\": 1, \"delimiter\": \" \"}\n"
 		"{\"context\": \"Question: 2 + 2 = \", \"choices\": [\"4\", \"five\", \"twenty-two\"], \"gold\": 0}\n";
 	struct ouro_eval_corpus c = {0};
-	struct ouro_eval_run r = {0};
+	struct ouro_eval_run r = {.task = OURO_EVAL_CHOICE};
 	struct ouro_tok *tok;
+	struct got g = {0};
 	char *buf = strdup(task);
+	int64_t idx[2] = {0, 1};
 	int T = 3;
 
 	CHECK(ouro_model_load(&r.m, "models/ouro-fixture") == OURO_OK);
@@ -229,13 +257,19 @@ static void choice_on_fixture(void)
 	r.T = T;
 	r.window = 64;
 	r.prefix = 0;
+	r.batch = 1;
 	ouro_eval_layout_init(&r.L, OURO_EVAL_CHOICE, T, 0);
 	CHECK(ouro_scorer_new(&r.scorer, r.m, NULL, T, NULL, 0) == OURO_OK);
+	for (int64_t i = 0; i < c.n; i++)
+		CHECK(ouro_eval_tokenize(&c.ex[i], tok, OURO_EVAL_CHOICE, r.prefix, r.window) == OURO_OK);
+	g.c = &c;
+	g.nd = r.L.total;
+	g.cols = T;
+	CHECK(ouro_eval_score(&r, &c, idx, 2, collect, &g) == OURO_OK && g.n == 2);
 	for (int64_t i = 0; i < c.n; i++) {
 		struct ouro_eval_example *e = &c.ex[i];
-		double d[64], ll[3 * 3];
-		CHECK(ouro_eval_tokenize(e, tok, OURO_EVAL_CHOICE, r.prefix, r.window) == OURO_OK);
-		CHECK(ouro_eval_score_choice(&r, e, d, ll) == OURO_OK);
+		const double *d = g.d[i], *ll = g.ll[i];
+		CHECK(g.i[i] == i);
 		CHECK(e->pairs[1].chars == (i == 0 ? 20 : 4));   /* without the delimiter */
 		for (int t = 0; t < T; t++) {
 			int best = 0, best_norm = 0;
@@ -251,13 +285,83 @@ static void choice_on_fixture(void)
 			CHECK(d[r.L.off[OURO_EVAL_C_GOLD_LL] + t] == ll[e->gold * T + t]);
 		}
 	}
-	free(r.buf);
-	free(r.loss_buf);
 	ouro_scorer_free(r.scorer);
 	ouro_eval_corpus_free(&c);
 	ouro_tok_free(tok);
 	ouro_model_free(r.m);
 	free(buf);
+}
+
+/* Scores the examples of c (all of them) b windows at a time into g. */
+static void score_batched(struct ouro_eval_run *r, const struct ouro_eval_corpus *c, int b,
+			  struct got *g)
+{
+	int64_t idx[8];
+
+	for (int64_t i = 0; i < c->n; i++)
+		idx[i] = i;
+	memset(g, 0, sizeof *g);
+	g->c = c;
+	g->nd = r->L.total;
+	g->cols = r->T + r->R;
+	r->batch = b;
+	CHECK(ouro_eval_score(r, c, idx, c->n, collect, g) == OURO_OK);
+}
+
+static void batches(void)
+{
+	static const char docs[] =
+		"{\"text\": \"In the beginning God created the heaven and the earth.\"}\n"
+		"{\"text\": \"\"}\n"
+		"{\"text\": \"And the earth was without form, and void; and darkness was upon the face of the deep.\"}\n"
+		"{\"text\": \"Light.\"}\n"
+		"{\"text\": \"And God said, Let there be light: and there was light. And God saw the light.\"}\n";
+	static const char task[] =
+		"{\"context\": \"The capital of France is\", \"choices\": [\"Paris\", \"a much longer answer\", \"London\"], \"gold\": 1, \"delimiter\": \" \"}\n"
+		"{\"context\": \"\", \"choices\": [\"yes\", \"no\"], \"gold\": 1}\n"
+		"{\"context\": \"Question: 2 + 2 = \", \"choices\": [\"4\", \"five\", \"twenty-two\"], \"gold\": 0}\n";
+	struct ouro_exit_rule rules[2] = {{.kind = OURO_EXIT_THRESHOLD, .q = 0.5},
+					  {.kind = OURO_EXIT_DIFF, .eps = 3}};
+	enum ouro_eval_task tasks[2] = {OURO_EVAL_PPL, OURO_EVAL_CHOICE};
+	static struct got one, g;
+	struct ouro_model *m;
+	struct ouro_tok *tok;
+	int T = 3;
+
+	CHECK(ouro_model_load(&m, "models/ouro-fixture") == OURO_OK);
+	CHECK(ouro_tok_load_dir(&tok, "models/ouro-fixture") == OURO_OK);
+	for (int k = 0; k < 2; k++) {
+		struct ouro_eval_corpus c = {0};
+		struct ouro_eval_run r = {.task = tasks[k], .m = m, .T = T, .R = 2, .window = 7,
+					  .context = 2, .prefix = 0};
+		char *buf = strdup(k ? task : docs);
+
+		CHECK(k ? ouro_eval_read_choice_jsonl(&c, "task", buf, strlen(buf)) == OURO_OK
+			: ouro_eval_read_ppl_jsonl(&c, "docs", buf, strlen(buf), "text") == OURO_OK);
+		for (int64_t i = 0; i < c.n; i++)
+			CHECK(ouro_eval_tokenize(&c.ex[i], tok, tasks[k], r.prefix, r.window) == OURO_OK);
+		ouro_eval_layout_init(&r.L, tasks[k], T, 2);
+		CHECK(ouro_scorer_new(&r.scorer, m, NULL, T, rules, 2) == OURO_OK);
+		score_batched(&r, &c, 1, &one);
+		CHECK(one.n == c.n);
+		for (int64_t i = 0; i < c.n; i++)
+			CHECK(one.i[i] == i);
+		CHECK(k || one.d[1][r.L.off[OURO_EVAL_P_TOKENS]] == 0);
+		int64_t inputs = r.input_tokens;
+		for (int b = 2; b <= 16; b = b == 3 ? 16 : b + 1) {
+			r.input_tokens = 0;
+			score_batched(&r, &c, b, &g);
+			CHECK(g.n == one.n && r.input_tokens == inputs);
+			CHECK(memcmp(g.i, one.i, sizeof g.i) == 0);
+			CHECK(memcmp(g.d, one.d, sizeof g.d) == 0);
+			CHECK(memcmp(g.ll, one.ll, sizeof g.ll) == 0);
+		}
+		ouro_scorer_free(r.scorer);
+		ouro_eval_corpus_free(&c);
+		free(buf);
+	}
+	ouro_tok_free(tok);
+	ouro_model_free(m);
 }
 
 int main(void)
@@ -266,5 +370,6 @@ int main(void)
 	hand_results();
 	resume();
 	choice_on_fixture();
+	batches();
 	return unit_done("test_eval");
 }

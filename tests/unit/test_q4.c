@@ -19,8 +19,9 @@
  *     rounding of a float64 dot product;
  *   - so does ouro_q4_matvec_rows at every level (AVX-512 takes rows four
  *     at a time) from first rows 0 to 3, and ouro_matmul on q4
- *     matrices for 1, 2 and 3 threads, for one row of x and for three
- *     (each row the same bits as alone: batch invariance).
+ *     matrices for 1, 2 and 3 threads, for one row of x and for two to
+ *     six (AVX-512 takes up to four rows of x per row of W; each row the
+ *     same bits as alone: batch invariance).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -196,9 +197,9 @@ static void check_rows(int64_t out, int64_t in, int kind, uint64_t seed)
 				CHECK(memcmp(&y[r], &want, sizeof want) == 0);
 			}
 		}
-	float *x3 = malloc(3 * sizeof(float) * (size_t)in), *y3 = malloc(3 * sizeof(float) * (size_t)out);
-	for (int64_t i = 0; i < 3 * in; i++)
-		x3[i] = i < in ? x[i] : (float)((i * 7919 % 1000) - 500) / 250.0f;
+	float *x6 = malloc(6 * sizeof(float) * (size_t)in), *y6 = malloc(6 * sizeof(float) * (size_t)out);
+	for (int64_t i = 0; i < 6 * in; i++)
+		x6[i] = i < in ? x[i] : (float)((i * 7919 % 1000) - 500) / 250.0f;
 	for (int threads = 1; threads <= 3; threads++) {
 		ouro_set_threads(threads);
 		ouro_matmul(y, x, &w, 1, NULL);
@@ -206,15 +207,17 @@ static void check_rows(int64_t out, int64_t in, int kind, uint64_t seed)
 			float want = dot_ref(wd + r * in, x, in);
 			CHECK(memcmp(&y[r], &want, sizeof want) == 0);
 		}
-		ouro_matmul(y3, x3, &w, 3, NULL);
-		for (int64_t i = 0; i < 3; i++)
-			for (int64_t r = 0; r < out; r++) {
-				float want = dot_ref(wd + r * in, x3 + i * in, in);
-				CHECK(memcmp(&y3[i * out + r], &want, sizeof want) == 0);
-			}
+		for (int64_t rows = 2; rows <= 6; rows++) {   /* x by fours, and the rest */
+			ouro_matmul(y6, x6, &w, rows, NULL);
+			for (int64_t i = 0; i < rows; i++)
+				for (int64_t r = 0; r < out; r++) {
+					float want = dot_ref(wd + r * in, x6 + i * in, in);
+					CHECK(memcmp(&y6[i * out + r], &want, sizeof want) == 0);
+				}
+		}
 	}
-	free(x3);
-	free(y3);
+	free(x6);
+	free(y6);
 	free(wf);
 	free(wq);
 	free(wd);
