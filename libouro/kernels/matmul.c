@@ -780,12 +780,6 @@ static void groups(void *ctx, int64_t g0, int64_t g1)
 	}
 }
 
-/* Bytes of W a chunk of rows may take: it stays in the L2 cache (1 MiB on
- * Zen 4) while the tiles of x pass over it, so x streams from the L3
- * cache once per chunk. 512 KiB measured 3-6% faster than 256 KiB (one
- * thread, Ouro-1.4B layer shapes, 256 positions; 768 KiB about as 512). */
-#define CHUNK_BYTES (512 << 10)
-
 /* Chunks of W a thread takes at least, on average, when they are shared
  * out as threads become free: the last one to finish leaves the others
  * idle for at most about 1/CHUNKS_PER_THREAD of the product. */
@@ -810,7 +804,7 @@ static void take_chunks(void *ctx, int part, int64_t begin, int64_t end)
 static void product(struct mm *m, float *scratch)
 {
 	const struct kern *k = m->k;
-	int64_t rows = (int64_t)(CHUNK_BYTES / (m->qrow ? m->qrow : 1));
+	int64_t rows = (int64_t)(OURO_CHUNK_BYTES / (m->qrow ? m->qrow : 1));
 	int64_t shared = m->out / (CHUNKS_PER_THREAD * ouro_threads());
 	int big = m->out * m->in >= (1 << 16);   /* worth waking the threads for */
 

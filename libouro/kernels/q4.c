@@ -659,11 +659,6 @@ struct q4_job {
 	int64_t n;
 };
 
-/* Bytes of W that every row of x passes over before the next: they stay
- * in the L2 cache (1 MiB on Zen 4), so a few rows decoded together read W
- * from memory once, not once each. */
-#define CHUNK_BYTES (512 << 10)
-
 /* Rows [begin, end) of W against every row of x, a chunk at a time; on
  * AVX-512 each row of W against up to four rows of x at once. */
 static void q4_rows_job(void *ctx, int64_t begin, int64_t end)
@@ -671,7 +666,7 @@ static void q4_rows_job(void *ctx, int64_t begin, int64_t end)
 	const struct q4_job *j = ctx;
 	const struct ouro_weight *w = j->w;
 	int64_t nb = ouro_q4_blocks(w->in), rb = nb * (OURO_Q4_QBYTES + OURO_Q4_HBYTES);
-	int64_t chunk = CHUNK_BYTES / rb / 4 * 4;
+	int64_t chunk = OURO_CHUNK_BYTES / rb / 4 * 4;
 
 	if (chunk < 4)
 		chunk = 4;

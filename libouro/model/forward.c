@@ -423,7 +423,10 @@ int ouro_forward_batch(struct ouro_model *m, const int32_t *ids, const int64_t *
 		}
 		rows += lens[j];
 	}
-	if (rows > (1 << 24))   /* ouro_fwd_alloc's bound */
+	/* one sequence is at most max_position_embeddings <= 2^24 positions
+	 * (config.c), which the sizes of ouro_fwd_alloc rely on; a pass of
+	 * several keeps to the same bound */
+	if (rows > (1 << 24))
 		return ouro_fail(OURO_ENOMEM, "%lld positions in one pass, at most %d", (long long)rows,
 				 1 << 24);
 	if (!(first = malloc((size_t)nseq * sizeof *first)))
