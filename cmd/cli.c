@@ -107,30 +107,91 @@ int cli_strtou64(const char *s, uint64_t *v)
 	return *s < '0' || *s > '9' || *end || errno ? -1 : 0;
 }
 
-int cli_exit_option(struct ouro_exit_rule *r, int *given, int opt,
-		       const char *arg, int long_names)
+/* An exit-rule option's name in messages. */
+static const char *exit_option_name(int opt, int long_names)
 {
-	if (*given && *given != opt)
-		return -1;
-	*given = opt;
+	switch (opt) {
+	case 'q': return long_names ? "--threshold" : "-q";
+	case 's': return long_names ? "--step" : "-s";
+	case 'e': return long_names ? "--eps" : "-e";
+	case 'w': return long_names ? "--weighted" : "-w";
+	case CLI_OPT_KL: return "--kl";
+	case CLI_OPT_ENTROPY: return "--entropy";
+	default: return "--stable";
+	}
+}
+
+void cli_exit_value(struct ouro_exit_rule *r, int opt, const char *arg, int long_names)
+{
+	const char *name = exit_option_name(opt, long_names);
+
+	memset(r, 0, sizeof *r);
 	switch (opt) {
 	case 'q':
 		r->kind = OURO_EXIT_THRESHOLD;
-		r->q = cli_real(arg, 0, 1, long_names ? "--threshold" : "-q");
+		r->q = cli_real(arg, 0, 1, name);
 		break;
 	case 's':
 		r->kind = OURO_EXIT_STATIC;
-		r->step = (int)cli_long(arg, 0, 255, long_names ? "--step" : "-s");
+		r->step = (int)cli_long(arg, 0, 255, name);
 		break;
 	case 'e':
 		r->kind = OURO_EXIT_DIFF;
-		r->eps = cli_real(arg, 0, INFINITY, long_names ? "--eps" : "-e");
+		r->eps = cli_real(arg, 0, INFINITY, name);
+		break;
+	case CLI_OPT_KL:
+		r->kind = OURO_EXIT_KL;
+		r->kl = cli_real(arg, 0, INFINITY, name);
+		break;
+	case CLI_OPT_ENTROPY:
+		r->kind = OURO_EXIT_ENTROPY;
+		r->entropy = cli_real(arg, 0, INFINITY, name);
+		break;
+	case CLI_OPT_STABLE:
+		r->kind = OURO_EXIT_STABLE;
+		r->stable = (int)cli_long(arg, 2, 256, name);
 		break;
 	default:
 		r->kind = OURO_EXIT_WEIGHTED;
 		break;
 	}
-	return 0;
+}
+
+void cli_exit_option(struct ouro_exit_rule *r, int *given, int opt,
+		     const char *arg, int long_names)
+{
+	if (*given && *given != opt)
+		usage_error("%s and %s choose different exit rules; give one",
+			    exit_option_name(*given, long_names), exit_option_name(opt, long_names));
+	*given = opt;
+	cli_exit_value(r, opt, arg, long_names);
+}
+
+void cli_rule_text(char *buf, size_t len, const struct ouro_exit_rule *r)
+{
+	static const char *const names[] = {
+		[OURO_EXIT_THRESHOLD] = "threshold", [OURO_EXIT_DIFF] = "diff",
+		[OURO_EXIT_KL] = "kl", [OURO_EXIT_ENTROPY] = "entropy",
+	};
+	char num[40];
+
+	switch (r->kind) {
+	case OURO_EXIT_STATIC:
+		snprintf(buf, len, "static %d", r->step);
+		break;
+	case OURO_EXIT_STABLE:
+		snprintf(buf, len, "stable %d", r->stable);
+		break;
+	case OURO_EXIT_WEIGHTED:
+		snprintf(buf, len, "weighted");
+		break;
+	default:
+		cli_format_double(num, sizeof num, r->kind == OURO_EXIT_THRESHOLD ? r->q :
+				  r->kind == OURO_EXIT_DIFF ? r->eps :
+				  r->kind == OURO_EXIT_KL ? r->kl : r->entropy);
+		snprintf(buf, len, "%s %s", names[r->kind], num);
+		break;
+	}
 }
 
 void cli_format_double(char *buf, size_t len, double v)

@@ -48,14 +48,29 @@ long cli_long(const char *s, long lo, long hi, const char *what);
 /* Reads all of s as a decimal integer in 0..2^64-1: 0 and *v, or -1. */
 int cli_strtou64(const char *s, uint64_t *v);
 
-/* Takes one exit-rule option into *r: -q Q (0..1), -s STEP (0..255),
- * -e EPS (0..inf) or -w, as opt and its value arg; long_names: messages
- * call them --threshold, --step and --eps. *given is the option that
- * chose r's kind (0: none); an option of another kind changes nothing and
- * returns -1 for the caller's usage error, else 0 (a repeat keeps the
- * last value). */
-int cli_exit_option(struct ouro_exit_rule *r, int *given, int opt,
-		       const char *arg, int long_names);
+/* The exit-rule options without a short form, and their getopt_long
+ * entries: --kl EPS, --entropy H, --stable K. */
+enum { CLI_OPT_KL = 0x400, CLI_OPT_ENTROPY, CLI_OPT_STABLE };
+#define CLI_EXIT_LONGOPTS \
+	{"kl", required_argument, NULL, CLI_OPT_KL}, \
+	{"entropy", required_argument, NULL, CLI_OPT_ENTROPY}, \
+	{"stable", required_argument, NULL, CLI_OPT_STABLE}
+
+/* Sets *r to the rule of one exit-rule option and its value: -q Q (0..1),
+ * -s STEP (0..255), -e EPS (0..inf), -w, --kl EPS (0..inf), --entropy H
+ * (0..inf) or --stable K (2..256); a bad value is a usage error naming
+ * the option (long_names: --threshold, --step, --eps for -q, -s, -e). */
+void cli_exit_value(struct ouro_exit_rule *r, int opt, const char *arg, int long_names);
+
+/* Takes one exit-rule option into *r as cli_exit_value; *given is the
+ * option that chose r's kind (0: none). An option of another kind is a
+ * usage error; a repeat keeps the last value. */
+void cli_exit_option(struct ouro_exit_rule *r, int *given, int opt,
+		     const char *arg, int long_names);
+
+/* The rule as records and reports name it: "threshold Q", "static S",
+ * "diff EPS", "weighted", "kl EPS", "entropy H" or "stable K". */
+void cli_rule_text(char *buf, size_t len, const struct ouro_exit_rule *r);
 
 /* The shortest decimal form of v that reads back as v. */
 void cli_format_double(char *buf, size_t len, double v);

@@ -29,8 +29,9 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: ouro-gate [-m DIR] [--gate FILE] [-q Q | -s STEP | -e EPS | -w]\n"
-		"                 [--drop-hidden] [-o FILE] [FILE ...]\n"
+		"usage: ouro-gate [-m DIR] [--gate FILE] [-q Q | -s STEP | -e EPS | -w |\n"
+		"                 --kl EPS | --entropy H | --stable K] [--drop-hidden] [-o FILE]\n"
+		"                 [FILE ...]\n"
 		"       ouro-gate train [-m DIR] [--gate FILE] [-q Q] [-n EPOCHS] [--lr RATE]\n"
 		"                 [--batch N] [--seed S] [-j THREADS] -o FILE [FILE ...]\n"
 		"Apply the exit gate to ouro-forward records and choose each token's exit step,\n"
@@ -43,6 +44,13 @@ static void usage(FILE *f)
 		"  -s, --step STEP     exit at step STEP, 0-based\n"
 		"  -e, --eps EPS       exit at the first step t >= 1 with ||h[t] - h[t-1]|| < EPS\n"
 		"  -w, --weighted      mix the states of all steps by the exit pdf\n"
+		"      --kl EPS        exit at the first step t >= 1 whose next-token distribution\n"
+		"                      is within KL divergence EPS (nats) of step t-1's\n"
+		"      --entropy H     exit at the first step t >= 1 whose next-token entropy is\n"
+		"                      below H nats\n"
+		"      --stable K      exit once K consecutive steps have the same most likely\n"
+		"                      next token, K >= 2 (--kl, --entropy, --stable read the\n"
+		"                      model's lm_head: one product per step)\n"
 		"      --drop-hidden   leave the input tensor 'hidden' out of the output\n"
 		"  -o, --output FILE   write to FILE (atomically) instead of stdout\n"
 		"  -h, --help          show this help\n"
@@ -102,8 +110,9 @@ static int read_loops(struct loops *L, const struct ouro_st *rec, const char *wh
 	return OURO_OK;
 }
 
-/* The exit step of token i of L under rule r, given its gate logits
- * [T, n]: the first step at which ouro_exit_update says stop. */
+/* The exit step of token i of L under rule r, a rule of the gate or of
+ * the states, given its gate logits [T, n]: the first step at which
+ * ouro_exit_update says stop. */
 static int exit_step(const struct loops *L, const struct ouro_exit_rule *r, const float *logits, int64_t i)
 {
 	struct ouro_exit_state s;
@@ -111,35 +120,53 @@ static int exit_step(const struct loops *L, const struct ouro_exit_rule *r, cons
 
 	ouro_exit_begin(&s);
 	for (int t = 0; t < L->T; t++) {
-		double diff = 0;
+		struct ouro_exit_loop in = {.gate = logits[(int64_t)t * n + i]};
 		if (t > 0 && r->kind == OURO_EXIT_DIFF)
-			diff = ouro_exit_diff(L->h + ((int64_t)t * n + i) * D, L->h + ((int64_t)(t - 1) * n + i) * D, D);
-		if (ouro_exit_update(&s, r, t, L->T, logits[(int64_t)t * n + i], diff))
+			in.diff = ouro_exit_diff(L->h + ((int64_t)t * n + i) * D, L->h + ((int64_t)(t - 1) * n + i) * D, D);
+		if (ouro_exit_update(&s, r, t, L->T, &in))
 			return t;
 	}
 	return L->T - 1;   /* not reached: the update always stops at T-1 */
 }
 
-static void rule_text(char *buf, size_t len, const struct ouro_exit_rule *r)
-{
-	char num[40];
+#define LM_ROWS 64   /* tokens whose lm_head logits are computed together */
 
-	switch (r->kind) {
-	case OURO_EXIT_THRESHOLD:
-		cli_format_double(num, sizeof num, r->q);
-		snprintf(buf, len, "threshold %s", num);
-		break;
-	case OURO_EXIT_STATIC:
-		snprintf(buf, len, "static %d", r->step);
-		break;
-	case OURO_EXIT_DIFF:
-		cli_format_double(num, sizeof num, r->eps);
-		snprintf(buf, len, "diff %s", num);
-		break;
-	case OURO_EXIT_WEIGHTED:
-		snprintf(buf, len, "weighted");
-		break;
+/* The exit steps [n] of all tokens of L under rule r, a rule reading the
+ * lm_head logits, given their gate logits [T, n]: LM_ROWS tokens at a
+ * time, step by step, each step's logits fed with the previous step's,
+ * until every token of the block has stopped. */
+static int lm_exit_steps(struct ouro_model *m, const struct loops *L, const struct ouro_exit_rule *r,
+			 const float *logits, int32_t *step, const char *where)
+{
+	int64_t n = L->n, D = L->D, V = ouro_model_config(m)->vocab_size;
+	float *lm = malloc(2 * (size_t)LM_ROWS * (size_t)V * sizeof *lm);   /* [2, LM_ROWS, V] */
+	struct ouro_exit_state s[LM_ROWS];
+	int rc = OURO_OK;
+
+	if (!lm)
+		return ouro_fail(OURO_ENOMEM, "%s: out of memory for the lm_head logits", where);
+	for (int64_t i0 = 0; i0 < n && !rc; i0 += LM_ROWS) {
+		int64_t rows = n - i0 < LM_ROWS ? n - i0 : LM_ROWS, left = rows;
+		for (int64_t k = 0; k < rows; k++) {
+			ouro_exit_begin(&s[k]);
+			step[i0 + k] = -1;
+		}
+		for (int t = 0; t < L->T && left; t++) {
+			float *cur = lm + (size_t)(t & 1) * LM_ROWS * V, *prev = lm + (size_t)((t + 1) & 1) * LM_ROWS * V;
+			if ((rc = ouro_logits(m, L->h + ((int64_t)t * n + i0) * D, rows, cur)))
+				break;
+			for (int64_t k = 0; k < rows; k++) {
+				struct ouro_exit_loop in = {.gate = logits[(int64_t)t * n + i0 + k],
+							    .logits = cur + k * V, .prev = prev + k * V, .V = V};
+				if (step[i0 + k] < 0 && ouro_exit_update(&s[k], r, t, L->T, &in)) {
+					step[i0 + k] = t;
+					left--;
+				}
+			}
+		}
 	}
+	free(lm);
+	return rc;
 }
 
 /* ---- ouro-gate: apply --------------------------------------------------- */
@@ -148,7 +175,8 @@ static const char *const added[] = {"gate_logits", "exit_pdf", "exit_cdf", "exit
 
 /* Computes the gate's tensors for one record and writes the record. */
 static int apply_one(FILE *out, const char *outname, const struct ouro_st *rec, const char *where,
-		     const struct loops *L, const struct ouro_gate *g, const struct ouro_exit_rule *r,
+		     struct ouro_model *m, const struct loops *L, const struct ouro_gate *g,
+		     const struct ouro_exit_rule *r,
 		     const char *rule, const char *gate_src, int drop_hidden)
 {
 	int T = L->T;
@@ -172,6 +200,8 @@ static int apply_one(FILE *out, const char *outname, const struct ouro_st *rec, 
 	for (int64_t k = 0; k < Tn; k++)
 		logits[k] = ouro_gate_logit(g, L->h + k * D);
 	ouro_exit_dist(logits, T, n, pdf, cdf);
+	if (ouro_exit_needs_logits(r) && (rc = lm_exit_steps(m, L, r, logits, step, where)))
+		goto out;
 	for (int64_t i = 0; i < n; i++) {
 		float *x = xh + i * D;
 		if (r->kind == OURO_EXIT_WEIGHTED) {
@@ -185,7 +215,8 @@ static int apply_one(FILE *out, const char *outname, const struct ouro_st *rec, 
 				x[j] = (float)acc;
 			}
 		} else {
-			step[i] = exit_step(L, r, logits, i);
+			if (!ouro_exit_needs_logits(r))
+				step[i] = exit_step(L, r, logits, i);
 			memcpy(x, L->h + ((int64_t)step[i] * n + i) * D, (size_t)D * sizeof *x);
 		}
 	}
@@ -286,13 +317,14 @@ static int cmd_apply(int argc, char **argv)
 		{"step", required_argument, NULL, 's'},
 		{"eps", required_argument, NULL, 'e'},
 		{"weighted", no_argument, NULL, 'w'},
+		CLI_EXIT_LONGOPTS,
 		{"drop-hidden", no_argument, NULL, 'H'},
 		{"output", required_argument, NULL, 'o'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	const char *model_dir = NULL, *gate_file = NULL, *outpath = NULL;
-	struct ouro_exit_rule rule = {OURO_EXIT_THRESHOLD, -1, 0, 0};
+	struct ouro_exit_rule rule = {.kind = OURO_EXIT_THRESHOLD, .q = -1};
 	int c, rc, given = 0, drop_hidden = 0;
 
 	while ((c = cli_getopt(argc, argv, "m:q:s:e:wo:h", longopts)) != -1) {
@@ -300,9 +332,9 @@ static int cmd_apply(int argc, char **argv)
 		case 'm': model_dir = optarg; break;
 		case 'G': gate_file = optarg; break;
 		case 'q': case 's': case 'e': case 'w':
+		case CLI_OPT_KL: case CLI_OPT_ENTROPY: case CLI_OPT_STABLE:
 			/* at most one kind; repeating the same option keeps the last */
-			if (cli_exit_option(&rule, &given, c, optarg, 0))
-				usage_error("-%c and -%c choose different exit rules; give one", given, c);
+			cli_exit_option(&rule, &given, c, optarg, 0);
 			break;
 		case 'H': drop_hidden = 1; break;
 		case 'o': outpath = optarg; break;
@@ -315,7 +347,7 @@ static int cmd_apply(int argc, char **argv)
 	struct ouro_gate g;
 	const struct ouro_config *cfg = load_model(&m, &g, model_dir, gate_file, &rule);
 	char rule_str[64];
-	rule_text(rule_str, sizeof rule_str, &rule);
+	cli_rule_text(rule_str, sizeof rule_str, &rule);
 
 	struct ouro_output *o;
 	FILE *out;
@@ -324,7 +356,7 @@ static int cmd_apply(int argc, char **argv)
 
 	cli_seqs_open(&in.in, argc, argv);
 	while (!(rc = next_loops(&in)) && in.rec)
-		if ((rc = apply_one(out, outname, in.rec, in.where, &in.L, &g, &rule, rule_str,
+		if ((rc = apply_one(out, outname, in.rec, in.where, m, &in.L, &g, &rule, rule_str,
 				    gate_file ? gate_file : "model", drop_hidden)))
 			break;
 	loop_reader_close(&in);
@@ -351,7 +383,7 @@ static int cmd_train(int argc, char **argv)
 		{NULL, 0, NULL, 0},
 	};
 	const char *model_dir = NULL, *gate_file = NULL, *outpath = NULL, *threads = NULL;
-	struct ouro_exit_rule rule = {OURO_EXIT_THRESHOLD, -1, 0, 0};
+	struct ouro_exit_rule rule = {.kind = OURO_EXIT_THRESHOLD, .q = -1};
 	long epochs = 10, batch = 256, seed = 1;
 	double lr = 1e-3;
 	int c, rc = OURO_OK;

@@ -27,8 +27,9 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: ouro-generate [-m DIR] [-n N] [-T STEPS] [-q Q | -s STEP | -e EPS | -w]\n"
-		"                     [--gate FILE] [--kv full|last|mean] [--kv-type bf16|f32]\n"
+		"usage: ouro-generate [-m DIR] [-n N] [-T STEPS] [-q Q | -s STEP | -e EPS | -w |\n"
+		"                     --kl EPS | --entropy H | --stable K] [--gate FILE]\n"
+		"                     [--kv full|last|mean] [--kv-type bf16|f32]\n"
 		"                     [--kv-memory SIZE] [--temperature X] [--top-k K] [--top-p P]\n"
 		"                     [--min-p P] [--seed S] [--chat] [--system TEXT] [--think]\n"
 		"                     [--prompt-ids] [-f FILE [--jsonl] [-P N]] [-t] [-v]\n"
@@ -43,6 +44,13 @@ static void usage(FILE *f)
 		"  -s, --step STEP       always exit after loop STEP (0-based)\n"
 		"  -e, --eps EPS         exit at the first loop t >= 1 with ||h[t] - h[t-1]|| < EPS\n"
 		"  -w, --weighted        mix all loops' states by the exit distribution\n"
+		"      --kl EPS          exit at the first loop t >= 1 whose next-token distribution\n"
+		"                        is within KL divergence EPS (nats) of loop t-1's\n"
+		"      --entropy H       exit at the first loop t >= 1 whose next-token entropy is\n"
+		"                        below H nats\n"
+		"      --stable K        exit once K consecutive loops have the same most likely\n"
+		"                        next token, K >= 2 (--kl, --entropy, --stable: an lm_head\n"
+		"                        product every loop)\n"
 		"      --gate FILE       exit gate weights from FILE instead of the model\n"
 		"      --kv POLICY       decode-time KV cache: full (default), last or mean\n"
 		"      --kv-type TYPE    KV cache elements: bf16 (default) or f32\n"
@@ -105,6 +113,7 @@ static void parse_args(struct opts *o, int argc, char **argv)
 		{"step", required_argument, NULL, 's'},
 		{"eps", required_argument, NULL, 'e'},
 		{"weighted", no_argument, NULL, 'w'},
+		CLI_EXIT_LONGOPTS,
 		{"gate", required_argument, NULL, 'G'},
 		{"kv", required_argument, NULL, 'K'},
 		{"kv-type", required_argument, NULL, 'D'},
@@ -138,8 +147,8 @@ static void parse_args(struct opts *o, int argc, char **argv)
 		case 'n': o->max_tokens = cli_long(optarg, 0, 1L << 24, "--max-tokens"); break;
 		case 'T': o->steps = cli_long(optarg, 1, OURO_MAX_STEPS, "--steps"); break;
 		case 'q': case 's': case 'e': case 'w':
-			if (cli_exit_option(&o->rule, &o->rule_given, c, optarg, 1))
-				usage_error("-q, -s, -e and -w choose one exit rule; give only one");
+		case CLI_OPT_KL: case CLI_OPT_ENTROPY: case CLI_OPT_STABLE:
+			cli_exit_option(&o->rule, &o->rule_given, c, optarg, 1);
 			break;
 		case 'G': o->gate = optarg; break;
 		case 'K':

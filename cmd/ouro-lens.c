@@ -124,11 +124,13 @@ static int lens_run(struct lens *L, struct ouro_model *m, const struct ouro_gate
 	for (int64_t i = 0; i < L->n; i++) {
 		struct ouro_exit_state s;
 		ouro_exit_begin(&s);
-		for (int t = 0; t < L->T; t++)
-			if (ouro_exit_update(&s, &rule, t, L->T, L->gate[(int64_t)t * L->n + i], 0)) {
+		for (int t = 0; t < L->T; t++) {
+			struct ouro_exit_loop in = {.gate = L->gate[(int64_t)t * L->n + i]};
+			if (ouro_exit_update(&s, &rule, t, L->T, &in)) {
 				L->exit_step[i] = t;
 				break;
 			}
+		}
 	}
 	return OURO_OK;
 }

@@ -43,6 +43,13 @@ enum ouro_exit_kind {
 	OURO_EXIT_STATIC,     /* always step s */
 	OURO_EXIT_DIFF,       /* first t >= 1 with ||h[t] - h[t-1]||_2 < eps, else last */
 	OURO_EXIT_WEIGHTED,   /* all steps, mixed by p[t]; never exits early */
+	/* The rules of the next-token distribution p_t = softmax(lm_head
+	 * h[t]) of each loop: they need no trained gate, but an lm_head
+	 * product per loop, which the gate rules do not. */
+	OURO_EXIT_KL,         /* first t >= 1 with KL(p_t || p_{t-1}) < kl, else last */
+	OURO_EXIT_ENTROPY,    /* first t >= 1 with H(p_t) < entropy (nats), else last */
+	OURO_EXIT_STABLE,     /* first t >= 1 whose argmax is that of the `stable`
+			       * loops ending at t, else last */
 };
 
 struct ouro_exit_rule {
@@ -50,7 +57,14 @@ struct ouro_exit_rule {
 	double q;      /* OURO_EXIT_THRESHOLD */
 	int step;      /* OURO_EXIT_STATIC, 0-based */
 	double eps;    /* OURO_EXIT_DIFF */
+	double kl;     /* OURO_EXIT_KL, nats */
+	double entropy;/* OURO_EXIT_ENTROPY, nats */
+	int stable;    /* OURO_EXIT_STABLE, loops, at least 2 */
 };
+
+/* 1 if rule r reads the lm_head logits of every loop (struct
+ * ouro_exit_loop's logits), else 0. */
+int ouro_exit_needs_logits(const struct ouro_exit_rule *r);
 
 /* The running state of one token's exit decision, so that a program that
  * really stops early (ouro-generate) and one that selects afterwards
@@ -59,14 +73,31 @@ struct ouro_exit_state {
 	double remaining;   /* prod of (1 - lambda) so far */
 	double cdf;         /* cdf after the last update */
 	double pdf;         /* p[t] of the last update */
+	/* of the last update's logits, where given: */
+	double lse;         /* log sum exp, to read the next loop's KL */
+	double kl;          /* KL(p_t || p_{t-1}), 0 at t = 0 */
+	double entropy;     /* H(p_t) */
+	int32_t argmax;     /* the first id of the largest logit */
+	int run;            /* loops ending at t with that argmax */
+};
+
+/* What loop t gives the exit rule. */
+struct ouro_exit_loop {
+	float gate;            /* its gate logit */
+	double diff;           /* t >= 1: ||h[t] - h[t-1]||_2 (OURO_EXIT_DIFF) */
+	const float *logits;   /* [V] lm_head of its state, where
+				* ouro_exit_needs_logits, else NULL */
+	const float *prev;     /* [V] those of loop t-1 (t >= 1, logits given) */
+	int64_t V;
 };
 
 void ouro_exit_begin(struct ouro_exit_state *s);
-/* Feeds loop t (0-based) of T: its gate logit and, for t >= 1, the norm
- * ||h[t] - h[t-1]||_2 (ignored otherwise). Returns 1 when the rule exits
- * at t; always 1 at t = T-1. */
+/* Feeds loop t (0-based) of T. Returns 1 when the rule exits at t; always
+ * 1 at t = T-1. The distribution's numbers are computed in double from
+ * the float logits in one fixed order, so every caller of the same
+ * logits gets the same decision. */
 int ouro_exit_update(struct ouro_exit_state *s, const struct ouro_exit_rule *r,
-		     int t, int T, float logit, double diff);
+		     int t, int T, const struct ouro_exit_loop *in);
 /* ||a - b||_2 of two states [D]: the diff that OURO_EXIT_DIFF compares
  * with eps. */
 double ouro_exit_diff(const float *a, const float *b, int64_t D);
@@ -111,7 +142,8 @@ int ouro_gate_train_epoch(struct ouro_gate_trainer *tr, struct ouro_gate *g,
  * NULL, its gradient [D + 1] (w, then b). */
 double ouro_gate_stage2_loss(const struct ouro_gate_trainer *tr, const struct ouro_gate *g,
 			     double *grad);
-/* The mean 0-based exit step of all tokens under rule r. */
+/* The mean 0-based exit step of all tokens under rule r, a rule of the
+ * gate (threshold or static). */
 double ouro_gate_mean_exit(const struct ouro_gate_trainer *tr, const struct ouro_gate *g,
 			   const struct ouro_exit_rule *r);
 

@@ -20,6 +20,9 @@ As a module it provides:
                                 top-p, min-p, counter-based splitmix64 draw
   sample_distance(...)          how near the reference is to another token
   exit_choice(p, cdf, hidden, rule)  exit steps and exit states of a rule
+  lm_exit_choice(head, hidden, rule) exit steps of the rules of the next-token
+                                distribution (KL, entropy, stable argmax)
+  generate_early(m, head, ...)  greedy generation stopping loops by those rules
   step_losses(head, hidden, tokens)  per-step next-token cross-entropy [T, n-1]
   stage2_loss(w, b, hidden, losses)  the Stage II focused adaptive gate loss
   rolling_windows(tokens, ...)  lm-evaluation-harness loglikelihood_rolling windows
@@ -36,7 +39,14 @@ As a program:
   ouro_ref.py gate --model DIR [--gate FILE] --records FILE [--tol X]
       recomputes ouro-gate's tensors from the records' hidden under their
       ouro.exit_rule; exit 0 if all are within the tolerance (absolute)
-      and every exit step is the same, 1 if not.
+      and every exit step is the same, 1 if not. Under the rules of the
+      next-token distribution (kl, entropy, stable; the model's lm_head),
+      positions within 1e-6 of the rule's value are excepted and counted.
+  ouro_ref.py generate --model DIR --ids FILE -n N --rule RULE
+      prints as JSON {"ids", "loops", "near"}: greedy generation that
+      really stops each position's loops under RULE ('kl EPS', 'entropy H'
+      or 'stable K'), as ouro-generate --kv full; near is the index of the
+      first token decided within 1e-6 of the rule's value, or null.
   ouro_ref.py stage2 --model DIR [--gate FILE] --records FILE [-q Q]
       prints the Stage II loss of a gate on ouro-forward records and the
       mean exit step at threshold Q.
@@ -739,16 +749,122 @@ def cmd_forward(args):
 
 def parse_exit_rule(text):
     """An ouro.exit_rule string -> (kind, value): 'threshold Q', 'static S',
-    'diff EPS' or 'weighted'."""
+    'diff EPS', 'weighted', 'kl EPS', 'entropy H' or 'stable K'."""
     words = text.split()
     if words == ["weighted"]:
         return "weighted", None
-    if len(words) == 2 and words[0] in ("threshold", "diff"):
+    if len(words) == 2 and words[0] in ("threshold", "diff", "kl", "entropy"):
         return words[0], float(words[1])
-    if len(words) == 2 and words[0] == "static":
-        return "static", int(words[1], 10)
-    raise FormatError("exit rule %r is not 'threshold Q', 'static S', "
-                      "'diff EPS' or 'weighted'" % text)
+    if len(words) == 2 and words[0] in ("static", "stable"):
+        return words[0], int(words[1], 10)
+    raise FormatError("exit rule %r is not 'threshold Q', 'static S', 'diff EPS', "
+                      "'weighted', 'kl EPS', 'entropy H' or 'stable K'" % text)
+
+
+# The rules of the next-token distribution p_t = softmax(lm_head h[t]) of
+# each loop, which need no gate (ouro-model.md section 4 has the others).
+LM_RULES = ("kl", "entropy", "stable")
+
+
+def lm_rule_loop(rule, t, T, lp, prev, state, margin):
+    """Loop t of T of one position under an LM_RULES rule: lp [V] is
+    log p_t, prev log p_{t-1} (None at t = 0), state a dict carried from
+    loop to loop. Returns (exit, near): exit at t, and whether the number
+    compared lies within margin of the rule's value (for 'stable': the two
+    most likely tokens within margin of each other), so that float
+    rounding may decide it either way.
+      kl EPS      the first t >= 1 with sum p_t (log p_t - log p_{t-1}) < EPS
+      entropy H   the first t >= 1 with -sum p_t log p_t < H
+      stable K    the first t whose argmax is that of loops t-K+1 .. t
+    and the last loop when none is."""
+    kind, val = rule
+    top2 = np.argsort(-lp, kind="stable")[:2]
+    arg = int(top2[0])
+    state["run"] = state["run"] + 1 if t > 0 and arg == state["arg"] else 1
+    state["arg"] = arg
+    if t == T - 1:
+        return True, False
+    if kind == "stable":
+        near = len(top2) > 1 and lp[top2[0]] - lp[top2[1]] < margin
+        return state["run"] >= val, bool(near)
+    if t == 0:
+        return False, False
+    p = np.exp(lp)
+    x = float(np.sum(p * (lp - prev))) if kind == "kl" else float(-np.sum(p * lp))
+    return x < val, abs(x - val) < margin
+
+
+def lm_exit_choice(head, hidden, rule, margin=1e-6):
+    """Exit steps [n] of hidden [T, n, D] under an LM_RULES rule, and near
+    [n]: whether a number compared up to the exit was within margin of the
+    rule's value (lm_rule_loop)."""
+    T, n, _ = hidden.shape
+    lps = [np.array([log_softmax(x) for x in hidden[t] @ head.T]) for t in range(T)]
+    steps = np.full(n, T - 1)
+    near = np.zeros(n, dtype=bool)
+    for i in range(n):
+        state = {}
+        for t in range(T):
+            hit, close = lm_rule_loop(rule, t, T, lps[t][i], lps[t - 1][i] if t else None,
+                                      state, margin)
+            near[i] |= close
+            if hit:
+                steps[i] = t
+                break
+    return steps, near
+
+
+def generate_early(m, head, prompt, new, rule, margin=1e-6):
+    """Greedy generation of `new` tokens after prompt that really stops
+    each decoded position's loops at its exit under an LM_RULES rule, as
+    ouro-generate --kv full does: the prompt runs every loop, its last
+    position's exit state gives the first token; a decoded position's
+    skipped loops (t > its exit) hold its exit loop's keys and values for
+    the later positions to read. Per (loop, layer) KV caches, position by
+    position. Returns the new ids, the loops of each, and the index of the
+    first token whose exit had a number within margin of the rule's value
+    (None if none)."""
+    N, H, hd, group, T = m.N, m.H, m.hd, m.H // m.KV, m.T
+    keys = [[] for _ in range(T * N)]
+    vals = [[] for _ in range(T * N)]
+    ids, loops, near_at = list(prompt), [], None
+    for pos in range(len(prompt) + new - 1):
+        decides = pos >= len(prompt) - 1
+        cos, sin = rope_tables([pos], hd, m.theta)
+        h = m.embed([ids[pos]])
+        state, prev, exit_t, near = {}, None, None, False
+        for t in range(T):
+            for l, L in enumerate(m.layers):
+                x = rmsnorm(L["in1"], h, m.eps)
+                q = rope((x @ L["q"].T).reshape(1, H, hd), cos, sin)[0]
+                keys[t * N + l].append(rope((x @ L["k"].T).reshape(1, -1, hd), cos, sin)[0])
+                vals[t * N + l].append((x @ L["v"].T).reshape(-1, hd))
+                kc, vc = np.array(keys[t * N + l]), np.array(vals[t * N + l])
+                o = np.concatenate([softmax(kc[:, hh // group] @ q[hh] / np.sqrt(hd))
+                                    @ vc[:, hh // group] for hh in range(H)])
+                h = h + rmsnorm(L["in2"], o @ L["o"].T, m.eps)
+                h = h + rmsnorm(L["post2"], mlp(L, rmsnorm(L["post1"], h, m.eps)), m.eps)
+            h = rmsnorm(m.w["norm"], h, m.eps)
+            if decides and exit_t is None:
+                lp = log_softmax(head @ h[0])
+                hit, close = lm_rule_loop(rule, t, T, lp, prev, state, margin)
+                near |= close
+                prev = lp
+                if hit:
+                    exit_t, hexit = t, h[0]
+            if exit_t is not None and pos >= len(prompt):
+                break
+        if pos >= len(prompt):
+            for t in range(exit_t + 1, T):
+                for l in range(N):
+                    keys[t * N + l].append(keys[exit_t * N + l][-1])
+                    vals[t * N + l].append(vals[exit_t * N + l][-1])
+        if decides:
+            if near and near_at is None:
+                near_at = len(loops)
+            ids.append(int(np.argmax(head @ hexit)))
+            loops.append(exit_t + 1)
+    return ids[len(prompt):], loops, near_at
 
 
 def exit_choice(p, cdf, hidden, rule):
@@ -843,7 +959,8 @@ def cmd_gate(args):
         raise FormatError("%s: no records" % args.records)
     worst = {"gate_logits": 0.0, "exit_pdf": 0.0, "exit_cdf": 0.0,
              "exit_hidden": 0.0}
-    differ = total = 0
+    differ = total = near = 0
+    head = None
     for r, (tensors, meta) in enumerate(records):
         where = "%s: record %d" % (args.records, r)
         for name in ("hidden", "exit_step", *worst):
@@ -853,7 +970,18 @@ def cmd_gate(args):
             raise FormatError("%s: no metadata ouro.exit_rule" % where)
         hidden = tensors["hidden"].floats()
         logits, p, cdf = gate(gm, hidden)
-        steps, xh = exit_choice(p, cdf, hidden, parse_exit_rule(meta["ouro.exit_rule"]))
+        rule = parse_exit_rule(meta["ouro.exit_rule"])
+        if rule[0] in LM_RULES:
+            if head is None:
+                head = load_lm_head(args.model)
+            steps, close = lm_exit_choice(head, hidden, rule)
+            # a position near the rule's value may go either way: it is
+            # counted, and its exit state is read at the step ouro-gate chose
+            near += int(close.sum())
+            steps[close] = tensors["exit_step"].ints()[close]
+            xh = hidden[steps, np.arange(len(steps))]
+        else:
+            steps, xh = exit_choice(p, cdf, hidden, rule)
         for name, ref in (("gate_logits", logits), ("exit_pdf", p),
                           ("exit_cdf", cdf), ("exit_hidden", xh)):
             ours = tensors[name].floats()
@@ -870,8 +998,21 @@ def cmd_gate(args):
             print("%s: token %d exits at step %d, the reference at %d"
                   % (where, i, ours[i], steps[i]))
     print("max abs error " + ", ".join("%s %.3e" % kv for kv in worst.items())
-          + " (tol %g); exit steps differing: %d of %d" % (args.tol, differ, total))
+          + " (tol %g); exit steps differing: %d of %d, near the rule's value: %d"
+          % (args.tol, differ, total, near))
     return 0 if differ == 0 and all(v <= args.tol for v in worst.values()) else 1
+
+
+def cmd_generate(args):
+    """Greedy generation with real early exit under an LM_RULES rule."""
+    m = load_model(args.model)
+    rule = parse_exit_rule(args.rule)
+    if rule[0] not in LM_RULES:
+        raise FormatError("--rule %r is not a rule of %s" % (args.rule, ", ".join(LM_RULES)))
+    prompt = read_ids(args.ids)[0]
+    new, loops, near_at = generate_early(m, load_lm_head(args.model), list(prompt), args.n, rule)
+    print(json.dumps({"ids": new, "loops": loops, "near": near_at}))
+    return 0
 
 
 def cmd_stage2(args):
@@ -1292,6 +1433,11 @@ def main(argv):
     p.add_argument("--gate", metavar="FILE", help="gate weights instead of the model's")
     p.add_argument("--records", required=True, metavar="FILE")
     p.add_argument("--tol", type=float, default=1e-5)
+    p = sub.add_parser("generate", help="greedy generation with early exit by an lm_head rule")
+    p.add_argument("--model", required=True, metavar="DIR")
+    p.add_argument("--ids", required=True, metavar="FILE", help="the prompt's ids, one line")
+    p.add_argument("-n", type=positive, required=True, metavar="N", help="new tokens")
+    p.add_argument("--rule", required=True, metavar="RULE", help="'kl EPS', 'entropy H' or 'stable K'")
     p = sub.add_parser("stage2", help="Stage II gate loss of records")
     p.add_argument("--model", required=True, metavar="DIR")
     p.add_argument("--gate", metavar="FILE", help="gate weights instead of the model's")
@@ -1324,7 +1470,7 @@ def main(argv):
     try:
         return {"check": cmd_check, "forward": cmd_forward,
                 "selftest": cmd_selftest,
-                "gate": cmd_gate, "stage2": cmd_stage2,
+                "gate": cmd_gate, "stage2": cmd_stage2, "generate": cmd_generate,
                 "eval-ppl": cmd_eval_ppl, "eval-choice": cmd_eval_choice}[args.cmd](args)
     except (FormatError, OSError, ValueError, KeyError) as e:
         print("%s: %s" % (PROG, e), file=sys.stderr)

@@ -81,6 +81,8 @@ struct seq {
 	struct ouro_exit_state ex;
 	int decided, exit_t;
 	float *hprev, *hmix, *hout;    /* [D] each */
+	float *lm;                     /* [2, V] lm_head of loops t and t-1 by
+					* parity, for rules that read it; else NULL */
 	float *kacc, *vacc;            /* [N, KD] sums over loops (mean) */
 };
 
@@ -219,6 +221,7 @@ static void seq_free(struct ouro_engine *e, struct seq *s)
 	free(s->hprev);
 	free(s->hmix);
 	free(s->hout);
+	free(s->lm);
 	free(s->kacc);
 	free(s->vacc);
 	free(s);
@@ -276,6 +279,8 @@ int ouro_engine_add(struct ouro_engine *e, const int32_t *ids, int64_t n,
 		return ouro_fail(OURO_EUSAGE, "%d stop ids", o->nstop);
 	if (o->rule.kind == OURO_EXIT_STATIC && (o->rule.step < 0 || o->rule.step >= e->T))
 		return ouro_fail(OURO_EUSAGE, "exit step %d is outside 0..%d", o->rule.step, e->T - 1);
+	if (o->rule.kind == OURO_EXIT_STABLE && o->rule.stable < 2)
+		return ouro_fail(OURO_EUSAGE, "a stable argmax over %d loops; at least 2", o->rule.stable);
 	if ((rc = ouro_sampler_new(&probe, &o->samp, e->V)))
 		return rc;
 	ouro_sampler_free(probe);
@@ -419,6 +424,8 @@ static int admit(struct ouro_engine *e)
 		    !(s->hprev = malloc(D * sizeof *s->hprev)) ||
 		    !(s->hmix = malloc(D * sizeof *s->hmix)) ||
 		    !(s->hout = malloc(D * sizeof *s->hout)) ||
+		    (ouro_exit_needs_logits(&s->o.rule) &&
+		     !(s->lm = malloc(2 * (size_t)e->V * sizeof *s->lm))) ||
 		    (mean && !(s->kacc = malloc(NK * sizeof *s->kacc))) ||
 		    (mean && !(s->vacc = malloc(NK * sizeof *s->vacc))))
 			return nomem();
@@ -565,12 +572,51 @@ static void attend(void *ctx, int part, int64_t begin, int64_t end)
 	}
 }
 
+/* Whether s's item of this pass ends in an exit decision: a decoded
+ * position, or the prompt's last before its exit. */
+static int deciding(const struct seq *s)
+{
+	return s->state == DECODE || (s->p0 + s->rows == s->P && !s->decided);
+}
+
+/* The lm_head logits of the states of this pass that a rule reading them
+ * decides on, into s->lm's row of loop s->t: all in one product (its rows
+ * are computed independently of each other, so batch invariance holds). */
+static void exit_logits(struct ouro_engine *e)
+{
+	int64_t D = e->D, V = e->V, r0 = 0;
+	int n = 0;
+
+	for (int i = 0; i < e->nitems; i++) {
+		struct seq *s = e->item[i];
+		if (s->lm && deciding(s))
+			memcpy(e->hexit + n++ * D, e->b.h + (r0 + s->rows - 1) * D, (size_t)D * sizeof *e->hexit);
+		r0 += s->rows;
+	}
+	if (!n)
+		return;
+	ouro_matmul(e->logits, e->hexit, &e->m->lm_head, n, e->wbuf);
+	n = 0;
+	for (int i = 0; i < e->nitems; i++) {
+		struct seq *s = e->item[i];
+		if (s->lm && deciding(s))
+			memcpy(s->lm + (s->t & 1) * V, e->logits + n++ * V, (size_t)V * sizeof *s->lm);
+	}
+}
+
 /* Feeds the state h [D] after loop s->t of the position s decides on to
- * its exit rule; when the rule fires, hout gets the state lm_head reads. */
+ * its exit rule; when the rule fires, hout gets the state lm_head reads
+ * (and, for a rule reading the logits, s->lm's row of exit_t holds them). */
 static void exit_feed(struct ouro_engine *e, struct seq *s, const float *h)
 {
-	double diff = s->t ? ouro_exit_diff(h, s->hprev, e->D) : 0;
-	int stop = ouro_exit_update(&s->ex, &s->o.rule, s->t, e->T, ouro_gate_logit(e->gate, h), diff);
+	struct ouro_exit_loop in = {.gate = ouro_gate_logit(e->gate, h), .V = e->V};
+
+	in.diff = s->t ? ouro_exit_diff(h, s->hprev, e->D) : 0;
+	if (s->lm) {
+		in.logits = s->lm + (s->t & 1) * e->V;
+		in.prev = s->lm + ((s->t + 1) & 1) * e->V;
+	}
+	int stop = ouro_exit_update(&s->ex, &s->o.rule, s->t, e->T, &in);
 
 	for (int64_t j = 0; j < e->D; j++)
 		s->hmix[j] += (float)s->ex.pdf * h[j];
@@ -739,9 +785,10 @@ static int finish_pass(struct ouro_engine *e)
 {
 	struct ouro_fwd_buf *b = &e->b;
 	int64_t D = e->D, r0 = 0;
-	int nexit = 0, rc;
+	int nexit = 0, nmat = 0, rc;
 	struct seq **exits = e->item;   /* in place: entry k is read before it is written */
 
+	exit_logits(e);
 	for (int i = 0; i < e->nitems; i++) {
 		struct seq *s = e->item[i];
 		int64_t rows = s->rows;
@@ -749,7 +796,7 @@ static int finish_pass(struct ouro_engine *e)
 		int out = 0;
 
 		if (s->state == PREFILL) {
-			if (s->p0 + s->rows == s->P && !s->decided)
+			if (deciding(s))
 				exit_feed(e, s, last);
 			if (s->t == e->T - 1) {
 				s->p0 += rows;
@@ -772,17 +819,24 @@ static int finish_pass(struct ouro_engine *e)
 			s->t++;
 		}
 		if (out) {
-			memcpy(e->hexit + nexit * D, s->hout, (size_t)D * sizeof *e->hexit);
+			/* a rule reading the logits has them already */
+			if (!s->lm)
+				memcpy(e->hexit + nmat++ * D, s->hout, (size_t)D * sizeof *e->hexit);
 			exits[nexit++] = s;
 		}
 		r0 += rows;
 	}
-	if (!nexit)
-		return OURO_OK;
-	ouro_matmul(e->logits, e->hexit, &e->m->lm_head, nexit, e->wbuf);
-	for (int i = 0; i < nexit; i++)
-		if ((rc = advance(e, exits[i], e->logits + i * e->V, e->hexit + i * D)))
+	if (nmat)
+		ouro_matmul(e->logits, e->hexit, &e->m->lm_head, nmat, e->wbuf);
+	nmat = 0;
+	for (int i = 0; i < nexit; i++) {
+		struct seq *s = exits[i];
+		rc = s->lm ? advance(e, s, s->lm + (s->exit_t & 1) * e->V, s->hout)
+			   : advance(e, s, e->logits + nmat * e->V, e->hexit + nmat * D);
+		nmat += !s->lm;
+		if (rc)
 			return rc;
+	}
 	return OURO_OK;
 }
 

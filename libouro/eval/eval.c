@@ -285,11 +285,11 @@ static void window_exits(struct ouro_scorer *s, int64_t off, int64_t n, int64_t 
 
 			ouro_exit_begin(&st);
 			for (t = 0; t < T; t++) {
-				double diff = 0;
+				struct ouro_exit_loop in = {.gate = gl[(int64_t)t * n + i]};
 				if (t > 0 && rule->kind == OURO_EXIT_DIFF)
-					diff = ouro_exit_diff(hidden + ((int64_t)t * n + i) * D,
-							  hidden + ((int64_t)(t - 1) * n + i) * D, D);
-				if (ouro_exit_update(&st, rule, t, T, gl[(int64_t)t * n + i], diff))
+					in.diff = ouro_exit_diff(hidden + ((int64_t)t * n + i) * D,
+								 hidden + ((int64_t)(t - 1) * n + i) * D, D);
+				if (ouro_exit_update(&st, rule, t, T, &in))
 					break;
 			}
 			s->exit[s->nrules * off + (int64_t)r * n + i] = t < T ? t : T - 1;

@@ -9,6 +9,9 @@
  * (which a program that really stops early calls loop by loop) agree to
  * the last bit, and a threshold decision never depends on which of the two
  * made it. The arithmetic is in double; pdf and cdf are stored as float.
+ * The rules of the next-token distribution (KL between consecutive
+ * loops, entropy, a stable argmax) read each loop's lm_head logits, given
+ * by the caller, and keep of the previous loop only what the next needs.
  *
  * Gate files are safetensors files holding model.early_exit_gate.weight
  * [1, D] and model.early_exit_gate.bias [1], the checkpoint's own names,
@@ -165,17 +168,54 @@ void ouro_exit_dist(const float *logits, int T, int64_t n, float *pdf, float *cd
 	}
 }
 
+int ouro_exit_needs_logits(const struct ouro_exit_rule *r)
+{
+	return r->kind == OURO_EXIT_KL || r->kind == OURO_EXIT_ENTROPY || r->kind == OURO_EXIT_STABLE;
+}
+
 void ouro_exit_begin(struct ouro_exit_state *s)
 {
+	memset(s, 0, sizeof *s);
 	s->remaining = 1.0;
-	s->cdf = 0.0;
-	s->pdf = 0.0;
+	s->argmax = -1;
+}
+
+/* The next-token distribution p_t = softmax(x) of loop t from its logits
+ * x [V]: its log sum exp, entropy, argmax and, for t >= 1, KL(p_t ||
+ * p_{t-1}) against the previous loop's logits y and their log sum exp
+ * (still in s). Sums run over the ids in order, in double. */
+static void measure(struct ouro_exit_state *s, int t, const float *x, const float *y, int64_t V)
+{
+	double mx = -INFINITY, sum = 0, h = 0, kl = 0, lse;
+	int32_t arg = 0;
+
+	for (int64_t v = 0; v < V; v++)
+		if (x[v] > mx) {
+			mx = x[v];
+			arg = (int32_t)v;
+		}
+	for (int64_t v = 0; v < V; v++)
+		sum += exp((double)x[v] - mx);
+	lse = mx + log(sum);
+	for (int64_t v = 0; v < V; v++) {
+		double lp = (double)x[v] - lse, p = exp(lp);
+		h -= p * lp;
+		if (t > 0)
+			kl += p * (lp - ((double)y[v] - s->lse));
+	}
+	s->run = t > 0 && arg == s->argmax ? s->run + 1 : 1;
+	s->argmax = arg;
+	s->lse = lse;
+	s->entropy = h;
+	s->kl = kl;
 }
 
 int ouro_exit_update(struct ouro_exit_state *s, const struct ouro_exit_rule *r,
-		     int t, int T, float logit, double diff)
+		     int t, int T, const struct ouro_exit_loop *in)
 {
-	advance(s, t, T, logit);
+	advance(s, t, T, in->gate);
+	if (in->logits)
+		measure(s, t, in->logits, in->prev, in->V);
 	if (t >= T - 1)
 		return 1;
 	switch (r->kind) {
@@ -184,9 +224,15 @@ int ouro_exit_update(struct ouro_exit_state *s, const struct ouro_exit_rule *r,
 	case OURO_EXIT_STATIC:
 		return t >= r->step;
 	case OURO_EXIT_DIFF:
-		return t >= 1 && diff < r->eps;
+		return t >= 1 && in->diff < r->eps;
 	case OURO_EXIT_WEIGHTED:
 		return 0;
+	case OURO_EXIT_KL:
+		return t >= 1 && s->kl < r->kl;
+	case OURO_EXIT_ENTROPY:
+		return t >= 1 && s->entropy < r->entropy;
+	case OURO_EXIT_STABLE:
+		return s->run >= r->stable;
 	}
 	return 0;
 }

@@ -226,11 +226,13 @@ double ouro_gate_mean_exit(const struct ouro_gate_trainer *s, const struct ouro_
 	for (int64_t tok = 0; tok < s->ntok; tok++) {
 		struct ouro_exit_state st;
 		ouro_exit_begin(&st);
-		for (int t = 0; t < s->T; t++)
-			if (ouro_exit_update(&st, r, t, s->T, ouro_gate_logit(g, s->h + (tok * s->T + t) * s->D), 0)) {
+		for (int t = 0; t < s->T; t++) {
+			struct ouro_exit_loop in = {.gate = ouro_gate_logit(g, s->h + (tok * s->T + t) * s->D)};
+			if (ouro_exit_update(&st, r, t, s->T, &in)) {
 				sum += t;
 				break;
 			}
+		}
 	}
 	return sum / (double)s->ntok;
 }
