@@ -5,7 +5,10 @@
 #   1. ouro-forward | ouro-gate on the fixture and on a fresh random model
 #      (bf16 states, T=5), every exit rule: gate_logits, exit_pdf, exit_cdf
 #      and exit_hidden within 1e-5 absolute of the reference, which reads
-#      the same hidden states, and every exit_step identical;
+#      the same hidden states, and every exit_step identical (under --kl,
+#      --entropy and --stable, whose values are chosen among the records'
+#      own, positions within 1e-6 of the rule's value excepted and
+#      counted); a fresh random model of another seed each run;
 #   2. --drop-hidden, -o, the default rule (config early_exit_threshold);
 #   3. ouro-gate train on fixture data: its loss falls, its first and last
 #      loss and mean exit step equal the reference's Stage II loss for the
@@ -75,10 +78,31 @@ print("%.4f" % np.median(d))
 EOF
 }
 
+# the medians of KL(p_t || p_{t-1}) and of the entropy of p_t over the
+# loops t >= 1 of every position: values that --kl and --entropy cross
+lm_values() {
+	"$PYTHON" - "$1" "$2" <<'EOF'
+import sys
+sys.path.insert(0, "scripts")
+import numpy as np
+import ouro_ref
+head = ouro_ref.load_lm_head(sys.argv[1])
+kl, ent = [], []
+for t, _ in ouro_ref.read_records(sys.argv[2]):
+    lp = np.array([[ouro_ref.log_softmax(x) for x in h @ head.T] for h in t["hidden"].floats()])
+    p = np.exp(lp[1:])
+    kl.append((p * (lp[1:] - lp[:-1])).sum(-1).ravel())
+    ent.append(-(p * lp[1:]).sum(-1).ravel())
+print("%.4g %.4g" % (np.median(np.concatenate(kl)), np.median(np.concatenate(ent))))
+EOF
+}
+
 rules() {
 	r_model=$1 r_recs=$2 r_label=$3
 	r_eps=$(eps_for "$r_recs") || fail "eps for $r_label"
-	for r_rule in "" "-q 0.5" "-q 0" "-q 1" "-s 0" "-s 2" "-e $r_eps" "-w"; do
+	set -- $(lm_values "$r_model" "$r_recs") || fail "KL and entropy for $r_label"
+	for r_rule in "" "-q 0.5" "-q 0" "-q 1" "-s 0" "-s 2" "-e $r_eps" "-w" "--kl $1" \
+		"--entropy $2" "--stable 2" "--stable 3"; do
 		# shellcheck disable=SC2086  # r_rule is a list of words
 		ouro-gate -m "$r_model" $r_rule "$r_recs" >"$tmp/g.rec" ||
 			fail "$r_label: ouro-gate $r_rule (exit $?)"
@@ -93,8 +117,9 @@ ouro-gate -m "$fixture" "$tmp/fix.rec" >"$tmp/g.rec" || fail "default rule"
 	fail "default rule is '$(meta "$tmp/g.rec" ouro.exit_rule)', expected config's 'threshold 1'"
 [ "$(meta "$tmp/g.rec" ouro.gate)" = model ] || fail "ouro.gate is not 'model'"
 
+test_seed
 "$PYTHON" scripts/make-model --out "$tmp/rand" --vocab 400 --hidden 48 --heads 4 \
-	--kv-heads 2 --ffn 64 --layers 2 --steps 5 --dtype bf16 --seed 7 </dev/null ||
+	--kv-heads 2 --ffn 64 --layers 2 --steps 5 --dtype bf16 --seed "$seed" </dev/null ||
 	fail "make-model"
 awk 'BEGIN { for (s = 0; s < 3; s++) { n = 20 + 37 * s; for (i = 0; i < n; i++)
 	printf "%d%s", (i * 131 + s * 17 + 5) % 400, i < n - 1 ? " " : "\n" } }' >"$tmp/rand.ids"
@@ -234,6 +259,15 @@ expect 2 "-s -1" ouro-gate -m "$fixture" -s -1 "$tmp/fix.rec"
 expect 2 "-e -1" ouro-gate -m "$fixture" -e -1 "$tmp/fix.rec"
 expect 2 "-q and -s" ouro-gate -m "$fixture" -q 0.5 -s 1 "$tmp/fix.rec"
 expect 2 "-w and -e" ouro-gate -m "$fixture" -w -e 0.1 "$tmp/fix.rec"
+expect 2 "-q and --kl" ouro-gate -m "$fixture" -q 0.5 --kl 0.1 "$tmp/fix.rec"
+grep -q "^ouro-gate: -q and --kl choose different exit rules; give one$" "$tmp/err" ||
+	fail "-q and --kl: message"
+expect 2 "--entropy and --stable" ouro-gate -m "$fixture" --entropy 1 --stable 2 "$tmp/fix.rec"
+expect 2 "--kl -1" ouro-gate -m "$fixture" --kl -1 "$tmp/fix.rec"
+expect 2 "--entropy x" ouro-gate -m "$fixture" --entropy x "$tmp/fix.rec"
+expect 2 "--stable 1" ouro-gate -m "$fixture" --stable 1 "$tmp/fix.rec"
+expect 1 "--kl, hidden size mismatch" ouro-gate -m "$fixture" --kl 0.1 -o "$tmp/bad.rec" "$tmp/rand.rec"
+grep -q "has D = 48, but the model .* has hidden_size 32" "$tmp/err" || fail "--kl mismatch: message"
 expect 2 "train without -o" ouro-gate train -m "$fixture" "$tmp/fix.rec"
 expect 2 "train --lr 0" ouro-gate train -m "$fixture" --lr 0 -o "$tmp/bad.st" "$tmp/fix.rec"
 expect 2 "train -n -1" ouro-gate train -m "$fixture" -n -1 -o "$tmp/bad.st" "$tmp/fix.rec"

@@ -14,7 +14,14 @@
 #      threshold exit does fewer layer passes than the full loop; --kv last
 #      and mean fit a KV memory budget that --kv full does not (one
 #      stderr line giving the sizes).
-#   4. Bad option values and prompts: one stderr line, exit status 2 or 1.
+#   4. The exit rules of the next-token distribution really stop early:
+#      --kl, --entropy (values among the model's own) and --stable 2 and 3
+#      on fresh random prompts (--kv full, f32 KV) give the tokens and the
+#      loops per token of the reference's generation that stops each
+#      position's loops by the same rule (scripts/ouro_ref.py generate),
+#      compared up to a token whose decision was within 1e-6 of the rule's
+#      value (counted).
+#   5. Bad option values and prompts: one stderr line, exit status 2 or 1.
 . tests/lib.sh
 test_seed
 
@@ -128,6 +135,55 @@ grep -q "^ouro-generate: the KV cache for [0-9]* tokens .* needs 360.0 MiB\|need
 	fail "--kv full in 200 KiB: $(cat "$tmp/err")"
 echo "# --kv-memory 200K: $(cat "$tmp/err")"
 
+# the rules of the next-token distribution against the reference's real
+# early exit: KL and entropy values are the medians over the loops t >= 1
+# of a first prompt's positions
+"$PYTHON" - "$tmp/rnd-noeos" "$seed" "$tmp/lm" <<'PY' || fail "prompts and rule values"
+import json, random, sys
+sys.path.insert(0, "scripts")
+import numpy as np
+import ouro_ref as R
+r = random.Random(int(sys.argv[2]))
+prompts = [[r.randrange(3, 500) for _ in range(r.randrange(1, 30))] for _ in range(4)]
+m = R.load_model(sys.argv[1])
+head = R.load_lm_head(sys.argv[1])
+lp = np.array([[R.log_softmax(x) for x in h @ head.T] for h in R.forward(m, prompts[0] * 3)])
+p = np.exp(lp[1:])
+kl = np.median((p * (lp[1:] - lp[:-1])).sum(-1))
+ent = np.median(-(p * lp[1:]).sum(-1))
+with open(sys.argv[3] + ".rules", "w") as f:
+    f.write("kl %.4g\nentropy %.4g\nstable 2\nstable 3\n" % (kl, ent))
+for i, pr in enumerate(prompts):
+    open("%s.%d" % (sys.argv[3], i), "w").write(" ".join(map(str, pr)) + "\n")
+PY
+near=0 checked=0
+while read -r kind value; do
+	for i in 0 1 2 3; do
+		gen=$(printf '{"prompt_ids": [%s]}\n' "$(sed 's/ /, /g' "$tmp/lm.$i")" |
+			ouro-generate -m "$tmp/rnd-noeos" --"$kind" "$value" --kv full --kv-type f32 \
+			-n 10 --jsonl -f -) || { fail "--$kind $value: ouro-generate failed"; continue; }
+		want=$("$PYTHON" scripts/ouro_ref.py generate --model "$tmp/rnd-noeos" --ids "$tmp/lm.$i" -n 10 \
+			--rule "$kind $value") || { fail "--$kind $value: the reference failed"; continue; }
+		out=$("$PYTHON" - "$gen" "$want" <<'PY'
+import json, sys
+g, r = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+k = len(r["ids"]) if r["near"] is None else r["near"] + 1
+same = g["ids"][:k] == r["ids"][:k] and g["loops"][:k] == r["loops"][:k]
+print("%s %d %s" % ("same" if same else "differ", r["near"] is not None, r["loops"]))
+PY
+) || fail "--$kind $value: comparing"
+		case "$out" in
+		same*) ;;
+		*) fail "--$kind $value, prompt $i: generate $gen, reference $want" ;;
+		esac
+		set -- $out
+		near=$((near + $2)) checked=$((checked + 1))
+		echo "# --$kind $value, prompt $i: loops ${out#* * }"
+	done
+done <"$tmp/lm.rules"
+echo "# rules of the next-token distribution: $checked generations as the reference's," \
+	"$near with a decision within 1e-6 of the rule's value (compared up to it)"
+
 # bad input: one line on stderr, documented status, nothing on stdout
 echo "19556 905" >"$tmp/prompt"
 bad() {
@@ -139,6 +195,9 @@ bad 2 -q 1.5
 bad 2 -s 4 --prompt-ids
 bad 2 -e -1
 bad 2 -q 0.5 -s 1
+bad 2 --kl 0.1 -e 1
+bad 2 --stable 1
+bad 2 --entropy -2
 bad 2 --kv some
 bad 2 --kv-type f16
 bad 2 --kv-memory 0
