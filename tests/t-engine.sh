@@ -7,7 +7,10 @@
 #      byte-identical for -P 1, -P 3 and -P 16, for the prompts in
 #      shuffled order, and for 1, 2 and 3 threads; under --kv full, last
 #      and mean, greedy and sampled, with an exit threshold. Each answer's
-#      ids are those of ouro-generate run on that prompt alone.
+#      ids are those of ouro-generate run on that prompt alone. The same
+#      for the rules of the next-token distribution (--kl, --stable: their
+#      logits computed for all the pass's rows in one product) on the
+#      random model.
 #   2. Text prompts and stop strings on the bundled model: finish "stop"
 #      and the text cut before the stop string; one line per prompt
 #      without --jsonl.
@@ -113,6 +116,33 @@ PY
 			cases=$((cases + 1))
 		done <"$tmp/alone"
 	done
+done
+# the rules that read lm_head every loop: the same tokens and loops alone
+# and in any batch
+in=$tmp/rnd.jsonl
+for rule in "--kl 0.2" "--stable 2"; do
+	for samp in "" "--temperature 1 --top-k 40 --seed 9"; do
+		run() {
+			ouro-generate -m "$rnd" --kv last $rule $samp --jsonl "$@"
+		}
+		what="rnd $rule ${samp:-greedy}"
+		run -f "$in" -P 1 -j 1 >"$tmp/ref" || { fail "$what: -P 1 failed"; continue; }
+		for p in "-P 3 -j 2" "-P 16 -j 3"; do
+			run -f "$in" $p >"$tmp/got" || fail "$what $p: failed"
+			cmp -s "$tmp/ref" "$tmp/got" || fail "$what: $p differs from -P 1 -j 1"
+		done
+		cases=$((cases + 2))
+		# each prompt alone: its line of the batch's answers
+		i=0
+		while IFS= read -r line; do
+			i=$((i + 1))
+			echo "$line" | run -f - | sed 's/^{"index":0,//' >"$tmp/alone"
+			sed -n "${i}p" "$tmp/ref" | sed 's/^{"index":[0-9]*,//' | cmp -s - "$tmp/alone" ||
+				fail "$what: prompt $i alone: $(cat "$tmp/alone"), in the batch: $(sed -n "${i}p" "$tmp/ref")"
+			cases=$((cases + 1))
+		done <"$in"
+	done
+	grep -q '"loops":\[[^]]*[123][],]' "$tmp/ref" || fail "rnd $rule: no token exits before the last loop"
 done
 echo "# $cases runs identical to their reference"
 
