@@ -107,8 +107,7 @@ int cli_strtou64(const char *s, uint64_t *v)
 	return *s < '0' || *s > '9' || *end || errno ? -1 : 0;
 }
 
-/* An exit-rule option's name in messages. */
-static const char *exit_option_name(int opt, int long_names)
+const char *cli_exit_name(int opt, int long_names)
 {
 	switch (opt) {
 	case 'q': return long_names ? "--threshold" : "-q";
@@ -123,7 +122,7 @@ static const char *exit_option_name(int opt, int long_names)
 
 void cli_exit_value(struct ouro_exit_rule *r, int opt, const char *arg, int long_names)
 {
-	const char *name = exit_option_name(opt, long_names);
+	const char *name = cli_exit_name(opt, long_names);
 
 	memset(r, 0, sizeof *r);
 	switch (opt) {
@@ -162,7 +161,7 @@ void cli_exit_option(struct ouro_exit_rule *r, int *given, int opt,
 {
 	if (*given && *given != opt)
 		usage_error("%s and %s choose different exit rules; give one",
-			    exit_option_name(*given, long_names), exit_option_name(opt, long_names));
+			    cli_exit_name(*given, long_names), cli_exit_name(opt, long_names));
 	*given = opt;
 	cli_exit_value(r, opt, arg, long_names);
 }

@@ -56,6 +56,10 @@ enum { CLI_OPT_KL = 0x400, CLI_OPT_ENTROPY, CLI_OPT_STABLE };
 	{"entropy", required_argument, NULL, CLI_OPT_ENTROPY}, \
 	{"stable", required_argument, NULL, CLI_OPT_STABLE}
 
+/* An exit-rule option's name in messages (long_names: --threshold,
+ * --step, --eps, --weighted for -q, -s, -e, -w). */
+const char *cli_exit_name(int opt, int long_names);
+
 /* Sets *r to the rule of one exit-rule option and its value: -q Q (0..1),
  * -s STEP (0..255), -e EPS (0..inf), -w, --kl EPS (0..inf), --entropy H
  * (0..inf) or --stable K (2..256); a bad value is a usage error naming

@@ -39,11 +39,13 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: ouro-eval ppl [-m DIR] [--gate FILE] [-T STEPS] [-q Q,...] [-e EPS,...]\n"
+		"                 [--kl EPS,...] [--entropy H,...] [--stable K,...]\n"
 		"                 [--beta B] [-W TOKENS] [--context TOKENS] [--prefix-token ID]\n"
 		"                 [-f auto|text|jsonl|ids] [--field NAME] [--per-token FILE]\n"
 		"                 [--limit N] [--shard K/N] [--log FILE [--resume]] [--table]\n"
 		"                 [--plot FILE] [-P N] [-j THREADS] [-v] [-o FILE] [FILE ...]\n"
 		"       ouro-eval choice [-m DIR] [--gate FILE] [-T STEPS] [-q Q,...] [-e EPS,...]\n"
+		"                 [--kl EPS,...] [--entropy H,...] [--stable K,...]\n"
 		"                 [-W TOKENS] [--prefix-token ID] [--limit N] [--shard K/N]\n"
 		"                 [--log FILE [--resume]] [--table] [--plot FILE] [-P N]\n"
 		"                 [-j THREADS] [-v] [-o FILE] [FILE ...]\n"
@@ -55,6 +57,12 @@ static void usage(FILE *f)
 		"  -T, --steps STEPS      loops (default: total_ut_steps of config.json)\n"
 		"  -q, --threshold Q,...  exit rules: first loop whose exit CDF reaches Q, 0..1\n"
 		"  -e, --eps EPS,...      exit rules: first loop t >= 2 with ||h[t] - h[t-1]|| < EPS\n"
+		"      --kl EPS,...       exit rules: first loop t >= 2 whose next-token distribution\n"
+		"                         is within KL divergence EPS (nats) of loop t-1's\n"
+		"      --entropy H,...    exit rules: first loop t >= 2 whose next-token entropy < H\n"
+		"      --stable K,...     exit rules: first loop whose most likely next token is that\n"
+		"                         of the K-1 loops before it, K >= 2 (--kl, --entropy,\n"
+		"                         --stable: an lm_head product per loop and position)\n"
 		"      --beta B           entropy weight of the Stage I objective (default 0.1)\n"
 		"  -W, --window TOKENS    most input tokens per forward pass\n"
 		"                         (default: max_position_embeddings)\n"
@@ -104,8 +112,9 @@ struct opts {
 	int ninputs;
 };
 
-/* Appends the rules of a comma-separated list of -q or -e values. */
-static void add_rules(struct opts *o, const char *list, enum ouro_exit_kind kind)
+/* Appends the rules of a comma-separated list of values of the exit-rule
+ * option opt (-q, -e, --kl, --entropy or --stable). */
+static void add_rules(struct opts *o, const char *list, int opt)
 {
 	const char *p = list;
 	char item[64];
@@ -114,30 +123,16 @@ static void add_rules(struct opts *o, const char *list, enum ouro_exit_kind kind
 		size_t len = strcspn(p, ",");
 		if (len == 0 || len >= sizeof item)
 			usage_error("%s: '%s' is not a comma-separated list of numbers",
-				    kind == OURO_EXIT_THRESHOLD ? "--threshold" : "--eps", list);
+				    cli_exit_name(opt, 1), list);
 		if (o->nrules == OURO_EVAL_MAX_RULES)
 			usage_error("more than %d exit rules", OURO_EVAL_MAX_RULES);
 		memcpy(item, p, len);
 		item[len] = '\0';
-		struct ouro_exit_rule *r = &o->rules[o->nrules++];
-		memset(r, 0, sizeof *r);
-		r->kind = kind;
-		if (kind == OURO_EXIT_THRESHOLD)
-			r->q = cli_real(item, 0, 1, "--threshold");
-		else
-			r->eps = cli_real(item, 0, INFINITY, "--eps");
+		cli_exit_value(&o->rules[o->nrules++], opt, item, 1);
 		if (!p[len])
 			break;
 		p += len + 1;
 	}
-}
-
-static void rule_text(char *buf, size_t len, const struct ouro_exit_rule *r)
-{
-	char num[40];
-
-	cli_format_double(num, sizeof num, r->kind == OURO_EXIT_THRESHOLD ? r->q : r->eps);
-	snprintf(buf, len, "%s %s", r->kind == OURO_EXIT_THRESHOLD ? "threshold" : "diff", num);
 }
 
 static void parse_shard(struct opts *o, const char *s)
@@ -160,6 +155,7 @@ static void parse_run_options(struct opts *o, int argc, char **argv)
 		{"steps", required_argument, NULL, 'T'},
 		{"threshold", required_argument, NULL, 'q'},
 		{"eps", required_argument, NULL, 'e'},
+		CLI_EXIT_LONGOPTS,
 		{"beta", required_argument, NULL, 'B'},
 		{"window", required_argument, NULL, 'W'},
 		{"context", required_argument, NULL, 'C'},
@@ -193,8 +189,9 @@ static void parse_run_options(struct opts *o, int argc, char **argv)
 		case 'm': o->model_dir = optarg; break;
 		case 'G': o->gate_file = optarg; break;
 		case 'T': o->steps = cli_long(optarg, 1, OURO_MAX_STEPS, "--steps"); break;
-		case 'q': add_rules(o, optarg, OURO_EXIT_THRESHOLD); break;
-		case 'e': add_rules(o, optarg, OURO_EXIT_DIFF); break;
+		case 'q': case 'e': case CLI_OPT_KL: case CLI_OPT_ENTROPY: case CLI_OPT_STABLE:
+			add_rules(o, optarg, c);
+			break;
 		case 'B': o->beta = cli_real(optarg, 0, 1e6, "--beta"); break;
 		case 'W': o->window = cli_long(optarg, 1, 1L << 24, "--window"); break;
 		case 'C': o->context = cli_long(optarg, 1, 1L << 24, "--context"); break;
@@ -246,7 +243,7 @@ static json_t *config_build(const struct opts *o, const struct ouro_model *m, in
 	json_object_set_new(c, "gate", json_string(o->gate_file ? o->gate_file : "model"));
 	json_object_set_new(c, "steps", json_integer(T));
 	for (int q = 0; q < o->nrules; q++) {
-		rule_text(text, sizeof text, &o->rules[q]);
+		cli_rule_text(text, sizeof text, &o->rules[q]);
 		json_array_append_new(rules, json_string(text));
 	}
 	json_object_set_new(c, "rules", rules);

@@ -110,65 +110,6 @@ static int read_loops(struct loops *L, const struct ouro_st *rec, const char *wh
 	return OURO_OK;
 }
 
-/* The exit step of token i of L under rule r, a rule of the gate or of
- * the states, given its gate logits [T, n]: the first step at which
- * ouro_exit_update says stop. */
-static int exit_step(const struct loops *L, const struct ouro_exit_rule *r, const float *logits, int64_t i)
-{
-	struct ouro_exit_state s;
-	int64_t n = L->n, D = L->D;
-
-	ouro_exit_begin(&s);
-	for (int t = 0; t < L->T; t++) {
-		struct ouro_exit_loop in = {.gate = logits[(int64_t)t * n + i]};
-		if (t > 0 && r->kind == OURO_EXIT_DIFF)
-			in.diff = ouro_exit_diff(L->h + ((int64_t)t * n + i) * D, L->h + ((int64_t)(t - 1) * n + i) * D, D);
-		if (ouro_exit_update(&s, r, t, L->T, &in))
-			return t;
-	}
-	return L->T - 1;   /* not reached: the update always stops at T-1 */
-}
-
-#define LM_ROWS 64   /* tokens whose lm_head logits are computed together */
-
-/* The exit steps [n] of all tokens of L under rule r, a rule reading the
- * lm_head logits, given their gate logits [T, n]: LM_ROWS tokens at a
- * time, step by step, each step's logits fed with the previous step's,
- * until every token of the block has stopped. */
-static int lm_exit_steps(struct ouro_model *m, const struct loops *L, const struct ouro_exit_rule *r,
-			 const float *logits, int32_t *step, const char *where)
-{
-	int64_t n = L->n, D = L->D, V = ouro_model_config(m)->vocab_size;
-	float *lm = malloc(2 * (size_t)LM_ROWS * (size_t)V * sizeof *lm);   /* [2, LM_ROWS, V] */
-	struct ouro_exit_state s[LM_ROWS];
-	int rc = OURO_OK;
-
-	if (!lm)
-		return ouro_fail(OURO_ENOMEM, "%s: out of memory for the lm_head logits", where);
-	for (int64_t i0 = 0; i0 < n && !rc; i0 += LM_ROWS) {
-		int64_t rows = n - i0 < LM_ROWS ? n - i0 : LM_ROWS, left = rows;
-		for (int64_t k = 0; k < rows; k++) {
-			ouro_exit_begin(&s[k]);
-			step[i0 + k] = -1;
-		}
-		for (int t = 0; t < L->T && left; t++) {
-			float *cur = lm + (size_t)(t & 1) * LM_ROWS * V, *prev = lm + (size_t)((t + 1) & 1) * LM_ROWS * V;
-			if ((rc = ouro_logits(m, L->h + ((int64_t)t * n + i0) * D, rows, cur)))
-				break;
-			for (int64_t k = 0; k < rows; k++) {
-				struct ouro_exit_loop in = {.gate = logits[(int64_t)t * n + i0 + k],
-							    .logits = cur + k * V, .prev = prev + k * V, .V = V};
-				if (step[i0 + k] < 0 && ouro_exit_update(&s[k], r, t, L->T, &in)) {
-					step[i0 + k] = t;
-					left--;
-				}
-			}
-		}
-	}
-	free(lm);
-	return rc;
-}
-
 /* ---- ouro-gate: apply --------------------------------------------------- */
 
 static const char *const added[] = {"gate_logits", "exit_pdf", "exit_cdf", "exit_step", "exit_hidden"};
@@ -200,14 +141,13 @@ static int apply_one(FILE *out, const char *outname, const struct ouro_st *rec, 
 	for (int64_t k = 0; k < Tn; k++)
 		logits[k] = ouro_gate_logit(g, L->h + k * D);
 	ouro_exit_dist(logits, T, n, pdf, cdf);
-	if (ouro_exit_needs_logits(r) && (rc = lm_exit_steps(m, L, r, logits, step, where)))
+	if ((rc = ouro_exit_steps(m, L->h, T, n, logits, r, step)))
 		goto out;
 	for (int64_t i = 0; i < n; i++) {
 		float *x = xh + i * D;
 		if (r->kind == OURO_EXIT_WEIGHTED) {
 			/* lm_head is linear without bias: the logits of this
 			 * mixture are the pdf-weighted mixture of the logits */
-			step[i] = T - 1;
 			for (int64_t j = 0; j < D; j++) {
 				double acc = 0;
 				for (int t = 0; t < T; t++)
@@ -215,8 +155,6 @@ static int apply_one(FILE *out, const char *outname, const struct ouro_st *rec, 
 				x[j] = (float)acc;
 			}
 		} else {
-			if (!ouro_exit_needs_logits(r))
-				step[i] = exit_step(L, r, logits, i);
 			memcpy(x, L->h + ((int64_t)step[i] * n + i) * D, (size_t)D * sizeof *x);
 		}
 	}

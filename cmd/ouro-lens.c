@@ -5,8 +5,8 @@
  * language-model head to the state after each loop step (hidden[t] of
  * that position) and shows the K most likely next tokens with their
  * probabilities, next to the exit gate's view of the position: the exit
- * pdf and cdf over the steps and the step the threshold rule chooses
- * (decided by ouro_exit_update, as ouro-gate and ouro-generate decide).
+ * pdf and cdf over the steps and the step the exit rule chooses (decided
+ * by ouro_exit_steps, as ouro-gate and ouro-generate decide).
  * The output is an aligned table for a terminal, or one JSON object per
  * sequence.
  *
@@ -30,16 +30,23 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: ouro-lens [-m DIR] [-k K] [-T STEPS] [-q Q] [--prompt-ids] [--json]\n"
-		"                 [-j THREADS] [-o FILE] [PROMPT ...]\n"
+		"usage: ouro-lens [-m DIR] [-k K] [-T STEPS] [-q Q | --kl EPS | --entropy H |\n"
+		"                 --stable K] [--prompt-ids] [--json] [-j THREADS] [-o FILE]\n"
+		"                 [PROMPT ...]\n"
 		"Show each position's top next-token predictions after every loop, the exit\n"
-		"distribution over the loops and the loop the exit gate chooses.\n"
+		"distribution over the loops and the loop the exit rule chooses.\n"
 		"\n"
 		"  -m, --model DIR       model directory (default: $OURO_MODEL, else the bundled model)\n"
 		"  -k, --top K           predictions per loop (default 3)\n"
 		"  -T, --steps STEPS     loops to run (default: total_ut_steps of config.json)\n"
 		"  -q, --threshold Q     exit at the first loop whose exit CDF reaches Q, 0..1\n"
 		"                        (default: early_exit_threshold of config.json)\n"
+		"      --kl EPS          exit at the first loop t >= 1 whose next-token distribution\n"
+		"                        is within KL divergence EPS (nats) of loop t-1's\n"
+		"      --entropy H       exit at the first loop t >= 1 whose next-token entropy is\n"
+		"                        below H nats\n"
+		"      --stable K        exit once K consecutive loops have the same most likely\n"
+		"                        next token, K >= 2\n"
 		"      --prompt-ids      the prompt is token ids (decimal, blank-separated)\n"
 		"      --json            one JSON object per sequence instead of a table\n"
 		"  -j, --threads N       threads (default: $OURO_THREADS, else all cores)\n"
@@ -53,7 +60,8 @@ static void usage(FILE *f)
 struct opts {
 	const char *model, *threads, *output;
 	long top, steps;          /* -k; -T, 0: the config's */
-	double q;                 /* -q, < 0: the config's */
+	struct ouro_exit_rule rule;   /* a threshold of q < 0: the config's */
+	int rule_given;
 	int prompt_ids, as_json;
 };
 
@@ -89,12 +97,12 @@ static void lens_free(struct lens *L)
 
 /* Fills L's results from L->h: the top K of lm_head(h[t, i]) for every
  * step and position, the gate's logits and exit distribution, and the
- * step the threshold rule q picks for each position. */
-static int lens_run(struct lens *L, struct ouro_model *m, const struct ouro_gate *g, double q)
+ * step the exit rule picks for each position. */
+static int lens_run(struct lens *L, struct ouro_model *m, const struct ouro_gate *g,
+		    const struct ouro_exit_rule *rule)
 {
 	int64_t Tn = (int64_t)L->T * L->n, D = L->D;
 	float *logits = malloc((size_t)ROWS * (size_t)L->V * sizeof *logits);   /* [ROWS, V] */
-	struct ouro_exit_rule rule = {.kind = OURO_EXIT_THRESHOLD, .q = q};
 	int rc = OURO_OK;
 
 	L->top_ids = malloc((size_t)(Tn * L->K) * sizeof *L->top_ids);
@@ -121,18 +129,7 @@ static int lens_run(struct lens *L, struct ouro_model *m, const struct ouro_gate
 	for (int64_t k = 0; k < Tn; k++)
 		L->gate[k] = ouro_gate_logit(g, L->h + k * D);
 	ouro_exit_dist(L->gate, L->T, L->n, L->pdf, L->cdf);
-	for (int64_t i = 0; i < L->n; i++) {
-		struct ouro_exit_state s;
-		ouro_exit_begin(&s);
-		for (int t = 0; t < L->T; t++) {
-			struct ouro_exit_loop in = {.gate = L->gate[(int64_t)t * L->n + i]};
-			if (ouro_exit_update(&s, &rule, t, L->T, &in)) {
-				L->exit_step[i] = t;
-				break;
-			}
-		}
-	}
-	return OURO_OK;
+	return ouro_exit_steps(m, L->h, L->T, L->n, L->gate, rule, L->exit_step);
 }
 
 /* ---- token text -------------------------------------------------------- */
@@ -283,8 +280,8 @@ static void table_free(struct table *tb)
 }
 
 /* Writes L as a table: a row per position and step. */
-static int print_table(FILE *f, const struct lens *L, const struct ouro_tok *tok, double q,
-		       long seq)
+static int print_table(FILE *f, const struct lens *L, const struct ouro_tok *tok,
+		       const struct ouro_exit_rule *rule, long seq)
 {
 	enum { POS, TOKEN, STEP, PDF, CDF, TOP };
 	struct table tb = {.cols = TOP + 2 * L->K};
@@ -336,8 +333,9 @@ static int print_table(FILE *f, const struct lens *L, const struct ouro_tok *tok
 		}
 	}
 	if (!rc) {
-		fprintf(f, "sequence %ld: %lld tokens, %d loops, exit threshold %g; * marks the exit loop\n",
-			seq, (long long)L->n, L->T, q);
+		cli_rule_text(buf, sizeof buf, rule);
+		fprintf(f, "sequence %ld: %lld tokens, %d loops, exit %s; * marks the exit loop\n",
+			seq, (long long)L->n, L->T, buf);
 		table_print(f, &tb);
 	}
 out:
@@ -349,8 +347,9 @@ out:
 /* ---- JSON -------------------------------------------------------------- */
 
 static int print_json(FILE *f, const char *fname, const struct lens *L, const struct ouro_tok *tok,
-		      double q)
+		      const struct ouro_exit_rule *rule)
 {
+	char rtext[64];
 	json_t *o = json_object(), *ids = json_array(), *pos = json_array();
 	struct ouro_bytes text = {0};
 	int rc = OURO_OK, w;
@@ -359,7 +358,10 @@ static int print_json(FILE *f, const char *fname, const struct lens *L, const st
 		json_array_append_new(ids, json_integer(L->ids[i]));
 	json_object_set_new(o, "tokens", ids);
 	json_object_set_new(o, "steps", json_integer(L->T));
-	json_object_set_new(o, "threshold", json_real(q));
+	cli_rule_text(rtext, sizeof rtext, rule);
+	json_object_set_new(o, "exit_rule", json_string(rtext));
+	if (rule->kind == OURO_EXIT_THRESHOLD)
+		json_object_set_new(o, "threshold", json_real(rule->q));
 	for (int64_t i = 0; i < L->n && !rc; i++) {
 		json_t *p = json_object(), *pdf = json_array(), *cdf = json_array(),
 		       *gl = json_array(), *pred = json_array();
@@ -461,11 +463,11 @@ static int show(struct ctx *c, struct lens *L)
 			rc = ouro_forward(c->m, L->ids, L->n, L->T, L->h);
 	}
 	if (!rc)
-		rc = lens_run(L, c->m, &c->gate, c->o->q);
+		rc = lens_run(L, c->m, &c->gate, &c->o->rule);
 	c->seq++;
 	if (!rc)
-		rc = c->o->as_json ? print_json(c->out, c->outname, L, c->tok, c->o->q)
-				   : print_table(c->out, L, c->tok, c->o->q, c->seq);
+		rc = c->o->as_json ? print_json(c->out, c->outname, L, c->tok, &c->o->rule)
+				   : print_table(c->out, L, c->tok, &c->o->rule, c->seq);
 	free(L->h);
 	L->h = NULL;
 	lens_free(L);
@@ -551,6 +553,7 @@ int main(int argc, char **argv)
 		{"top", required_argument, NULL, 'k'},
 		{"steps", required_argument, NULL, 'T'},
 		{"threshold", required_argument, NULL, 'q'},
+		CLI_EXIT_LONGOPTS,
 		{"prompt-ids", no_argument, NULL, OPT_PROMPT_IDS},
 		{"json", no_argument, NULL, OPT_JSON},
 		{"threads", required_argument, NULL, 'j'},
@@ -558,7 +561,7 @@ int main(int argc, char **argv)
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	struct opts o = {.top = 3, .q = -1};
+	struct opts o = {.top = 3, .rule = {.kind = OURO_EXIT_THRESHOLD, .q = -1}};
 	struct ctx c = {.o = &o};
 	struct ouro_output *out;
 	int ch, rc;
@@ -569,7 +572,9 @@ int main(int argc, char **argv)
 		case 'm': o.model = optarg; break;
 		case 'k': o.top = cli_long(optarg, 1, 1000, "-k"); break;
 		case 'T': o.steps = cli_long(optarg, 1, OURO_MAX_STEPS, "-T"); break;
-		case 'q': o.q = cli_real(optarg, 0, 1, "-q"); break;
+		case 'q': case CLI_OPT_KL: case CLI_OPT_ENTROPY: case CLI_OPT_STABLE:
+			cli_exit_option(&o.rule, &o.rule_given, ch, optarg, 0);
+			break;
 		case OPT_PROMPT_IDS: o.prompt_ids = 1; break;
 		case OPT_JSON: o.as_json = 1; break;
 		case 'j': o.threads = optarg; break;
@@ -585,8 +590,8 @@ int main(int argc, char **argv)
 	if (o.top > ouro_model_config(c.m)->vocab_size)
 		usage_error("-k: %ld exceeds the model's vocabulary of %lld tokens", o.top,
 			    (long long)ouro_model_config(c.m)->vocab_size);
-	if (o.q < 0)
-		o.q = ouro_model_config(c.m)->early_exit_threshold;
+	if (o.rule.kind == OURO_EXIT_THRESHOLD && o.rule.q < 0)
+		o.rule.q = ouro_model_config(c.m)->early_exit_threshold;
 	c.outname = cli_output_open(&out, &c.out, o.output);
 	rc = run(&c, argc, argv);
 	ouro_gate_free(&c.gate);

@@ -102,6 +102,14 @@ int ouro_exit_update(struct ouro_exit_state *s, const struct ouro_exit_rule *r,
  * with eps. */
 double ouro_exit_diff(const float *a, const float *b, int64_t D);
 
+/* step [n]: the loop at which each of n positions exits under rule r
+ * (T-1 for OURO_EXIT_WEIGHTED), from its normed states h [T, n, D] of
+ * model m (D its hidden_size) and their gate logits [T, n]; a rule that
+ * reads the logits gets them from m's lm_head, a block of positions and
+ * one loop at a time, until every position of the block has exited. */
+int ouro_exit_steps(struct ouro_model *m, const float *h, int T, int64_t n,
+		    const float *gate_logits, const struct ouro_exit_rule *r, int32_t *step);
+
 /* ---- Stage II training (gate_train.c) ----------------------------------
  * The gate alone is fitted, the model frozen, to targets from how much
  * each loop step lowered each token's next-token loss (ouro-model.md

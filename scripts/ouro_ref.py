@@ -51,10 +51,12 @@ As a program:
       prints the Stage II loss of a gate on ouro-forward records and the
       mean exit step at threshold Q.
   ouro_ref.py eval-ppl --model DIR --ids FILE --window W [--context C]
-             [--prefix ID] [--beta B] [-q Q,...] [-e EPS,...]
+             [--prefix ID] [--beta B] [-q Q,...] [-e EPS,...] [--kl EPS,...]
+             [--entropy H,...] [--stable K,...]
       prints as JSON the means ouro-eval ppl reports, one document of ids
       a line.
-  ouro_ref.py eval-choice --model DIR --requests FILE --window W [-q ..] [-e ..]
+  ouro_ref.py eval-choice --model DIR --requests FILE --window W [-q ..] [-e ..] [--kl ..]
+             [--entropy ..] [--stable ..]
       prints as JSON the accuracies ouro-eval choice reports, for requests
       already tokenized.
   ouro_ref.py selftest
@@ -1089,7 +1091,8 @@ def score_request(m, head, gm, context, continuation, max_len, steps, rules):
             lp = log_softmax(logits[j])
             loss[t, j] = -lp[target[j]]
             greedy[t, j] = int(np.argmax(logits[j])) == target[j]
-    exits = np.array([exit_choice(p, cdf, hidden, r)[0][pos] for r in rules],
+    exits = np.array([(lm_exit_choice(head, hidden, r) if r[0] in LM_RULES
+                       else exit_choice(p, cdf, hidden, r))[0][pos] for r in rules],
                      dtype=np.int64).reshape(len(rules), k)
     return loss, greedy, p[:, pos], exits
 
@@ -1173,8 +1176,13 @@ def eval_choice(m, head, gm, examples, steps, max_len, rules):
 
 
 def eval_rules(args):
+    """The rules of the lists, in this order: -q, -e, --kl, --entropy,
+    --stable."""
     return ([("threshold", float(q)) for q in args.q.split(",") if q] +
-            [("diff", float(e)) for e in args.e.split(",") if e])
+            [("diff", float(e)) for e in args.e.split(",") if e] +
+            [("kl", float(x)) for x in args.kl.split(",") if x] +
+            [("entropy", float(x)) for x in args.entropy.split(",") if x] +
+            [("stable", int(x, 10)) for x in args.stable.split(",") if x])
 
 
 def cmd_eval_ppl(args):
@@ -1454,6 +1462,9 @@ def main(argv):
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("-q", default="", metavar="Q,...", help="threshold rules")
     p.add_argument("-e", default="", metavar="EPS,...", help="hidden-difference rules")
+    p.add_argument("--kl", default="", metavar="EPS,...", help="KL rules")
+    p.add_argument("--entropy", default="", metavar="H,...", help="entropy rules")
+    p.add_argument("--stable", default="", metavar="K,...", help="stable-argmax rules")
     p = sub.add_parser("eval-choice", help="multiple-choice scores as ouro-eval choice")
     p.add_argument("--model", required=True, metavar="DIR")
     p.add_argument("--gate", metavar="FILE", help="gate weights instead of the model's")
@@ -1464,6 +1475,9 @@ def main(argv):
     p.add_argument("--window", type=positive, required=True, metavar="W")
     p.add_argument("-q", default="", metavar="Q,...", help="threshold rules")
     p.add_argument("-e", default="", metavar="EPS,...", help="hidden-difference rules")
+    p.add_argument("--kl", default="", metavar="EPS,...", help="KL rules")
+    p.add_argument("--entropy", default="", metavar="H,...", help="entropy rules")
+    p.add_argument("--stable", default="", metavar="K,...", help="stable-argmax rules")
     p = sub.add_parser("selftest", help="check the reference against itself")
     p.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)

@@ -11,7 +11,9 @@
 #      Stage I objective, expected loops, per-rule NLL and average loops)
 #      within a relative error of 1e-5;
 #   2. a fresh random model (bf16, T=5, run at T=6) and one with tied
-#      embeddings (f32), on token ids, with another --beta and a gate file;
+#      embeddings (f32), on token ids, with another --beta and a gate file,
+#      and the rules of the next-token distribution (--kl, --entropy,
+#      --stable);
 #   3. --per-token: the records hold every window once, step_loss equals
 #      the reference's step losses, and `ouro-gate train` reads them;
 #   4. text and ids input give the same sums; bytes and words counts;
@@ -94,9 +96,11 @@ ouro-eval ppl -m "$tmp/rand" -T 6 -f ids --per-token "$tmp/rpt.rec" -o /dev/null
 	fail "random --per-token"
 reps=$(eps_for "$tmp/rpt.rec") || fail "eps (random)"
 ouro-eval ppl -m "$tmp/rand" -T 6 -f ids -W 20 --context 4 --beta 0.05 -q 0.5,0.99 -e "$reps" \
-	-o "$tmp/c.json" "$tmp/rand.ids" || fail "ouro-eval ppl (random)"
+	--kl 0.02,0.2 --entropy 5.65 --stable 2,3 -o "$tmp/c.json" "$tmp/rand.ids" ||
+	fail "ouro-eval ppl (random)"
 "$PYTHON" "$ref" eval-ppl --model "$tmp/rand" --steps 6 --ids "$tmp/rand.ids" --window 20 --context 4 \
-	--beta 0.05 -q 0.5,0.99 -e "$reps" >"$tmp/r.json" || fail "reference (random)"
+	--beta 0.05 -q 0.5,0.99 -e "$reps" --kl 0.02,0.2 --entropy 5.65 --stable 2,3 >"$tmp/r.json" ||
+	fail "reference (random)"
 compare "random bf16 T=6 -W 20 --context 4" "$tmp/c.json" "$tmp/r.json" "$tmp/errors"
 
 ouro-gate train -m "$tmp/rand" -n 3 --lr 0.05 -o "$tmp/rgate.st" "$tmp/rpt.rec" 2>/dev/null ||

@@ -14,7 +14,8 @@
 #      pass, lm_head, gate), within 1e-4.
 #   3. the three inputs agree: text (tokenized as ouro-tokenize does),
 #      --prompt-ids and ouro-forward records on stdin; -T and -q change the
-#      loops and the exit step as the reference says.
+#      loops and the exit step as the reference says; under --kl, --entropy
+#      and --stable the lens marks the exit steps of ouro-gate's rule.
 #   4. the table: a header, one row per position and loop, one exit mark
 #      per position, columns aligned.
 #   5. failures: bad option values, an empty prompt, non-numeric ids, ids
@@ -149,6 +150,25 @@ for i, p in enumerate(lens["positions"]):
     assert p["exit_step"] == want, (i, p["exit_step"], want)
 EOF
 
+# the rules of the next-token distribution: the steps ouro-gate chooses
+# (which t-gate checks against the reference)
+echo "$ids" | ouro-forward >"$tmp/lm.rec" || fail "ouro-forward"
+for rule in "--kl 0.15" "--entropy 10.32" "--stable 2"; do
+	# shellcheck disable=SC2086
+	ouro-lens $rule --json <"$tmp/lm.rec" >"$tmp/lm.json" &&
+		ouro-gate $rule "$tmp/lm.rec" >"$tmp/lm-gate.rec" || fail "ouro-lens and ouro-gate $rule"
+	"$PYTHON" - "$tmp/lm.json" "$tmp/lm-gate.rec" "$rule" <<'EOF' || fail "$rule: exit steps differ from ouro-gate's"
+import json, sys
+sys.path.insert(0, "scripts")
+import ouro_ref as ref
+lens = json.loads(open(sys.argv[1]).read())
+steps = ref.read_records(sys.argv[2])[0][0]["exit_step"].ints()
+assert lens["exit_rule"] == sys.argv[3][2:], lens["exit_rule"]
+assert [p["exit_step"] for p in lens["positions"]] == list(steps), (lens["positions"], steps)
+print("# lens %s: exit steps %s" % (sys.argv[3], list(steps)))
+EOF
+done
+
 # ---- 4. the table
 # shellcheck disable=SC2086
 ouro-lens -k 3 --prompt-ids $ids >"$tmp/table.txt" || fail "ouro-lens table"
@@ -165,6 +185,8 @@ awk 'NR == 2 { c = index($0, "p(exit)") + 6 } NR > 2 { if (substr($0, c - 4, 5) 
 # ---- 5. failures (expect_fail: tests/lib.sh)
 expect_fail 2 "^ouro-lens: -k: '0' is not an integer in 1..1000$" ouro-lens -k 0 hello
 expect_fail 2 "^ouro-lens: -q: '1.5' is not a number in 0..1$" ouro-lens -q 1.5 hello
+expect_fail 2 "^ouro-lens: -q and --stable choose different exit rules; give one$" ouro-lens -q 1 --stable 2 hello
+expect_fail 2 "^ouro-lens: --stable: '1' is not an integer in 2..256$" ouro-lens --stable 1 hello
 expect_fail 2 "^ouro-lens: -T: 'x' is not an integer" ouro-lens -T x hello
 expect_fail 2 "^ouro-lens: --bogus: unknown option" ouro-lens --bogus hello
 expect_fail 1 "^ouro-lens: the prompt is empty$" sh -c "ouro-lens </dev/null"

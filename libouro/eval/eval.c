@@ -268,7 +268,7 @@ static void reduce_rows(void *ctx, int64_t begin, int64_t end)
 /* The gate, the exit distribution and the exit step of every rule at
  * every position of one window: its [T, n] and [nrules, n] tables start
  * at offsets T * off and nrules * off, its states at T * off * D. */
-static void window_exits(struct ouro_scorer *s, int64_t off, int64_t n, int64_t D)
+static int window_exits(struct ouro_scorer *s, int64_t off, int64_t n, int64_t D)
 {
 	int T = s->T;
 	const float *hidden = s->hidden + (size_t)(T * off * D);
@@ -278,23 +278,12 @@ static void window_exits(struct ouro_scorer *s, int64_t off, int64_t n, int64_t 
 		gl[k] = ouro_gate_logit(&s->gate, hidden + k * D);
 	ouro_exit_dist(gl, T, n, s->pdf + T * off, s->cdf + T * off);
 	for (int r = 0; r < s->nrules; r++) {
-		const struct ouro_exit_rule *rule = &s->rules[r];
-		for (int64_t i = 0; i < n; i++) {
-			struct ouro_exit_state st;
-			int t;
-
-			ouro_exit_begin(&st);
-			for (t = 0; t < T; t++) {
-				struct ouro_exit_loop in = {.gate = gl[(int64_t)t * n + i]};
-				if (t > 0 && rule->kind == OURO_EXIT_DIFF)
-					in.diff = ouro_exit_diff(hidden + ((int64_t)t * n + i) * D,
-								 hidden + ((int64_t)(t - 1) * n + i) * D, D);
-				if (ouro_exit_update(&st, rule, t, T, &in))
-					break;
-			}
-			s->exit[s->nrules * off + (int64_t)r * n + i] = t < T ? t : T - 1;
-		}
+		int rc = ouro_exit_steps(s->m, hidden, T, n, gl, &s->rules[r],
+					 s->exit + s->nrules * off + (int64_t)r * n);
+		if (rc)
+			return rc;
 	}
+	return OURO_OK;
 }
 
 /* lm_head over the gathered rows [rows] and their reduction. */
@@ -346,7 +335,8 @@ int ouro_score_batch(struct ouro_scorer *s, const struct ouro_score_req *req, in
 		const struct ouro_score_req *q = &req[w];
 		int64_t n = q->n;
 
-		window_exits(s, off, n, D);
+		if ((rc = window_exits(s, off, n, D)))
+			return rc;
 		for (int t = 0; t < T; t++)
 			for (int64_t i = q->lo; i < n; i++) {
 				int64_t at = T * off + (int64_t)t * n + i;

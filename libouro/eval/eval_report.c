@@ -241,15 +241,20 @@ int ouro_eval_plot(const char *path, json_t *report)
 		/* a fixed loop count is a rule that uses exactly t loops */
 		svg_series(f, &right, lx, ly + m * T, T, "#999", m ? "2,3" : "6,3");
 	}
-	/* one line per family of rules (thresholds, eps values) and metric */
+	/* one line per family of rules (thresholds, eps values, ...) and metric */
+	static const char *const family[][2] = {
+		{"threshold ", "exit CDF threshold (-q)"}, {"diff ", "hidden-state difference (-e)"},
+		{"kl ", "KL to the previous loop (--kl)"}, {"entropy ", "next-token entropy (--entropy)"},
+		{"stable ", "stable argmax (--stable)"},
+	};
 	int color = 2;
-	for (int fam = 0; fam < 2; fam++)
+	for (size_t fam = 0; fam < sizeof family / sizeof *family; fam++)
 		for (int m = 0; m < nm; m++) {
 			int n = 0;
 			for (int q = 0; q < R; q++) {
 				json_t *x = json_array_get(rules, (size_t)q);
 				const char *name = json_string_value(json_object_get(x, "rule"));
-				if ((strncmp(name, "threshold", 9) == 0) != (fam == 0))
+				if (strncmp(name, family[fam][0], strlen(family[fam][0])) != 0)
 					continue;
 				rx[n] = num(x, "avg_loops");
 				ry[n++] = num(x, metric[m]);
@@ -259,8 +264,7 @@ int ouro_eval_plot(const char *path, json_t *report)
 			sort_points(rx, ry, n);
 			svg_series(f, &right, rx, ry, n, colors[color % 6], m ? "2,3" : NULL);
 			fprintf(f, "<text x=\"%d\" y=\"%d\" fill=\"%s\">%s %s</text>\n", 575, 60 + 16 * (color - 2),
-				colors[color % 6], fam ? "hidden-state difference (-e)" : "exit CDF threshold (-q)",
-				metric[m]);
+				colors[color % 6], family[fam][1], metric[m]);
 			color++;
 		}
 	for (int m = 0; m < nm; m++)

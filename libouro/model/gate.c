@@ -237,6 +237,52 @@ int ouro_exit_update(struct ouro_exit_state *s, const struct ouro_exit_rule *r,
 	return 0;
 }
 
+#define LM_ROWS 64   /* positions whose lm_head logits are computed together */
+
+int ouro_exit_steps(struct ouro_model *m, const float *h, int T, int64_t n,
+		    const float *gate_logits, const struct ouro_exit_rule *r, int32_t *step)
+{
+	int64_t D = m->cfg.hidden_size, V = m->cfg.vocab_size;
+	int lm = ouro_exit_needs_logits(r);
+	float *buf = NULL;   /* [2, LM_ROWS, V]: loops t and t-1 by parity */
+	struct ouro_exit_state s[LM_ROWS];
+	int rc = OURO_OK;
+
+	if (lm && !(buf = malloc(2 * (size_t)LM_ROWS * (size_t)V * sizeof *buf)))
+		return ouro_fail(OURO_ENOMEM, "out of memory for the lm_head logits of the exit rule");
+	for (int64_t i0 = 0; i0 < n && !rc; i0 += LM_ROWS) {
+		int64_t rows = n - i0 < LM_ROWS ? n - i0 : LM_ROWS, left = rows;
+		for (int64_t k = 0; k < rows; k++) {
+			ouro_exit_begin(&s[k]);
+			step[i0 + k] = -1;
+		}
+		for (int t = 0; t < T && left; t++) {
+			float *cur = buf + (size_t)(t & 1) * LM_ROWS * V;
+			float *prev = buf + (size_t)((t + 1) & 1) * LM_ROWS * V;
+			if (lm && (rc = ouro_logits(m, h + ((int64_t)t * n + i0) * D, rows, cur)))
+				break;
+			for (int64_t k = 0, i = i0; k < rows; k++, i++) {
+				struct ouro_exit_loop in = {.gate = gate_logits[(int64_t)t * n + i], .V = V};
+				if (step[i] >= 0)
+					continue;
+				if (t > 0 && r->kind == OURO_EXIT_DIFF)
+					in.diff = ouro_exit_diff(h + ((int64_t)t * n + i) * D,
+								 h + ((int64_t)(t - 1) * n + i) * D, D);
+				if (lm) {
+					in.logits = cur + k * V;
+					in.prev = prev + k * V;
+				}
+				if (ouro_exit_update(&s[k], r, t, T, &in)) {
+					step[i] = t;
+					left--;
+				}
+			}
+		}
+	}
+	free(buf);
+	return rc;
+}
+
 double ouro_exit_diff(const float *a, const float *b, int64_t D)
 {
 	double s = 0;
