@@ -6,7 +6,7 @@
  *   bench-kernels sgemm [-j THREADS] [-r REPEAT] -P TOKENS -D DIM -F FFN
  *                 -H HEADS -K KV_HEADS -d HEAD_DIM -N LAYERS -T STEPS
  *   bench-kernels matvec [-j THREADS] [-r REPEAT] [-a SKEW] -t TYPE -P ROWS -D DIM
- *                 -F FFN -N LAYERS
+ *                 -F FFN -N LAYERS [-V VOCAB]
  *
  * bandwidth: THREADS threads stream through one buffer much larger than the
  * last-level cache (default 4x L3, at least 1 GiB, at most a quarter of
@@ -37,7 +37,10 @@
  * over seconds) against the bandwidth figure is how near the kernels run
  * to the roofline. The fastest pass and the processor time per pass are
  * printed too, which other work on a shared machine disturbs less than
- * the median.
+ * the median. With -V, the language-model head [VOCAB, DIM] alone too (in
+ * q8_0 for q4, as ouro-quantize writes it): what the exit rules that read
+ * the next-token distribution pay at every loop, against one loop's
+ * layers.
  *
  * cpu: what the kernels found and chose (no measurement): the vector units
  * the CPU has, the level ouro's matrix kernels run at (after OURO_CPU),
@@ -71,7 +74,7 @@ static void usage(FILE *f)
 		"       bench-kernels sgemm [-j THREADS] [-r REPEAT] -P TOKENS -D DIM -F FFN\n"
 		"                     -H HEADS -K KV_HEADS -d HEAD_DIM -N LAYERS -T STEPS\n"
 		"       bench-kernels matvec [-j THREADS] [-r REPEAT] [-a SKEW] -t TYPE -P ROWS -D DIM\n"
-		"                     -F FFN -N LAYERS\n");
+		"                     -F FFN -N LAYERS [-V VOCAB]\n");
 }
 
 
@@ -348,7 +351,7 @@ static double cpu_seconds(void)
 static int bench_matvec(int threads, int reps, const char *type, int skew, const long *v)
 {
 	static const char *const names[] = {"bf16", "q8_0", "q4"};
-	int64_t P = v['P'], D = v['D'], F = v['F'], N = v['N'];
+	int64_t P = v['P'], D = v['D'], F = v['F'], N = v['N'], V = v['V'];
 	int ty = -1;
 
 	for (int i = 0; i < 3; i++)
@@ -386,8 +389,26 @@ static int bench_matvec(int threads, int reps, const char *type, int skew, const
 	double cpu = (cpu_seconds() - c0) / reps, s = median(sec, reps);
 	/* sorted by median(): the fastest pass, what the kernels do undisturbed */
 	printf("matvec type=%s rows=%lld threads=%d skew=%d bytes=%.0f seconds=%.6f gbs=%.3f "
-	       "best_gbs=%.3f cpu_seconds=%.6f\n", type, (long long)P, threads, skew, bytes, s,
+	       "best_gbs=%.3f cpu_seconds=%.6f", type, (long long)P, threads, skew, bytes, s,
 	       bytes / s * 1e-9, bytes / sec[0] * 1e-9, cpu);
+	if (V) {
+		struct ouro_weight hw;
+		struct ouro_tensor ht[2];
+		float *hy = malloc((size_t)(P * V) * sizeof *hy);
+
+		if (!hy)
+			die(ouro_fail(OURO_ENOMEM, "out of memory"));
+		make_weight(&hw, &ht[0], &ht[1], ty == W_Q4 ? W_Q8 : (enum wtype)ty, V, D, skew, &seed);
+		for (int r = 0; r < reps + 1; r++) {
+			double t0 = cli_now();
+			ouro_matmul(hy, x, &hw, P, wbuf);
+			if (r > 0)
+				sec[r - 1] = cli_now() - t0;
+		}
+		s = median(sec, reps);
+		printf(" head_seconds=%.6f head_best_seconds=%.6f", s, sec[0]);
+	}
+	putchar('\n');
 	return 0;
 }
 
@@ -447,7 +468,7 @@ int main(int argc, char **argv)
 	}
 	mode = argv[1];
 	optind = 2;
-	while ((c = cli_getopt(argc, argv, "j:r:s:f:t:a:P:D:F:H:K:d:N:T:h", longopts)) != -1) {
+	while ((c = cli_getopt(argc, argv, "j:r:s:f:t:a:P:D:F:H:K:d:N:T:V:h", longopts)) != -1) {
 		switch (c) {
 		case 'j': threads = cli_long(optarg, 1, 4096, "--threads"); break;
 		case 'r': reps = cli_long(optarg, 1, 1000, "--repeat"); break;
@@ -455,7 +476,7 @@ int main(int argc, char **argv)
 		case 'f': file = optarg; break;
 		case 't': type = optarg; break;
 		case 'a': skew = cli_long(optarg, 0, 63, "-a"); break;
-		case 'P': case 'D': case 'F': case 'H': case 'K': case 'd': case 'N': case 'T': {
+		case 'P': case 'D': case 'F': case 'H': case 'K': case 'd': case 'N': case 'T': case 'V': {
 			char what[3] = {'-', (char)c, 0};
 			shape[c] = cli_long(optarg, 1, 1 << 20, what);
 			break;
