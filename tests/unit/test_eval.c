@@ -21,7 +21,8 @@
  *   - batches: documents (one empty, the others cut into windows that
  *     straddle passes) and questions scored 1, 2, 3 and 16 windows at a
  *     time give the examples in order with the same sums and
- *     log-likelihoods, bit for bit.
+ *     log-likelihoods, bit for bit, under a threshold, a hidden-state
+ *     difference and a KL rule.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -320,8 +321,9 @@ static void batches(void)
 		"{\"context\": \"The capital of France is\", \"choices\": [\"Paris\", \"a much longer answer\", \"London\"], \"gold\": 1, \"delimiter\": \" \"}\n"
 		"{\"context\": \"\", \"choices\": [\"yes\", \"no\"], \"gold\": 1}\n"
 		"{\"context\": \"Question: 2 + 2 = \", \"choices\": [\"4\", \"five\", \"twenty-two\"], \"gold\": 0}\n";
-	struct ouro_exit_rule rules[2] = {{.kind = OURO_EXIT_THRESHOLD, .q = 0.5},
-					  {.kind = OURO_EXIT_DIFF, .eps = 3}};
+	struct ouro_exit_rule rules[3] = {{.kind = OURO_EXIT_THRESHOLD, .q = 0.5},
+					  {.kind = OURO_EXIT_DIFF, .eps = 3},
+					  {.kind = OURO_EXIT_KL, .kl = 0.05}};
 	enum ouro_eval_task tasks[2] = {OURO_EVAL_PPL, OURO_EVAL_CHOICE};
 	static struct got one, g;
 	struct ouro_model *m;
@@ -332,7 +334,7 @@ static void batches(void)
 	CHECK(ouro_tok_load_dir(&tok, "models/ouro-fixture") == OURO_OK);
 	for (int k = 0; k < 2; k++) {
 		struct ouro_eval_corpus c = {0};
-		struct ouro_eval_run r = {.task = tasks[k], .m = m, .T = T, .R = 2, .window = 7,
+		struct ouro_eval_run r = {.task = tasks[k], .m = m, .T = T, .R = 3, .window = 7,
 					  .context = 2, .prefix = 0};
 		char *buf = strdup(k ? task : docs);
 
@@ -341,7 +343,7 @@ static void batches(void)
 		for (int64_t i = 0; i < c.n; i++)
 			CHECK(ouro_eval_tokenize(&c.ex[i], tok, tasks[k], r.prefix, r.window) == OURO_OK);
 		ouro_eval_layout_init(&r.L, tasks[k], T, 2);
-		CHECK(ouro_scorer_new(&r.scorer, m, NULL, T, rules, 2) == OURO_OK);
+		CHECK(ouro_scorer_new(&r.scorer, m, NULL, T, rules, 3) == OURO_OK);
 		score_batched(&r, &c, 1, &one);
 		CHECK(one.n == c.n);
 		for (int64_t i = 0; i < c.n; i++)

@@ -6,7 +6,9 @@
  * The direct form computes p[t] = lambda[t] * prod_{s<t} (1 - lambda[s])
  * (the last step: the whole product) with a fresh product per t, and the
  * cdf as a sum, in long double, so it shares no code or evaluation order
- * with the library's running state.
+ * with the library's running state. The rules of the next-token
+ * distribution (KL, entropy, stable argmax) are checked the same way on
+ * random logits, against sums in long double.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -52,7 +54,7 @@ static int direct_step(const struct ouro_exit_rule *r, const long double *cdf, c
 		case OURO_EXIT_THRESHOLD: if (cdf[t] >= r->q) return t; break;
 		case OURO_EXIT_STATIC: if (t == r->step) return t; break;
 		case OURO_EXIT_DIFF: if (t >= 1 && diff[t] < r->eps) return t; break;
-		case OURO_EXIT_WEIGHTED: break;
+		default: break;
 		}
 	}
 	return T - 1;
@@ -65,9 +67,11 @@ static int library_step(const struct ouro_exit_rule *r, const float *logits, int
 	struct ouro_exit_state s;
 
 	ouro_exit_begin(&s);
-	for (int t = 0; t < T; t++)
-		if (ouro_exit_update(&s, r, t, T, logits[(int64_t)t * n + i], diff[t]))
+	for (int t = 0; t < T; t++) {
+		struct ouro_exit_loop in = {.gate = logits[(int64_t)t * n + i], .diff = diff[t]};
+		if (ouro_exit_update(&s, r, t, T, &in))
 			return t;
+	}
 	return -1;   /* never stopped, not even at T-1: a bug */
 }
 
@@ -112,14 +116,14 @@ static void check_dist(int T)
 
 		/* every rule, against the words of the rule */
 		struct ouro_exit_rule rules[] = {
-			{OURO_EXIT_THRESHOLD, uniform(), 0, 0},
-			{OURO_EXIT_THRESHOLD, 0.9, 0, 0},
-			{OURO_EXIT_THRESHOLD, 0.0, 0, 0},
-			{OURO_EXIT_STATIC, 0, (int)(uniform() * T), 0},
-			{OURO_EXIT_STATIC, 0, T - 1, 0},
-			{OURO_EXIT_DIFF, 0, 0, uniform()},
-			{OURO_EXIT_DIFF, 0, 0, 0.0},
-			{OURO_EXIT_WEIGHTED, 0, 0, 0},
+			{.kind = OURO_EXIT_THRESHOLD, .q = uniform()},
+			{.kind = OURO_EXIT_THRESHOLD, .q = 0.9},
+			{.kind = OURO_EXIT_THRESHOLD, .q = 0.0},
+			{.kind = OURO_EXIT_STATIC, .step = (int)(uniform() * T)},
+			{.kind = OURO_EXIT_STATIC, .step = T - 1},
+			{.kind = OURO_EXIT_DIFF, .eps = uniform()},
+			{.kind = OURO_EXIT_DIFF, .eps = 0.0},
+			{.kind = OURO_EXIT_WEIGHTED},
 		};
 		for (size_t k = 0; k < sizeof rules / sizeof *rules; k++) {
 			int step = library_step(&rules[k], logits, n, i, diff[i], T);
@@ -144,14 +148,15 @@ static void check_q1(void)
 {
 	enum { T = 4 };
 	float logits[T] = {2.5f, -1.0f, 3.0f, 0.5f}, pdf[T], cdf[T];
-	struct ouro_exit_rule r = {OURO_EXIT_THRESHOLD, 1.0, 0, 0};
+	struct ouro_exit_rule r = {.kind = OURO_EXIT_THRESHOLD, .q = 1.0};
 	struct ouro_exit_state s;
 	int step = -1;
 
 	ouro_exit_dist(logits, T, 1, pdf, cdf);
 	ouro_exit_begin(&s);
 	for (int t = 0; t < T && step < 0; t++) {
-		if (ouro_exit_update(&s, &r, t, T, logits[t], 0))
+		struct ouro_exit_loop in = {.gate = logits[t]};
+		if (ouro_exit_update(&s, &r, t, T, &in))
 			step = t;
 		CHECK((float)s.pdf == pdf[t]);
 		CHECK((float)s.cdf == cdf[t]);
@@ -163,7 +168,92 @@ static void check_q1(void)
 	ouro_exit_dist(logits, 1, 1, pdf, cdf);
 	CHECK(pdf[0] == 1.0f && cdf[0] == 1.0f);
 	ouro_exit_begin(&s);
-	CHECK(ouro_exit_update(&s, &r, 0, 1, logits[0], 0) == 1);
+	CHECK(ouro_exit_update(&s, &r, 0, 1, &(struct ouro_exit_loop){.gate = logits[0]}) == 1);
+}
+
+#define NV 37
+
+/* The KL divergence to the previous loop, the entropy and the argmax (the
+ * lowest id of the largest logit) of softmax(x [NV]), in long double. */
+static void direct_dist(const float *x, const float *prev, long double *kl, long double *ent, int *arg)
+{
+	long double zx = 0, zp = 0;
+
+	*arg = 0;
+	for (int v = 0; v < NV; v++) {
+		zx += expl((long double)x[v]);
+		if (prev)
+			zp += expl((long double)prev[v]);
+		if (x[v] > x[*arg])
+			*arg = v;
+	}
+	*kl = *ent = 0;
+	for (int v = 0; v < NV; v++) {
+		long double lp = (long double)x[v] - logl(zx), p = expl(lp);
+		*ent -= p * lp;
+		if (prev)
+			*kl += p * (lp - ((long double)prev[v] - logl(zp)));
+	}
+}
+
+/* --kl, --entropy and --stable on random logits [T, NV] per token (some
+ * loops repeating the previous one's, some with tied maxima), against the
+ * words of the rules: first t >= 1 with KL < eps, first t >= 1 with
+ * entropy < H, first t whose argmax held K loops; else the last. */
+static void check_lm_rules(void)
+{
+	static float x[TMAX][NV];
+	double max_err = 0;
+
+	for (int tok = 0; tok < NTOK; tok++) {
+		int T = 2 + (int)(uniform() * (TMAX - 1));
+		long double kl[TMAX], ent[TMAX];
+		int arg[TMAX];
+
+		for (int t = 0; t < T; t++) {
+			double u = uniform(), scale = 1 + uniform() * 6;
+			for (int v = 0; v < NV; v++)
+				x[t][v] = t > 0 && u < 0.15 ? x[t - 1][v] :
+					  u < 0.3 ? (float)(int)(uniform() * 3) : (float)((uniform() - 0.5) * scale);
+			direct_dist(x[t], t ? x[t - 1] : NULL, &kl[t], &ent[t], &arg[t]);
+		}
+		struct ouro_exit_rule rules[] = {
+			{.kind = OURO_EXIT_KL, .kl = uniform() * 0.3},
+			{.kind = OURO_EXIT_KL, .kl = 0},
+			{.kind = OURO_EXIT_ENTROPY, .entropy = uniform() * log(NV)},
+			{.kind = OURO_EXIT_STABLE, .stable = 2},
+			{.kind = OURO_EXIT_STABLE, .stable = 3},
+		};
+		for (size_t k = 0; k < sizeof rules / sizeof *rules; k++) {
+			const struct ouro_exit_rule *r = &rules[k];
+			struct ouro_exit_state s;
+			int step = -1, want = T - 1, run = 0, tie = 0;
+
+			for (int t = 0; t < T && want == T - 1; t++) {
+				run = t > 0 && arg[t] == arg[t - 1] ? run + 1 : 1;
+				long double val = r->kind == OURO_EXIT_KL ? kl[t] : ent[t];
+				double lim = r->kind == OURO_EXIT_KL ? r->kl : r->entropy;
+				if (r->kind == OURO_EXIT_STABLE ? run >= r->stable : t >= 1 && val < lim)
+					want = t;
+				tie |= r->kind != OURO_EXIT_STABLE && t >= 1 && fabsl(val - lim) < 1e-9L;
+			}
+			ouro_exit_begin(&s);
+			for (int t = 0; t < T && step < 0; t++) {
+				struct ouro_exit_loop in = {.logits = x[t], .prev = t ? x[t - 1] : NULL, .V = NV};
+				if (ouro_exit_update(&s, r, t, T, &in))
+					step = t;
+				double e = fmax(fabs((double)(s.entropy - ent[t])),
+						t ? fabs((double)(s.kl - kl[t])) : fabs(s.kl));
+				max_err = e > max_err ? e : max_err;
+				CHECK(s.argmax == arg[t]);
+			}
+			CHECK(step == want || tie);
+			if (r->kind == OURO_EXIT_KL && r->kl == 0)
+				CHECK(step == T - 1);
+		}
+	}
+	printf("KL and entropy: max abs error vs long double %.3e\n", max_err);
+	CHECK(max_err < 1e-12);
 }
 
 /* ouro_gate_logit, and a gate file written and read back. */
@@ -200,6 +290,7 @@ int main(void)
 	for (int T = 1; T <= TMAX; T++)
 		check_dist(T);
 	check_q1();
+	check_lm_rules();
 	check_gate_file();
 	printf("max abs error vs the direct formula: pdf %.3e, cdf %.3e\n", max_pdf_err, max_cdf_err);
 	CHECK(max_pdf_err < 1e-6 && max_cdf_err < 1e-6);
