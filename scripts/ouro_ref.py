@@ -64,7 +64,9 @@ As a program:
       one KV slot per (loop, layer) against the batched pass, the
       one-token case against a hand-written v_proj path, GQA against the
       equivalent MHA model, RoPE's relative-position property, causality,
-      the gate's distribution, and the safetensors reader and writer.
+      the gate's distribution, generation with early exit against greedy
+      decoding through the batched pass, and the safetensors reader and
+      writer.
 
 Shapes are written [d0, d1, ...], row-major, outermost first. Linear
 weights are PyTorch's [out, in]: y = x W^T.
@@ -1371,6 +1373,24 @@ def cmd_selftest(args):
     expect("gate cdf ends at 1", cdf[-1], np.ones(len(ids)))
     expect("gate logits", logits[2], full[2] @ w["model.early_exit_gate.weight"][0]
            + w["model.early_exit_gate.bias"][0], 1e-6)
+
+    # 6b. generation that stops loops early: a rule that never fires (KL
+    # below 0) is greedy decoding of the whole sequence through forward();
+    # a rule that fires at loop 1 gives every decoded token 2 loops, and its
+    # token is the argmax of loop 1's state where that position's
+    # later-loop caches repeat loop 1's (the batched pass cannot say this,
+    # so only the loop counts and the first token, whose prompt ran every
+    # loop, are checked against forward)
+    head = w["model.embed_tokens.weight"].astype(np.float64)   # any [V, D] head will do
+    prompt = list(rng.integers(0, m.V, 5))
+    new, loops, near = generate_early(m, head, prompt, 6, ("kl", 0.0))
+    seq = list(prompt)
+    for _ in range(6):
+        seq.append(int(np.argmax(head @ forward(m, seq)[-1, -1])))
+    assert new == seq[len(prompt):] and loops == [m.T] * 6 and near is None, (new, seq, loops)
+    new, loops, _ = generate_early(m, head, prompt, 6, ("kl", 1e9))
+    assert loops == [2] * 6, loops
+    assert new[0] == int(np.argmax(head @ forward(m, prompt)[1, -1])), new
 
     # 7. safetensors: writer/reader round trip, streams, bf16
     x = rng.normal(size=(3, 5)).astype(np.float32)
