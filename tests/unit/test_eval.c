@@ -222,7 +222,7 @@ static void resume(void)
 struct got {
 	const struct ouro_eval_corpus *c;
 	int64_t n, i[8];
-	double d[8][64], ll[8][16];
+	double d[8][64], ll[8][32];
 	int nd, cols;   /* sums, and log-likelihoods per choice */
 };
 
@@ -342,7 +342,7 @@ static void batches(void)
 			: ouro_eval_read_ppl_jsonl(&c, "docs", buf, strlen(buf), "text") == OURO_OK);
 		for (int64_t i = 0; i < c.n; i++)
 			CHECK(ouro_eval_tokenize(&c.ex[i], tok, tasks[k], r.prefix, r.window) == OURO_OK);
-		ouro_eval_layout_init(&r.L, tasks[k], T, 2);
+		ouro_eval_layout_init(&r.L, tasks[k], T, 3);
 		CHECK(ouro_scorer_new(&r.scorer, m, NULL, T, rules, 3) == OURO_OK);
 		score_batched(&r, &c, 1, &one);
 		CHECK(one.n == c.n);
