@@ -133,6 +133,44 @@ int cli_exit_option(struct ouro_exit_rule *r, int *given, int opt,
 	return 0;
 }
 
+void cli_sampler_defaults(struct ouro_sampler_opts *s)
+{
+	*s = (struct ouro_sampler_opts){.top_p = 1};
+}
+
+int cli_sampler_option(struct ouro_sampler_opts *s, int opt, const char *arg)
+{
+	switch (opt) {
+	case CLI_OPT_TEMPERATURE: s->temperature = cli_real(arg, 0, HUGE_VAL, "--temperature"); break;
+	case CLI_OPT_TOP_K: s->top_k = cli_long(arg, 0, 1L << 24, "--top-k"); break;
+	case CLI_OPT_TOP_P: s->top_p = cli_real(arg, 1e-300, 1, "--top-p"); break;
+	case CLI_OPT_MIN_P: s->min_p = cli_real(arg, 0, 1, "--min-p"); break;
+	case CLI_OPT_SEED:
+		if (cli_strtou64(arg, &s->seed))
+			usage_error("--seed: '%s' is not an unsigned integer", arg);
+		break;
+	default: return 0;
+	}
+	return 1;
+}
+
+int cli_stop_ids(const struct ouro_config *c, const struct ouro_tok *tok, int32_t stop[3])
+{
+	int n = 0;
+
+	if (c->eos_token_id >= 0)
+		stop[n++] = (int32_t)c->eos_token_id;
+	for (int i = 0; tok && i < 2; i++) {
+		int32_t id = ouro_tok_piece_id(tok, i ? "<|endoftext|>" : "<|im_end|>");
+		int seen = 0;
+		for (int k = 0; k < n; k++)
+			seen |= stop[k] == id;
+		if (id >= 0 && !seen)
+			stop[n++] = id;
+	}
+	return n;
+}
+
 void cli_format_double(char *buf, size_t len, double v)
 {
 	for (int prec = 1; prec <= 17; prec++) {
