@@ -285,6 +285,30 @@ typedef int (*ouro_eval_done_fn)(void *ctx, int64_t i, const double *d, const do
 int ouro_eval_score(struct ouro_eval_run *r, const struct ouro_eval_corpus *c, const int64_t *idx,
 		    int64_t n, ouro_eval_done_fn done, void *ctx);
 
+/* ---- merging the reports of shards (eval_merge.c) ----------------------- */
+
+/* What a merge has gathered from the reports read so far (zero-initialise,
+ * then set nreports). */
+struct ouro_eval_merge {
+	int nreports;            /* reports to read in all */
+	json_t *config;          /* of the first report */
+	const char *first;       /* its path */
+	long count;              /* shards */
+	int64_t total;           /* examples */
+	struct ouro_eval_layout L;
+	json_t **seen;           /* [count] each shard's report, once read */
+	const char **seen_by;    /* [count] its path */
+	int64_t *acc, *v;        /* [L.total] the sums, and one report's */
+};
+
+/* Reads the shard report at path ("-": stdin), checks it against those
+ * read before and adds its sums. */
+int ouro_eval_merge_add(struct ouro_eval_merge *g, const char *path);
+/* The merged report, once every shard is read (a missing one is
+ * OURO_EINPUT). */
+int ouro_eval_merge_end(struct ouro_eval_merge *g, json_t **report);
+void ouro_eval_merge_free(struct ouro_eval_merge *g);
+
 /* ---- generative tasks (eval_extract.c, eval_gen.c) ---------------------- */
 
 /* How the answer is taken from a generated text (ouro-eval(1),
