@@ -314,3 +314,27 @@ void cli_binary_stdout(const char *path)
 	if ((!path || (path[0] == '-' && !path[1])) && isatty(1))
 		usage_error("will not write binary records to a terminal; redirect stdout or use -o FILE");
 }
+
+void cli_progress_show(struct cli_progress *p, int64_t done, int64_t tokens, int final)
+{
+	double t = cli_now(), el = t - p->t0;
+	char eta[32] = "--:--";
+	int width = 24, fill;
+
+	if (!p->on || (!final && t - p->last < 0.2))
+		return;
+	p->last = t;
+	if (done > 0 && p->total > done) {
+		long s = (long)(el / (double)done * (double)(p->total - done) + 0.5);
+		snprintf(eta, sizeof eta, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
+	} else if (p->total <= done) {
+		snprintf(eta, sizeof eta, "done");
+	}
+	fill = p->total ? (int)(width * done / p->total) : width;
+	fprintf(stderr, "\r%s: [%.*s%*s] %lld/%lld examples, %.0f tokens/s, ETA %s \033[K", progname,
+		fill, "########################", width - fill, "", (long long)done,
+		(long long)p->total, el > 0 ? (double)tokens / el : 0.0, eta);
+	if (final)
+		fputc('\n', stderr);
+	fflush(stderr);
+}

@@ -82,6 +82,17 @@ int cli_stop_ids(const struct ouro_config *c, const struct ouro_tok *tok, int32_
 /* The shortest decimal form of v that reads back as v. */
 void cli_format_double(char *buf, size_t len, double v);
 
+/* A progress line on stderr: examples done of total, tokens/s, ETA. */
+struct cli_progress {
+	int on;              /* stderr is a terminal */
+	double t0, last;     /* the start, the last update (cli_now) */
+	int64_t total;
+};
+
+/* Redraws the line (at most 5 times a second, unless final; final ends
+ * it with a newline). */
+void cli_progress_show(struct cli_progress *p, int64_t done, int64_t tokens, int final);
+
 /* Seconds on the monotonic clock. */
 double cli_now(void);
 
