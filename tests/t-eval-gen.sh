@@ -16,13 +16,13 @@
 #      examples are scored and the exit status is 1;
 #   4. scripts/convert-tasks gsm8k and math on samples in the published
 #      layouts.
-# tests/eval/kjv-complete.jsonl: every tenth verse of the model's
+# models/ouro-kjv-tiny/complete-verses.jsonl: every tenth verse of the model's
 # held-out Revelation (models/ouro-kjv-tiny/heldout.txt, verses 1, 11,
 # 21, ...), the prompt the verse less its last word, the answer that word
 # without its punctuation.
 . tests/lib.sh
 stop_at_fail=1
-task=tests/eval/kjv-complete.jsonl
+task=models/ouro-kjv-tiny/complete-verses.jsonl
 re='regex:^\s*([A-Za-z]+)'
 run() { ouro-eval gen -m models/ouro-kjv-tiny -q 0.5,1 -s 1 -n 3 --extract "$re" "$@"; }
 
