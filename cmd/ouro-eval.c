@@ -185,6 +185,33 @@ static void parse_shard(struct opts *o, const char *s)
 	o->shard_k = cli_long(k, 0, o->shard_n - 1, "--shard K");
 }
 
+/* The options of gen and those it has no use for; gen's defaults. */
+static void check_gen_options(struct opts *o)
+{
+	struct ouro_extract x;
+	int rc;
+
+	if (o->task != OURO_EVAL_GEN) {
+		const char *only = o->max_tokens >= 0 ? "--max-tokens" : o->nstop ? "--stop" : o->extract ? "--extract"
+				   : o->chat ? "--chat" : o->system ? "--system" : o->think ? "--think"
+				   : o->per_example ? "--per-example" : o->sampling ? "the sampling options" : NULL;
+		if (only)
+			usage_error("%s applies to gen only", only);
+	} else if (o->window || o->prefix >= 0) {
+		usage_error("%s applies to ppl and choice only", o->window ? "--window" : "--prefix-token");
+	}
+	if ((o->system || o->think) && !o->chat)
+		usage_error("--system and --think need --chat");
+	if (!o->extract)
+		o->extract = "text";
+	if (o->max_tokens < 0)
+		o->max_tokens = 256;
+	/* a bad regex:RE is a usage error before the model is loaded */
+	if ((rc = ouro_extract_init(&x, o->extract)))
+		die(rc);
+	ouro_extract_free(&x);
+}
+
 static void parse_run_options(struct opts *o, int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -222,7 +249,7 @@ static void parse_run_options(struct opts *o, int argc, char **argv)
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	int c, ppl = o->task == OURO_EVAL_PPL, gen = o->task == OURO_EVAL_GEN;
+	int c, ppl = o->task == OURO_EVAL_PPL;
 
 	o->beta = 0.1;
 	o->context = 1;
@@ -276,26 +303,7 @@ static void parse_run_options(struct opts *o, int argc, char **argv)
 		default: o->sampling |= cli_sampler_option(&o->samp, c, optarg); break;
 		}
 	}
-	if (!gen) {
-		const char *only = o->max_tokens >= 0 ? "--max-tokens" : o->nstop ? "--stop" : o->extract ? "--extract"
-				   : o->chat ? "--chat" : o->system ? "--system" : o->think ? "--think"
-				   : o->per_example ? "--per-example" : o->sampling ? "the sampling options" : NULL;
-		if (only)
-			usage_error("%s applies to gen only", only);
-	} else if (o->window || o->prefix >= 0) {
-		usage_error("%s applies to ppl and choice only", o->window ? "--window" : "--prefix-token");
-	}
-	if ((o->system || o->think) && !o->chat)
-		usage_error("--system and --think need --chat");
-	if (!o->extract)
-		o->extract = "text";
-	struct ouro_extract x;
-	int rc = ouro_extract_init(&x, o->extract);
-	if (rc)
-		die(rc);
-	ouro_extract_free(&x);
-	if (o->max_tokens < 0)
-		o->max_tokens = 256;
+	check_gen_options(o);
 	if (!ppl) {
 		const char *only = o->per_token ? "--per-token" : o->format != OURO_EVAL_AUTO ? "--format"
 				   : strcmp(o->field, "text") ? "--field" : o->context != 1 ? "--context" : NULL;

@@ -9,13 +9,16 @@
 #      own and counts the correct ones per rule, which must equal the
 #      report's exactly, and be at least the known half;
 #   2. the report is the same to the byte for -P 1 and -P 8, for two
-#      shards merged, and for a run killed after its log's second example
-#      (the log cut mid-line) and resumed;
+#      shards merged, for a run whose log is cut mid-line after its second
+#      example and resumed, and for a run killed with SIGKILL midway and
+#      resumed;
 #   3. bad lines (invalid JSON, no answer, a prompt longer than the
 #      model's context) are each named in one stderr line, the other
 #      examples are scored and the exit status is 1;
 #   4. scripts/convert-tasks gsm8k and math on samples in the published
-#      layouts.
+#      layouts;
+#   5. the table of ouro-eval(1)'s EXAMPLES (the verses under four
+#      thresholds) is the one the program prints, and bad options fail.
 # models/ouro-kjv-tiny/complete-verses.jsonl: every tenth verse of the model's
 # held-out Revelation (models/ouro-kjv-tiny/heldout.txt, verses 1, 11,
 # 21, ...), the prompt the verse less its last word, the answer that word
@@ -77,6 +80,21 @@ mv "$tmp/cut.jsonl" "$tmp/log.jsonl"
 run --log "$tmp/log.jsonl" --resume -o "$tmp/resumed.json" "$task" &&
 	cmp "$tmp/resumed.json" "$tmp/p1.json" || fail "a resumed run differs from one run"
 [ "$(wc -l <"$tmp/log.jsonl")" -eq 42 ] || fail "the resumed log does not hold every example once"
+lines() { if [ -e "$1" ]; then wc -l <"$1"; else echo 0; fi; }
+run -n 8 -o "$tmp/whole8.json" "$task" || fail "plain run (-n 8)"
+run -n 8 -P 2 --log "$tmp/kill.log" -o "$tmp/killed.json" "$task" &
+pid=$!
+i=0
+while [ "$i" -lt 400 ] && [ "$(lines "$tmp/kill.log")" -lt 6 ]; do
+	sleep 0.05
+	i=$((i + 1))
+done
+kill -KILL "$pid" 2>/dev/null
+wait "$pid" 2>/dev/null
+done_before=$(($(wc -l <"$tmp/kill.log") - 1))
+run -n 8 --log "$tmp/kill.log" --resume -o "$tmp/killed.json" "$task" 2>/dev/null &&
+	cmp "$tmp/killed.json" "$tmp/whole8.json" || fail "killed and resumed report differs"
+echo "# killed after $done_before of 41 examples, resumed: identical report"
 
 # 3. bad lines: each named, the others scored, status 1
 {
@@ -115,4 +133,16 @@ assert m == {"prompt": "Problem:\nWhat is $\\frac{1}{2}+\\frac{1}{2}$?\n\nSoluti
 PY
 echo '{"question": "q", "answer": "no marker"}' >"$tmp/gbad.jsonl"
 expect_fail 1 'gbad.jsonl: line 1: .*####' scripts/convert-tasks gsm8k "$tmp/gbad.jsonl"
+
+# 5. the man page's numbers, and bad options
+ouro-eval gen -m models/ouro-kjv-tiny -q 0.2,0.5,0.9,1 -n 3 --extract "$re" --table "$task" |
+	tail -n +2 >"$tmp/table" || fail "the man page's example"
+sed -n '/^    --table "\$OURO_MODEL"\/complete-verses.jsonl$/,/^\.Ed$/p' man/ouro-eval.1 |
+	sed '1,2d;$d' >"$tmp/man-table"
+[ -s "$tmp/man-table" ] && cmp "$tmp/table" "$tmp/man-table" || fail "ouro-eval(1) shows another table than the program prints"
+expect_fail 2 '^ouro-eval: --chat applies to gen only$' ouro-eval ppl --chat "$task"
+expect_fail 2 "^ouro-eval: --extract: '(' is not a regular expression" ouro-eval gen --extract 'regex:(' "$task"
+expect_fail 2 "^ouro-eval: --extract: 'box' is not" ouro-eval gen --extract box "$task"
+expect_fail 2 '^ouro-eval: --step: 4 is outside 0..3$' ouro-eval gen -m models/ouro-kjv-tiny -s 4 "$task"
+expect_fail 2 '^ouro-eval: --window applies to ppl and choice only$' ouro-eval gen -W 10 "$task"
 finish
