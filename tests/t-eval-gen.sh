@@ -140,6 +140,11 @@ ouro-eval gen -m models/ouro-kjv-tiny -q 0.2,0.5,0.9,1 -n 3 --extract "$re" --ta
 sed -n '/^    --table "\$OURO_MODEL"\/complete-verses.jsonl$/,/^\.Ed$/p' man/ouro-eval.1 |
 	sed '1,2d;$d' >"$tmp/man-table"
 [ -s "$tmp/man-table" ] && cmp "$tmp/table" "$tmp/man-table" || fail "ouro-eval(1) shows another table than the program prints"
+# the plot: the -s rules are the fixed loop counts (left, and grey on the
+# right), and each family of rules has its line: 2 + 2 + 2 + 2 points
+run -s 0 -o /dev/null --plot "$tmp/gen.svg" "$task" &&
+	[ "$(grep -c '<circle' "$tmp/gen.svg")" -eq 8 ] &&
+	[ "$(grep -c '<polyline' "$tmp/gen.svg")" -eq 4 ] || fail "the plot of a gen report"
 expect_fail 2 '^ouro-eval: --chat applies to gen only$' ouro-eval ppl --chat "$task"
 expect_fail 2 "^ouro-eval: --extract: '(' is not a regular expression" ouro-eval gen --extract 'regex:(' "$task"
 expect_fail 2 "^ouro-eval: --extract: 'box' is not" ouro-eval gen --extract box "$task"

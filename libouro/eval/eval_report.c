@@ -210,10 +210,11 @@ int ouro_eval_plot(const char *path, json_t *report)
 	json_t *loops = json_object_get(res, "loops"), *rules = json_object_get(res, "exit_rules");
 	int ppl = strcmp(json_string_value(json_object_get(cfg, "task")), "ppl") == 0;
 	int gen = strcmp(json_string_value(json_object_get(cfg, "task")), "gen") == 0;
-	int T = (int)json_array_size(loops), R = (int)json_array_size(rules), nm = ppl || gen ? 1 : 2;
+	int T = gen ? 0 : (int)json_array_size(loops), R = (int)json_array_size(rules), nm = ppl || gen ? 1 : 2;
 	const char *metric[2] = {ppl ? "nll" : "acc", "acc_norm"};
 	const char *colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"};
-	double *lx = malloc(sizeof(double) * (size_t)(T + 1)), *ly = malloc(sizeof(double) * 2 * (size_t)(T + 1));
+	size_t cap = json_array_size(loops) + (size_t)R + 1;
+	double *lx = malloc(sizeof(double) * cap), *ly = malloc(sizeof(double) * 2 * cap);
 	double *rx = malloc(sizeof(double) * (size_t)(R + 1)), *ry = malloc(sizeof(double) * (size_t)(R + 1));
 	struct ouro_output *o = NULL;
 	FILE *f;
@@ -223,12 +224,23 @@ int ouro_eval_plot(const char *path, json_t *report)
 		rc = ouro_fail(OURO_ENOMEM, "out of memory");
 		goto out;
 	}
-	double ylo = INFINITY, yhi = -INFINITY, xhi = T;
+	double ylo = INFINITY, yhi = -INFINITY, xhi;
 	for (int m = 0; m < nm; m++)
 		for (int t = 0; t < T; t++) {
 			lx[t] = t + 1;
 			ly[m * T + t] = num(json_array_get(loops, (size_t)t), metric[m]);
 		}
+	/* gen has no per-loop results: its fixed loop counts are its -s rules */
+	for (int q = 0; gen && q < R; q++) {
+		json_t *x = json_array_get(rules, (size_t)q);
+		const char *name = json_string_value(json_object_get(x, "rule"));
+		if (strncmp(name, "step ", 5) == 0) {
+			lx[T] = atoi(name + 5) + 1;
+			ly[T++] = num(x, "acc");
+		}
+	}
+	sort_points(lx, ly, T);
+	xhi = T ? lx[T - 1] : 1;
 	range_of(ly, nm * T, &ylo, &yhi);
 	for (int q = 0; q < R; q++)
 		for (int m = 0; m < nm; m++) {
