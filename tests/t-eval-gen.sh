@@ -18,7 +18,10 @@
 #   4. scripts/convert-tasks gsm8k and math on samples in the published
 #      layouts;
 #   5. the table of ouro-eval(1)'s EXAMPLES (the verses under four
-#      thresholds) is the one the program prints, and bad options fail.
+#      thresholds) is the one the program prints, the plot, and bad
+#      options;
+#   6. an example's max_tokens, until (over --stop) and few_shot, --chat,
+#      and sampled runs the same for -P 1 and -P 8.
 # models/ouro-kjv-tiny/complete-verses.jsonl: every tenth verse of the model's
 # held-out Revelation (models/ouro-kjv-tiny/heldout.txt, verses 1, 11,
 # 21, ...), the prompt the verse less its last word, the answer that word
@@ -150,4 +153,35 @@ expect_fail 2 "^ouro-eval: --extract: '(' is not a regular expression" ouro-eval
 expect_fail 2 "^ouro-eval: --extract: 'box' is not" ouro-eval gen --extract box "$task"
 expect_fail 2 '^ouro-eval: --step: 4 is outside 0..3$' ouro-eval gen -m models/ouro-kjv-tiny -s 4 "$task"
 expect_fail 2 '^ouro-eval: --window applies to ppl and choice only$' ouro-eval gen -W 10 "$task"
+
+# 6. per-example settings, chat, sampling
+p0=$(sed -n 1p "$task" | "$PYTHON" -c 'import json, sys; print(json.dumps(json.load(sys.stdin)["prompt"]))')
+{
+	echo "{\"prompt\": $p0, \"answer\": \"x\", \"max_tokens\": 2, \"until\": \"zzz\"}"
+	echo "{\"prompt\": $p0, \"answer\": \"x\", \"until\": [\"and\"], \"max_tokens\": 8}"
+	echo "{\"prompt\": $p0, \"answer\": \"x\", \"max_tokens\": 8}"
+	echo "{\"few_shot\": \"And I saw. \", \"prompt\": $p0, \"target\": 3}"
+} >"$tmp/opts.jsonl"
+run -n 5 --stop , --per-example "$tmp/opts-recs.jsonl" -o "$tmp/opts.json" "$tmp/opts.jsonl" &&
+	run -n 5 --chat --per-example "$tmp/chat-recs.jsonl" -o "$tmp/chat.json" "$tmp/opts.jsonl" ||
+	fail "per-example settings"
+"$PYTHON" - "$tmp/opts-recs.jsonl" "$tmp/opts.json" "$tmp/chat.json" <<'PY' || fail "per-example settings are not followed"
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+rep, chat = json.load(open(sys.argv[2])), json.load(open(sys.argv[3]))
+for x in recs[0]["results"]:           # max_tokens 2; until "zzz" replaces --stop ","
+    assert x["tokens"] == 2 and x["finish"] == "length" and x["text"].startswith(","), x
+for x in recs[1]["results"]:           # until "and" replaces --stop ","
+    assert "and" not in x["text"] and x["finish"] == "stop", x
+assert any("," in x["text"] for x in recs[1]["results"]), recs[1]
+for x in recs[2]["results"]:           # --stop ","
+    assert "," not in x["text"], x
+assert recs[3]["answer"] == "3" and all(x["tokens"] <= 5 for x in recs[3]["results"]), recs[3]
+assert rep["results"]["prompt_tokens"] > 0
+assert chat["results"]["prompt_tokens"] > rep["results"]["prompt_tokens"] + 4 * 10, (chat, rep)
+assert chat["config"]["chat"] is True and rep["config"]["stop"] == [","]
+PY
+run -n 6 --temperature 1 --seed 11 -P 1 -o "$tmp/t1.json" "$task" &&
+	run -n 6 --temperature 1 --seed 11 -P 8 -o "$tmp/t8.json" "$task" &&
+	cmp "$tmp/t1.json" "$tmp/t8.json" || fail "sampled runs differ between -P 1 and -P 8"
 finish
