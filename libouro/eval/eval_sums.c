@@ -186,15 +186,13 @@ static json_t *gen_results(json_t *config, const struct ouro_eval_layout *L, con
 	return res;
 }
 
-/* The results of a task from its sums and configuration. */
+/* The results of ppl or choice from its sums and configuration. */
 static json_t *results(json_t *config, const struct ouro_eval_layout *L, const int64_t *v)
 {
 	json_t *res = json_object(), *loops = json_array(), *rules = json_array();
 	json_t *names = json_object_get(config, "rules");
 	int T = L->T, R = L->R;
 
-	if (L->f == gen_fields)
-		return gen_results(config, L, v);
 #define F(idx) (v + L->off[idx])
 	if (L->f == ppl_fields) {
 		int64_t N = *F(OURO_EVAL_P_TOKENS), B = *F(OURO_EVAL_P_BYTES), Wd = *F(OURO_EVAL_P_WORDS);
@@ -282,7 +280,7 @@ json_t *ouro_eval_report(json_t *config, long shard_k, long shard_n, int64_t tot
 		json_object_set_new(r, "shard", s);
 	}
 	json_object_set_new(r, "examples_total", json_integer(total));
-	json_object_set_new(r, "results", results(config, L, v));
+	json_object_set_new(r, "results", L->f == gen_fields ? gen_results(config, L, v) : results(config, L, v));
 	json_object_set_new(r, "sums", ouro_eval_sums_json(L, v));
 	return r;
 }
