@@ -71,33 +71,36 @@ for q, rule in enumerate(rules):
             sys.exit("example %d has a known answer but is not correct" % i)
 PY
 
-# 2. the same report for -P, shards merged, a resumed run
-run -P 1 -o "$tmp/p1.json" "$task" && run -P 8 -o "$tmp/p8.json" "$task" &&
+# 2. the same report for -P, shards merged, a resumed run (the first 12
+# examples, to keep the test short)
+small=$tmp/small.jsonl
+head -12 "$task" >"$small"
+run -P 1 -o "$tmp/p1.json" "$small" && run -P 8 -o "$tmp/p8.json" "$small" &&
 	cmp "$tmp/p1.json" "$tmp/p8.json" || fail "-P 1 and -P 8 differ"
-run --shard 0/2 -o "$tmp/s0.json" "$task" && run --shard 1/2 -P 3 -o "$tmp/s1.json" "$task" &&
+run --shard 0/2 -o "$tmp/s0.json" "$small" && run --shard 1/2 -P 3 -o "$tmp/s1.json" "$small" &&
 	ouro-eval merge -o "$tmp/merged.json" "$tmp/s1.json" "$tmp/s0.json" &&
 	cmp "$tmp/merged.json" "$tmp/p1.json" || fail "two shards merged differ from one run"
-run --log "$tmp/log.jsonl" -o /dev/null "$task" || fail "logged run"
+run --log "$tmp/log.jsonl" -o /dev/null "$small" || fail "logged run"
 head -3 "$tmp/log.jsonl" >"$tmp/cut.jsonl" && sed -n 4p "$tmp/log.jsonl" | head -c 50 >>"$tmp/cut.jsonl"
 mv "$tmp/cut.jsonl" "$tmp/log.jsonl"
-run --log "$tmp/log.jsonl" --resume -o "$tmp/resumed.json" "$task" &&
+run --log "$tmp/log.jsonl" --resume -o "$tmp/resumed.json" "$small" &&
 	cmp "$tmp/resumed.json" "$tmp/p1.json" || fail "a resumed run differs from one run"
-[ "$(wc -l <"$tmp/log.jsonl")" -eq 42 ] || fail "the resumed log does not hold every example once"
+[ "$(wc -l <"$tmp/log.jsonl")" -eq 13 ] || fail "the resumed log does not hold every example once"
 lines() { if [ -e "$1" ]; then wc -l <"$1"; else echo 0; fi; }
-run -n 8 -o "$tmp/whole8.json" "$task" || fail "plain run (-n 8)"
-run -n 8 -P 2 --log "$tmp/kill.log" -o "$tmp/killed.json" "$task" &
+run -n 8 -o "$tmp/whole8.json" "$small" || fail "plain run (-n 8)"
+run -n 8 -P 2 --log "$tmp/kill.log" -o "$tmp/killed.json" "$small" &
 pid=$!
 i=0
-while [ "$i" -lt 400 ] && [ "$(lines "$tmp/kill.log")" -lt 6 ]; do
+while [ "$i" -lt 400 ] && [ "$(lines "$tmp/kill.log")" -lt 4 ]; do
 	sleep 0.05
 	i=$((i + 1))
 done
 kill -KILL "$pid" 2>/dev/null
 wait "$pid" 2>/dev/null
 done_before=$(($(wc -l <"$tmp/kill.log") - 1))
-run -n 8 --log "$tmp/kill.log" --resume -o "$tmp/killed.json" "$task" 2>/dev/null &&
+run -n 8 --log "$tmp/kill.log" --resume -o "$tmp/killed.json" "$small" 2>/dev/null &&
 	cmp "$tmp/killed.json" "$tmp/whole8.json" || fail "killed and resumed report differs"
-echo "# killed after $done_before of 41 examples, resumed: identical report"
+echo "# killed after $done_before of 12 examples, resumed: identical report"
 
 # 3. bad lines: each named, the others scored, status 1
 {
@@ -145,7 +148,7 @@ sed -n '/^    --table "\$OURO_MODEL"\/complete-verses.jsonl$/,/^\.Ed$/p' man/our
 [ -s "$tmp/man-table" ] && cmp "$tmp/table" "$tmp/man-table" || fail "ouro-eval(1) shows another table than the program prints"
 # the plot: the -s rules are the fixed loop counts (left, and grey on the
 # right), and each family of rules has its line: 2 + 2 + 2 + 2 points
-run -s 0 -o /dev/null --plot "$tmp/gen.svg" "$task" &&
+run -s 0 -o /dev/null --plot "$tmp/gen.svg" "$small" &&
 	[ "$(grep -c '<circle' "$tmp/gen.svg")" -eq 8 ] &&
 	[ "$(grep -c '<polyline' "$tmp/gen.svg")" -eq 4 ] || fail "the plot of a gen report"
 expect_fail 2 '^ouro-eval: --chat applies to gen only$' ouro-eval ppl --chat "$task"
@@ -181,7 +184,7 @@ assert rep["results"]["prompt_tokens"] > 0
 assert chat["results"]["prompt_tokens"] > rep["results"]["prompt_tokens"] + 4 * 10, (chat, rep)
 assert chat["config"]["chat"] is True and rep["config"]["stop"] == [","]
 PY
-run -n 6 --temperature 1 --seed 11 -P 1 -o "$tmp/t1.json" "$task" &&
-	run -n 6 --temperature 1 --seed 11 -P 8 -o "$tmp/t8.json" "$task" &&
+run -n 6 --temperature 1 --seed 11 -P 1 -o "$tmp/t1.json" "$small" &&
+	run -n 6 --temperature 1 --seed 11 -P 8 -o "$tmp/t8.json" "$small" &&
 	cmp "$tmp/t1.json" "$tmp/t8.json" || fail "sampled runs differ between -P 1 and -P 8"
 finish
