@@ -86,18 +86,11 @@ mv "$tmp/cut.jsonl" "$tmp/log.jsonl"
 run --log "$tmp/log.jsonl" --resume -o "$tmp/resumed.json" "$small" &&
 	cmp "$tmp/resumed.json" "$tmp/p1.json" || fail "a resumed run differs from one run"
 [ "$(wc -l <"$tmp/log.jsonl")" -eq 13 ] || fail "the resumed log does not hold every example once"
-lines() { if [ -e "$1" ]; then wc -l <"$1"; else echo 0; fi; }
 run -n 8 -o "$tmp/whole8.json" "$small" || fail "plain run (-n 8)"
 run -n 8 -P 2 --log "$tmp/kill.log" -o "$tmp/killed.json" "$small" &
-pid=$!
-i=0
-while [ "$i" -lt 400 ] && [ "$(lines "$tmp/kill.log")" -lt 4 ]; do
-	sleep 0.05
-	i=$((i + 1))
-done
-kill -KILL "$pid" 2>/dev/null
-wait "$pid" 2>/dev/null
-done_before=$(($(wc -l <"$tmp/kill.log") - 1))
+kill_at_lines $! "$tmp/kill.log" 4
+done_before=$((lines_then - 1))
+[ -e "$tmp/killed.json" ] && [ "$done_before" -lt 12 ] && fail "a killed run left its report"
 run -n 8 --log "$tmp/kill.log" --resume -o "$tmp/killed.json" "$small" 2>/dev/null &&
 	cmp "$tmp/killed.json" "$tmp/whole8.json" || fail "killed and resumed report differs"
 echo "# killed after $done_before of 12 examples, resumed: identical report"
