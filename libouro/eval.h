@@ -16,9 +16,11 @@
  * a loglikelihood request.
  *
  * Then the pieces of an evaluation: the tasks' examples read and
- * tokenized, each scored into a fixed set of sums, exact integer sums
- * that merge and resume without changing a digit, the report built from
- * them, the log a run resumes from, and the report as a table and a plot.
+ * tokenized, each scored into a fixed set of sums (or, for a generative
+ * task, generated under every exit rule on the batch engine and its
+ * answer extracted), exact integer sums that merge and resume without
+ * changing a digit, the report built from them, the log a run resumes
+ * from, the merge of shards, and the report as a table and a plot.
  *
  * Conventions as in ouro.h: functions return an enum ouro_status and leave
  * a message for ouro_errmsg().
