@@ -42,15 +42,16 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: ouro-eval ppl [-m DIR] [--gate FILE] [-T STEPS] [-q Q,...] [-e EPS,...]\n"
-		"                 [--beta B] [-W TOKENS] [--context TOKENS] [--prefix-token ID]\n"
-		"                 [-f auto|text|jsonl|ids] [--field NAME] [--per-token FILE]\n"
-		"                 [--limit N] [--shard K/N] [--log FILE [--resume]] [--table]\n"
-		"                 [--plot FILE] [-P N] [-j THREADS] [-v] [-o FILE] [FILE ...]\n"
-		"       ouro-eval choice [-m DIR] [--gate FILE] [-T STEPS] [-q Q,...] [-e EPS,...]\n"
-		"                 [-W TOKENS] [--prefix-token ID] [--limit N] [--shard K/N]\n"
+		"usage: ouro-eval ppl [-m DIR] [--gate FILE] [-T STEPS] [-q Q,...] [-s STEP,...]\n"
+		"                 [-e EPS,...] [--beta B] [-W TOKENS] [--context TOKENS]\n"
+		"                 [--prefix-token ID] [-f auto|text|jsonl|ids] [--field NAME]\n"
+		"                 [--per-token FILE] [--limit N] [--shard K/N]\n"
 		"                 [--log FILE [--resume]] [--table] [--plot FILE] [-P N]\n"
 		"                 [-j THREADS] [-v] [-o FILE] [FILE ...]\n"
+		"       ouro-eval choice [-m DIR] [--gate FILE] [-T STEPS] [-q Q,...] [-s STEP,...]\n"
+		"                 [-e EPS,...] [-W TOKENS] [--prefix-token ID] [--limit N]\n"
+		"                 [--shard K/N] [--log FILE [--resume]] [--table] [--plot FILE]\n"
+		"                 [-P N] [-j THREADS] [-v] [-o FILE] [FILE ...]\n"
 		"       ouro-eval gen [-m DIR] [--gate FILE] [-T STEPS] [-q Q,...] [-s STEP,...]\n"
 		"                 [-e EPS,...] [-n N] [--stop STR] [--extract HOW] [--chat]\n"
 		"                 [--system TEXT] [--think] [--temperature X] [--top-k K]\n"
