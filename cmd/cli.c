@@ -193,6 +193,44 @@ void cli_rule_text(char *buf, size_t len, const struct ouro_exit_rule *r)
 	}
 }
 
+void cli_sampler_defaults(struct ouro_sampler_opts *s)
+{
+	*s = (struct ouro_sampler_opts){.top_p = 1};
+}
+
+int cli_sampler_option(struct ouro_sampler_opts *s, int opt, const char *arg)
+{
+	switch (opt) {
+	case CLI_OPT_TEMPERATURE: s->temperature = cli_real(arg, 0, HUGE_VAL, "--temperature"); break;
+	case CLI_OPT_TOP_K: s->top_k = cli_long(arg, 0, 1L << 24, "--top-k"); break;
+	case CLI_OPT_TOP_P: s->top_p = cli_real(arg, 1e-300, 1, "--top-p"); break;
+	case CLI_OPT_MIN_P: s->min_p = cli_real(arg, 0, 1, "--min-p"); break;
+	case CLI_OPT_SEED:
+		if (cli_strtou64(arg, &s->seed))
+			usage_error("--seed: '%s' is not an unsigned integer", arg);
+		break;
+	default: return 0;
+	}
+	return 1;
+}
+
+int cli_stop_ids(const struct ouro_config *c, const struct ouro_tok *tok, int32_t stop[3])
+{
+	int n = 0;
+
+	if (c->eos_token_id >= 0)
+		stop[n++] = (int32_t)c->eos_token_id;
+	for (int i = 0; tok && i < 2; i++) {
+		int32_t id = ouro_tok_piece_id(tok, i ? "<|endoftext|>" : "<|im_end|>");
+		int seen = 0;
+		for (int k = 0; k < n; k++)
+			seen |= stop[k] == id;
+		if (id >= 0 && !seen)
+			stop[n++] = id;
+	}
+	return n;
+}
+
 void cli_format_double(char *buf, size_t len, double v)
 {
 	for (int prec = 1; prec <= 17; prec++) {
@@ -335,4 +373,28 @@ void cli_binary_stdout(const char *path)
 {
 	if ((!path || (path[0] == '-' && !path[1])) && isatty(1))
 		usage_error("will not write binary records to a terminal; redirect stdout or use -o FILE");
+}
+
+void cli_progress_show(struct cli_progress *p, int64_t done, int64_t tokens, int final)
+{
+	double t = cli_now(), el = t - p->t0;
+	char eta[32] = "--:--";
+	int width = 24, fill;
+
+	if (!p->on || (!final && t - p->last < 0.2))
+		return;
+	p->last = t;
+	if (done > 0 && p->total > done) {
+		long s = (long)(el / (double)done * (double)(p->total - done) + 0.5);
+		snprintf(eta, sizeof eta, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
+	} else if (p->total <= done) {
+		snprintf(eta, sizeof eta, "done");
+	}
+	fill = p->total ? (int)(width * done / p->total) : width;
+	fprintf(stderr, "\r%s: [%.*s%*s] %lld/%lld examples, %.0f tokens/s, ETA %s \033[K", progname,
+		fill, "########################", width - fill, "", (long long)done,
+		(long long)p->total, el > 0 ? (double)tokens / el : 0.0, eta);
+	if (final)
+		fputc('\n', stderr);
+	fflush(stderr);
 }

@@ -76,8 +76,41 @@ void cli_exit_option(struct ouro_exit_rule *r, int *given, int opt,
  * "diff EPS", "weighted", "kl EPS", "entropy H" or "stable K". */
 void cli_rule_text(char *buf, size_t len, const struct ouro_exit_rule *r);
 
+/* The sampling options of ouro-generate and ouro-eval gen: long options
+ * with these codes, CLI_SAMPLER_LONGOPTS in a program's option table. */
+enum { CLI_OPT_TEMPERATURE = 0x100, CLI_OPT_TOP_K, CLI_OPT_TOP_P, CLI_OPT_MIN_P, CLI_OPT_SEED };
+#define CLI_SAMPLER_LONGOPTS \
+	{"temperature", required_argument, NULL, CLI_OPT_TEMPERATURE}, \
+	{"top-k", required_argument, NULL, CLI_OPT_TOP_K}, \
+	{"top-p", required_argument, NULL, CLI_OPT_TOP_P}, \
+	{"min-p", required_argument, NULL, CLI_OPT_MIN_P}, \
+	{"seed", required_argument, NULL, CLI_OPT_SEED}
+
+/* The defaults of those options: greedy, no filter, seed 0. */
+void cli_sampler_defaults(struct ouro_sampler_opts *s);
+
+/* Takes option opt (a getopt code) with its value arg into s if it is one
+ * of them: returns 1, else 0. */
+int cli_sampler_option(struct ouro_sampler_opts *s, int opt, const char *arg);
+
+/* The ids that end a generation: the config's eos_token_id and, with a
+ * tokenizer, <|im_end|> and <|endoftext|>, each once, into stop [3];
+ * returns how many. */
+int cli_stop_ids(const struct ouro_config *c, const struct ouro_tok *tok, int32_t stop[3]);
+
 /* The shortest decimal form of v that reads back as v. */
 void cli_format_double(char *buf, size_t len, double v);
+
+/* A progress line on stderr: examples done of total, tokens/s, ETA. */
+struct cli_progress {
+	int on;              /* stderr is a terminal */
+	double t0, last;     /* the start, the last update (cli_now) */
+	int64_t total;
+};
+
+/* Redraws the line (at most 5 times a second, unless final; final ends
+ * it with a newline). */
+void cli_progress_show(struct cli_progress *p, int64_t done, int64_t tokens, int final);
 
 /* Seconds on the monotonic clock. */
 double cli_now(void);

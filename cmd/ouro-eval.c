@@ -1,7 +1,9 @@
 /*
  * ouro-eval - how good a looped model is at every loop step and under
  * every exit rule: per-loop perplexity (ppl) and multiple-choice accuracy
- * (choice), the curves of the Ouro paper, and the merge of sharded runs.
+ * (choice), the curves of the Ouro paper, generative accuracy with the
+ * loops spent per token under each exit rule (gen), and the merge of
+ * sharded runs.
  *
  * Each example (a document, or a question with its choices) is scored
  * through forward passes over its windows (libouro/eval) that keep the
@@ -9,7 +11,9 @@
  * loops, not from T separate runs; the windows of several examples share
  * a pass (-P), which changes no score. Per example the library reduces the
  * scores to a fixed set of sums; the report is a function of the summed
- * sums alone. Sums of losses are kept as integers
+ * sums alone. A gen example is generated once per exit rule on the batch
+ * engine (libouro/eval/eval_gen.c) and reduced to sums of counts. Sums of
+ * losses are kept as integers
  * in units of 2^-28 nats (each example's double sum rounded once), so
  * adding them is exact and order-free: shards merged, or a run resumed
  * from its log, give byte for byte the report of one uninterrupted run.
@@ -38,24 +42,33 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: ouro-eval ppl [-m DIR] [--gate FILE] [-T STEPS] [-q Q,...] [-e EPS,...]\n"
-		"                 [--kl EPS,...] [--entropy H,...] [--stable K,...]\n"
+		"usage: ouro-eval ppl [-m DIR] [--gate FILE] [-T STEPS] [-q Q,...] [-s STEP,...]\n"
+		"                 [-e EPS,...] [--kl EPS,...] [--entropy H,...] [--stable K,...]\n"
 		"                 [--beta B] [-W TOKENS] [--context TOKENS] [--prefix-token ID]\n"
 		"                 [-f auto|text|jsonl|ids] [--field NAME] [--per-token FILE]\n"
 		"                 [--limit N] [--shard K/N] [--log FILE [--resume]] [--table]\n"
 		"                 [--plot FILE] [-P N] [-j THREADS] [-v] [-o FILE] [FILE ...]\n"
-		"       ouro-eval choice [-m DIR] [--gate FILE] [-T STEPS] [-q Q,...] [-e EPS,...]\n"
-		"                 [--kl EPS,...] [--entropy H,...] [--stable K,...]\n"
+		"       ouro-eval choice [-m DIR] [--gate FILE] [-T STEPS] [-q Q,...] [-s STEP,...]\n"
+		"                 [-e EPS,...] [--kl EPS,...] [--entropy H,...] [--stable K,...]\n"
 		"                 [-W TOKENS] [--prefix-token ID] [--limit N] [--shard K/N]\n"
 		"                 [--log FILE [--resume]] [--table] [--plot FILE] [-P N]\n"
 		"                 [-j THREADS] [-v] [-o FILE] [FILE ...]\n"
+		"       ouro-eval gen [-m DIR] [--gate FILE] [-T STEPS] [-q Q,...] [-s STEP,...]\n"
+		"                 [-e EPS,...] [--kl EPS,...] [--entropy H,...] [--stable K,...]\n"
+		"                 [-n N] [--stop STR] [--extract HOW] [--chat] [--system TEXT]\n"
+		"                 [--think] [--temperature X] [--top-k K] [--top-p P] [--min-p P]\n"
+		"                 [--seed S] [--per-example FILE] [--limit N] [--shard K/N]\n"
+		"                 [--log FILE [--resume]] [--table] [--plot FILE] [-P N]\n"
+		"                 [-j THREADS] [-v] [-o FILE] [FILE ...]\n"
 		"       ouro-eval merge [--table] [--plot FILE] [-o FILE] REPORT ...\n"
-		"Per-loop perplexity and multiple-choice accuracy at every loop and exit rule.\n"
+		"Per-loop perplexity and multiple-choice accuracy at every loop and exit rule;\n"
+		"generative accuracy and loops per token under every exit rule.\n"
 		"\n"
 		"  -m, --model DIR        model directory (default: $OURO_MODEL, else the bundled model)\n"
 		"      --gate FILE        exit gate weights from FILE (ouro-gate train) instead of the model's\n"
 		"  -T, --steps STEPS      loops (default: total_ut_steps of config.json)\n"
 		"  -q, --threshold Q,...  exit rules: first loop whose exit CDF reaches Q, 0..1\n"
+		"  -s, --step STEP,...    exit rules: always after loop STEP (0-based)\n"
 		"  -e, --eps EPS,...      exit rules: first loop t >= 2 with ||h[t] - h[t-1]|| < EPS\n"
 		"      --kl EPS,...       exit rules: first loop t >= 2 whose next-token distribution\n"
 		"                         is within KL divergence EPS (nats) of loop t-1's\n"
@@ -75,15 +88,29 @@ static void usage(FILE *f)
 		"      --field NAME       ppl: the JSONL field holding the text (default text)\n"
 		"      --per-token FILE   ppl: write every window's tokens, hidden and step_loss\n"
 		"                         as records (the input of ouro-gate train)\n"
+		"  -n, --max-tokens N     gen: token budget of an example without max_tokens\n"
+		"                         (default 256)\n"
+		"      --stop STR         gen: end the answer at STR (repeatable); an example's\n"
+		"                         \"until\" replaces these\n"
+		"      --extract HOW      gen: the answer in the text: text (all of it, the\n"
+		"                         default), gsm8k, last-number, boxed or regex:RE\n"
+		"      --chat             gen: the prompt as a user turn in the chat format\n"
+		"      --system TEXT      gen: the system message for --chat\n"
+		"      --think            gen: open the assistant turn with <think>\n"
+		"      --temperature X, --top-k K, --top-p P, --min-p P, --seed S\n"
+		"                         gen: sampling as ouro-generate (default greedy)\n"
+		"      --per-example FILE gen: one JSON line per example with every rule's text,\n"
+		"                         extracted answer and loops per token\n"
 		"      --limit N          only the first N examples\n"
 		"      --shard K/N        only examples i with i mod N = K (0 <= K < N)\n"
 		"      --log FILE         append each example's result to FILE (JSON lines)\n"
 		"      --resume           continue the run that FILE of --log records\n"
 		"      --table            print a table for people instead of the JSON report\n"
 		"      --plot FILE        draw the per-loop and accuracy-vs-loops curves as SVG\n"
-		"  -P, --parallel N       score up to N windows (a document's, a choice's) in one\n"
-		"                         pass over the weights, 1 to 4096 (default 16); the\n"
-		"                         report is the same for every N\n"
+		"  -P, --parallel N       score up to N windows (a document's, a choice's), or\n"
+		"                         generate up to N sequences, in one pass over the\n"
+		"                         weights, 1 to 4096 (default 16); the report is the\n"
+		"                         same for every N\n"
 		"  -j, --threads N        threads (default: $OURO_THREADS, else all cores)\n"
 		"  -v, --verbose          print the throughput to stderr at the end\n"
 		"  -o, --output FILE      write the JSON report to FILE (atomically)\n"
@@ -92,7 +119,9 @@ static void usage(FILE *f)
 		"ppl input: text, JSONL ({\"text\": ...} or a JSON string per line) or token ids.\n"
 		"choice input: JSONL, {\"context\": C, \"choices\": [...], \"gold\": I} per line\n"
 		"(optional \"delimiter\" before each choice), or {\"contexts\": [...],\n"
-		"\"continuation\": S, \"gold\": I}. merge: the reports of --shard K/N runs.\n");
+		"\"continuation\": S, \"gold\": I}. gen input: JSONL, {\"prompt\": P, \"answer\": A}\n"
+		"per line (or \"context\", \"target\"; optional \"until\", \"max_tokens\",\n"
+		"\"few_shot\"). merge: the reports of --shard K/N runs.\n");
 }
 
 /* ---- options ------------------------------------------------------------- */
@@ -100,10 +129,13 @@ static void usage(FILE *f)
 struct opts {
 	enum ouro_eval_task task;
 	const char *model_dir, *gate_file, *outpath, *plot, *log, *per_token, *threads;
-	const char *field;
+	const char *field, *extract, *system, *per_example;
 	enum ouro_eval_format format;
-	int table, resume, verbose;
-	long steps, window, context, prefix, limit, parallel;
+	int table, resume, verbose, chat, think, sampling;
+	long steps, window, context, prefix, limit, parallel, max_tokens;
+	struct ouro_sampler_opts samp;
+	char *stop[64];
+	int nstop;
 	double beta;
 	struct ouro_exit_rule rules[OURO_EVAL_MAX_RULES];
 	int nrules;
@@ -113,7 +145,7 @@ struct opts {
 };
 
 /* Appends the rules of a comma-separated list of values of the exit-rule
- * option opt (-q, -e, --kl, --entropy or --stable). */
+ * option opt (-q, -s, -e, --kl, --entropy or --stable). */
 static void add_rules(struct opts *o, const char *list, int opt)
 {
 	const char *p = list;
@@ -147,6 +179,33 @@ static void parse_shard(struct opts *o, const char *s)
 	o->shard_k = cli_long(k, 0, o->shard_n - 1, "--shard K");
 }
 
+/* The options of gen and those it has no use for; gen's defaults. */
+static void check_gen_options(struct opts *o)
+{
+	struct ouro_extract x;
+	int rc;
+
+	if (o->task != OURO_EVAL_GEN) {
+		const char *only = o->max_tokens >= 0 ? "--max-tokens" : o->nstop ? "--stop" : o->extract ? "--extract"
+				   : o->chat ? "--chat" : o->system ? "--system" : o->think ? "--think"
+				   : o->per_example ? "--per-example" : o->sampling ? "the sampling options" : NULL;
+		if (only)
+			usage_error("%s applies to gen only", only);
+	} else if (o->window || o->prefix >= 0) {
+		usage_error("%s applies to ppl and choice only", o->window ? "--window" : "--prefix-token");
+	}
+	if ((o->system || o->think) && !o->chat)
+		usage_error("--system and --think need --chat");
+	if (!o->extract)
+		o->extract = "text";
+	if (o->max_tokens < 0)
+		o->max_tokens = 256;
+	/* a bad regex:RE is a usage error before the model is loaded */
+	if ((rc = ouro_extract_init(&x, o->extract)))
+		die(rc);
+	ouro_extract_free(&x);
+}
+
 static void parse_run_options(struct opts *o, int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -154,8 +213,17 @@ static void parse_run_options(struct opts *o, int argc, char **argv)
 		{"gate", required_argument, NULL, 'G'},
 		{"steps", required_argument, NULL, 'T'},
 		{"threshold", required_argument, NULL, 'q'},
+		{"step", required_argument, NULL, 's'},
 		{"eps", required_argument, NULL, 'e'},
 		CLI_EXIT_LONGOPTS,
+		{"max-tokens", required_argument, NULL, 'n'},
+		{"stop", required_argument, NULL, 'U'},
+		{"extract", required_argument, NULL, 'x'},
+		{"chat", no_argument, NULL, 'c'},
+		{"system", required_argument, NULL, 'Y'},
+		{"think", no_argument, NULL, 'H'},
+		{"per-example", required_argument, NULL, 'E'},
+		CLI_SAMPLER_LONGOPTS,
 		{"beta", required_argument, NULL, 'B'},
 		{"window", required_argument, NULL, 'W'},
 		{"context", required_argument, NULL, 'C'},
@@ -184,14 +252,27 @@ static void parse_run_options(struct opts *o, int argc, char **argv)
 	o->limit = -1;
 	o->field = "text";
 	o->parallel = 16;
-	while ((c = cli_getopt(argc, argv, "m:T:q:e:W:f:P:j:vo:h", longopts)) != -1) {
+	o->max_tokens = -1;
+	cli_sampler_defaults(&o->samp);
+	while ((c = cli_getopt(argc, argv, "m:T:q:s:e:n:W:f:P:j:vo:h", longopts)) != -1) {
 		switch (c) {
 		case 'm': o->model_dir = optarg; break;
 		case 'G': o->gate_file = optarg; break;
 		case 'T': o->steps = cli_long(optarg, 1, OURO_MAX_STEPS, "--steps"); break;
-		case 'q': case 'e': case CLI_OPT_KL: case CLI_OPT_ENTROPY: case CLI_OPT_STABLE:
+		case 'q': case 's': case 'e': case CLI_OPT_KL: case CLI_OPT_ENTROPY: case CLI_OPT_STABLE:
 			add_rules(o, optarg, c);
 			break;
+		case 'n': o->max_tokens = cli_long(optarg, 1, 1L << 24, "--max-tokens"); break;
+		case 'U':
+			if (!*optarg || o->nstop == 64)
+				usage_error("--stop: give at most 64 stop strings, none empty");
+			o->stop[o->nstop++] = optarg;
+			break;
+		case 'x': o->extract = optarg; break;
+		case 'c': o->chat = 1; break;
+		case 'Y': o->system = optarg; break;
+		case 'H': o->think = 1; break;
+		case 'E': o->per_example = optarg; break;
 		case 'B': o->beta = cli_real(optarg, 0, 1e6, "--beta"); break;
 		case 'W': o->window = cli_long(optarg, 1, 1L << 24, "--window"); break;
 		case 'C': o->context = cli_long(optarg, 1, 1L << 24, "--context"); break;
@@ -216,8 +297,10 @@ static void parse_run_options(struct opts *o, int argc, char **argv)
 		case 'v': o->verbose = 1; break;
 		case 'o': o->outpath = optarg; break;
 		case 'h': usage(stdout); exit(0);
+		default: o->sampling |= cli_sampler_option(&o->samp, c, optarg); break;
 		}
 	}
+	check_gen_options(o);
 	if (!ppl) {
 		const char *only = o->per_token ? "--per-token" : o->format != OURO_EVAL_AUTO ? "--format"
 				   : strcmp(o->field, "text") ? "--field" : o->context != 1 ? "--context" : NULL;
@@ -238,7 +321,8 @@ static json_t *config_build(const struct opts *o, const struct ouro_model *m, in
 	json_t *c = json_object(), *rules = json_array(), *inputs = json_array();
 	char text[64];
 
-	json_object_set_new(c, "task", json_string(o->task == OURO_EVAL_PPL ? "ppl" : "choice"));
+	json_object_set_new(c, "task", json_string(o->task == OURO_EVAL_PPL ? "ppl"
+						    : o->task == OURO_EVAL_CHOICE ? "choice" : "gen"));
 	json_object_set_new(c, "model", json_string(ouro_model_dir(m)));
 	json_object_set_new(c, "gate", json_string(o->gate_file ? o->gate_file : "model"));
 	json_object_set_new(c, "steps", json_integer(T));
@@ -247,8 +331,26 @@ static json_t *config_build(const struct opts *o, const struct ouro_model *m, in
 		json_array_append_new(rules, json_string(text));
 	}
 	json_object_set_new(c, "rules", rules);
-	json_object_set_new(c, "window", json_integer(o->window));
-	json_object_set_new(c, "prefix_token", json_integer(o->prefix));
+	if (o->task == OURO_EVAL_GEN) {
+		json_t *stop = json_array();
+		for (int i = 0; i < o->nstop; i++)
+			json_array_append_new(stop, json_string(o->stop[i]));
+		json_object_set_new(c, "max_tokens", json_integer(o->max_tokens));
+		json_object_set_new(c, "stop", stop);
+		json_object_set_new(c, "extract", json_string(o->extract));
+		json_object_set_new(c, "chat", json_boolean(o->chat));
+		json_object_set_new(c, "system", o->system ? json_string(o->system) : json_null());
+		json_object_set_new(c, "think", json_boolean(o->think));
+		json_object_set_new(c, "temperature", json_real(o->samp.temperature));
+		json_object_set_new(c, "top_k", json_integer(o->samp.top_k));
+		json_object_set_new(c, "top_p", json_real(o->samp.top_p));
+		json_object_set_new(c, "min_p", json_real(o->samp.min_p));
+		snprintf(text, sizeof text, "%llu", (unsigned long long)o->samp.seed);
+		json_object_set_new(c, "seed", json_string(text));
+	} else {
+		json_object_set_new(c, "window", json_integer(o->window));
+		json_object_set_new(c, "prefix_token", json_integer(o->prefix));
+	}
 	if (o->task == OURO_EVAL_PPL) {
 		json_object_set_new(c, "context", json_integer(o->context));
 		json_object_set_new(c, "beta", json_real(o->beta));
@@ -298,38 +400,6 @@ static int emit_report(json_t *report, struct ouro_output *o, FILE *f, const cha
 	return OURO_OK;
 }
 
-/* ---- progress -------------------------------------------------------------- */
-
-struct progress {
-	int on;
-	double t0, last;
-	int64_t total;
-};
-
-static void progress_show(struct progress *p, int64_t done, int64_t tokens, int final)
-{
-	double t = cli_now(), el = t - p->t0;
-	char eta[32] = "--:--";
-	int width = 24, fill;
-
-	if (!p->on || (!final && t - p->last < 0.2))
-		return;
-	p->last = t;
-	if (done > 0 && p->total > done) {
-		long s = (long)(el / (double)done * (double)(p->total - done) + 0.5);
-		snprintf(eta, sizeof eta, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
-	} else if (p->total <= done) {
-		snprintf(eta, sizeof eta, "done");
-	}
-	fill = p->total ? (int)(width * done / p->total) : width;
-	fprintf(stderr, "\r%s: [%.*s%*s] %lld/%lld examples, %.0f tokens/s, ETA %s \033[K", progname,
-		fill, "########################", width - fill, "", (long long)done,
-		(long long)p->total, el > 0 ? (double)tokens / el : 0.0, eta);
-	if (final)
-		fputc('\n', stderr);
-	fflush(stderr);
-}
-
 /* ---- ppl and choice ---------------------------------------------------------- */
 
 /* Where the scored examples go: the report's sums, the log, the progress. */
@@ -339,36 +409,117 @@ struct sink {
 	int64_t *acc, *v;          /* [L.total] the sums, and one example's */
 	FILE *log;
 	const char *log_name;
-	struct progress prog;
+	struct cli_progress prog;
 	int64_t count;
+	json_t **records;          /* gen: [examples] each one's record, for --per-example */
+	int64_t tokens;            /* gen: tokens generated */
+	const struct ouro_eval_gen *gen;   /* gen: the run, while it runs */
 };
 
-/* ouro_eval_done_fn: example i is scored. */
-static int example_done(void *ctx, int64_t i, const double *d, const double *ll)
+/* Example i is scored (ll: choice's log-likelihoods, record: gen's). */
+static int sink_take(struct sink *k, int64_t i, const double *d, const double *ll, json_t *record)
 {
-	struct sink *k = ctx;
 	const struct ouro_eval_example *e = &k->corpus->ex[i];
+	json_t *err = json_object_get(record, "error");
 	int rc;
 
 	if ((rc = ouro_eval_fix(&k->r->L, d, k->v, e->where)) ||
 	    (rc = ouro_eval_sums_add(&k->r->L, k->acc, k->v, e->where)))
 		return rc;
+	if (err)
+		fprintf(stderr, "%s: %s\n", progname, json_string_value(err));
 	if (k->log) {
 		json_t *line = ouro_eval_log_line(i, e, &k->r->L, k->v, ll);
+		if (record)
+			json_object_set(line, "record", record);
 		int bad = json_dumpf(line, k->log, JSON_LINE) || fputc('\n', k->log) == EOF || fflush(k->log);
 		json_decref(line);
 		if (bad)
 			return ouro_fail(OURO_ESYS, "%s: write error: %s", k->log_name, strerror(errno));
 	}
+	if (k->records)
+		k->records[i] = json_incref(record);
 	k->count++;
-	progress_show(&k->prog, k->count, k->r->input_tokens, k->count == k->prog.total);
+	cli_progress_show(&k->prog, k->count, k->r->input_tokens + k->tokens, k->count == k->prog.total);
 	return OURO_OK;
+}
+
+/* ouro_eval_done_fn */
+static int example_done(void *ctx, int64_t i, const double *d, const double *ll)
+{
+	return sink_take(ctx, i, d, ll, NULL);
+}
+
+/* ouro_eval_gen_fn */
+static int gen_done(void *ctx, int64_t i, const double *d, json_t *record)
+{
+	struct sink *k = ctx;
+
+	k->tokens = (int64_t)k->gen->new_tokens;
+	return sink_take(k, i, d, NULL, record);
+}
+
+/* Generates the examples todo [ntodo] under every rule into the sink. */
+static int run_gen(const struct opts *o, struct ouro_eval_run *r, const struct ouro_gate *gate,
+		   struct ouro_tok *tok, const int64_t *todo, int64_t ntodo, struct sink *k)
+{
+	char names[OURO_EVAL_MAX_RULES][64];
+	const char *name_of[OURO_EVAL_MAX_RULES];
+	int32_t stop_ids[3];
+	struct ouro_extract x;
+	int rc;
+
+	if ((rc = ouro_extract_init(&x, o->extract)))
+		return rc;
+	for (int q = 0; q < o->nrules; q++) {
+		cli_rule_text(names[q], sizeof names[q], &o->rules[q]);
+		name_of[q] = names[q];
+	}
+	struct ouro_eval_gen g = {
+		.m = r->m, .tok = tok, .gate = gate, .T = r->T, .R = r->R, .rules = o->rules,
+		.rule_names = name_of, .samp = o->samp, .max_tokens = o->max_tokens,
+		.stop = o->stop, .nstop = o->nstop,
+		.stop_ids = stop_ids, .nstop_ids = cli_stop_ids(ouro_model_config(r->m), tok, stop_ids),
+		.chat = o->chat, .think = o->think, .system = o->system, .extract = &x,
+		.parallel = (int)o->parallel, .L = r->L,
+	};
+	k->gen = &g;
+	rc = ouro_eval_generate(&g, k->corpus, todo, ntodo, gen_done, k);
+	r->input_tokens = (int64_t)g.prompt_tokens;
+	k->tokens = (int64_t)g.new_tokens;
+	k->gen = NULL;
+	ouro_extract_free(&x);
+	return rc;
+}
+
+/* Writes the records of --per-example in the order of the examples. */
+static int write_records(const char *path, json_t **records, int64_t total)
+{
+	struct ouro_output *out;
+	FILE *f;
+	int rc;
+
+	if ((rc = ouro_output_open(&out, &f, path)))
+		return rc;
+	for (int64_t i = 0; i < total; i++)
+		if (records[i] && (json_dumpf(records[i], f, JSON_LINE) || fputc('\n', f) == EOF)) {
+			ouro_output_abort(out);
+			return ouro_fail(OURO_ESYS, "%s: write error: %s", ouro_input_name(path), strerror(errno));
+		}
+	return ouro_output_commit(out);
 }
 
 /* The run's settings that depend on the model, checked against it. */
 static void run_settings(struct opts *o, const struct ouro_config *cfg, struct ouro_eval_run *r)
 {
 	r->T = (int)(o->steps ? o->steps : cfg->total_ut_steps);
+	/* a generation runs under one rule: gen's default is the model's */
+	if (o->task == OURO_EVAL_GEN && !o->nrules)
+		o->rules[o->nrules++] = (struct ouro_exit_rule){.kind = OURO_EXIT_THRESHOLD,
+								.q = cfg->early_exit_threshold};
+	for (int q = 0; q < o->nrules; q++)
+		if (o->rules[q].kind == OURO_EXIT_STATIC && o->rules[q].step >= r->T)
+			usage_error("--step: %d is outside 0..%d", o->rules[q].step, r->T - 1);
 	r->R = o->nrules;
 	if (o->window > cfg->max_position_embeddings)
 		usage_error("--window: %ld is more than max_position_embeddings %lld", o->window,
@@ -436,17 +587,34 @@ static int examples_todo(const struct opts *o, struct ouro_eval_run *r,
 
 	for (int64_t i = 0; i < total && !need_tok; i++)
 		need_tok = ouro_eval_in_shard(i, o->shard_k, o->shard_n) && !done[i] &&
-			   (o->task == OURO_EVAL_CHOICE || corpus->ex[i].text);
+			   (o->task != OURO_EVAL_PPL || corpus->ex[i].text);
 	if (need_tok && (rc = ouro_tok_load_dir(tok, ouro_model_dir(r->m))))
 		return rc;
 	for (int64_t i = 0; i < total; i++) {
 		if (!ouro_eval_in_shard(i, o->shard_k, o->shard_n) || done[i])
 			continue;
 		todo[(*ntodo)++] = i;
-		if (*tok && (rc = ouro_eval_tokenize(&corpus->ex[i], *tok, o->task, r->prefix, r->window)))
+		if (*tok && o->task != OURO_EVAL_GEN && (rc = ouro_eval_tokenize(&corpus->ex[i], *tok, o->task, r->prefix, r->window)))
 			return rc;
 	}
 	return OURO_OK;
+}
+
+/* -v: what the run did and how fast. */
+static void show_speed(const struct ouro_eval_run *r, const struct sink *k, int64_t ndone)
+{
+	double el = cli_now() - k->prog.t0;
+
+	if (r->task == OURO_EVAL_GEN)
+		fprintf(stderr, "%s: %lld examples (and %lld from the log), %lld prompt tokens and %lld generated tokens under %d rules in %.2f s: %.1f generated tokens/s\n",
+			progname, (long long)k->count, (long long)ndone, (long long)r->input_tokens,
+			(long long)k->tokens, r->R, el, el > 0 ? (double)k->tokens / el : 0.0);
+	else
+		fprintf(stderr, "%s: %lld examples (and %lld from the log), %lld windows in %lld passes, %lld tokens through the forward pass in %.2f s: %.0f tokens/s, %.1f examples/s (%d loops each)\n",
+			progname, (long long)k->count, (long long)ndone, (long long)r->windows,
+			(long long)r->passes, (long long)r->input_tokens, el,
+			el > 0 ? (double)r->input_tokens / el : 0.0, el > 0 ? (double)k->count / el : 0.0,
+			r->T);
 }
 
 static int cmd_run(enum ouro_eval_task task, int argc, char **argv)
@@ -460,9 +628,10 @@ static int cmd_run(enum ouro_eval_task task, int argc, char **argv)
 	FILE *rep_f = NULL;
 	json_t *config = NULL, *report = NULL;
 	unsigned char *done = NULL;
-	int64_t *acc = NULL, *v = NULL, *todo = NULL, total, ntodo = 0, ndone = 0;
+	int64_t *acc = NULL, *v = NULL, *todo = NULL, total = 0, ntodo = 0, ndone = 0;
 	FILE *log = NULL;
-	int rc;
+	json_t **records = NULL;
+	int rc, failed = 0;
 
 	parse_run_options(&o, argc, argv);
 	cli_threads(o.threads);
@@ -472,7 +641,8 @@ static int cmd_run(enum ouro_eval_task task, int argc, char **argv)
 	run_settings(&o, cfg, &r);
 	if (o.gate_file && (rc = ouro_gate_load(&gate, o.gate_file, cfg->hidden_size)))
 		goto fail;
-	if ((rc = ouro_scorer_new(&r.scorer, r.m, o.gate_file ? &gate : NULL, r.T, o.rules, o.nrules)))
+	if (task != OURO_EVAL_GEN &&
+	    (rc = ouro_scorer_new(&r.scorer, r.m, o.gate_file ? &gate : NULL, r.T, o.rules, o.nrules)))
 		goto fail;
 	/* a destination that cannot be written fails now, not after the
 	 * work; the report itself is opened at the end, so that a run that
@@ -490,7 +660,8 @@ static int cmd_run(enum ouro_eval_task task, int argc, char **argv)
 	acc = calloc((size_t)r.L.total, sizeof *acc);
 	v = calloc((size_t)r.L.total, sizeof *v);
 	todo = malloc(((size_t)total + 1) * sizeof *todo);
-	if (!done || !acc || !v || !todo) {
+	records = o.per_example ? calloc((size_t)total + 1, sizeof *records) : NULL;
+	if (!done || !acc || !v || !todo || (o.per_example && !records)) {
 		rc = ouro_fail(OURO_ENOMEM, "out of memory");
 		goto fail;
 	}
@@ -504,16 +675,12 @@ static int cmd_run(enum ouro_eval_task task, int argc, char **argv)
 		r.per_token_name = strcmp(o.per_token, "-") ? o.per_token : "stdout";
 	}
 	struct sink sink = {&r, &corpus, acc, v, log, o.log,
-			    {.on = isatty(2), .t0 = cli_now(), .total = ntodo}, 0};
-	if ((rc = ouro_eval_score(&r, &corpus, todo, ntodo, example_done, &sink)))
+			    {.on = isatty(2), .t0 = cli_now(), .total = ntodo}, 0, records, 0, NULL};
+	if ((rc = task == OURO_EVAL_GEN ? run_gen(&o, &r, o.gate_file ? &gate : NULL, tok, todo, ntodo, &sink)
+					: ouro_eval_score(&r, &corpus, todo, ntodo, example_done, &sink)))
 		goto fail;
-	double el = cli_now() - sink.prog.t0;
 	if (o.verbose)
-		fprintf(stderr, "%s: %lld examples (and %lld from the log), %lld windows in %lld passes, %lld tokens through the forward pass in %.2f s: %.0f tokens/s, %.1f examples/s (%d loops each)\n",
-			progname, (long long)sink.count, (long long)ndone, (long long)r.windows,
-			(long long)r.passes, (long long)r.input_tokens, el,
-			el > 0 ? (double)r.input_tokens / el : 0.0, el > 0 ? (double)sink.count / el : 0.0,
-			r.T);
+		show_speed(&r, &sink, ndone);
 	if (log && fclose(log)) {
 		log = NULL;
 		rc = ouro_fail(OURO_ESYS, "%s: write error: %s", o.log, strerror(errno));
@@ -526,10 +693,15 @@ static int cmd_run(enum ouro_eval_task task, int argc, char **argv)
 		if (rc)
 			goto fail;
 	}
+	if (records && (rc = write_records(o.per_example, records, total)))
+		goto fail;
 	report = ouro_eval_report(config, o.shard_k, o.shard_n, total, &r.L, acc);
 	if (!(rc = report_open(&rep_out, &rep_f, o.outpath, o.table)))
 		rc = emit_report(report, rep_out, rep_f, o.outpath, o.table, o.plot);
 	rep_out = NULL;
+	/* gen: examples that could not run were named on stderr, now or by
+	 * the run that logged them; the report is written all the same */
+	failed = !rc && task == OURO_EVAL_GEN && acc[r.L.off[OURO_EVAL_G_FAILED]];
 fail:
 	if (rep_out)
 		ouro_output_abort(rep_out);
@@ -543,6 +715,9 @@ fail:
 	free(acc);
 	free(v);
 	free(todo);
+	for (int64_t i = 0; records && i < total; i++)
+		json_decref(records[i]);
+	free(records);
 	ouro_eval_corpus_free(&corpus);
 	ouro_tok_free(tok);
 	ouro_scorer_free(r.scorer);
@@ -550,110 +725,10 @@ fail:
 	ouro_model_free(r.m);
 	if (rc)
 		die(rc);
-	return 0;
+	return failed ? OURO_EINPUT : 0;
 }
 
 /* ---- merge ------------------------------------------------------------------- */
-
-/* What merge has gathered from the reports read so far. */
-struct merge {
-	int nreports;
-	json_t *config;          /* of the first report */
-	const char *first;       /* its path */
-	long count;              /* shards */
-	int64_t total;           /* examples */
-	struct ouro_eval_layout L;
-	json_t **seen;           /* [count] each shard's report, once read */
-	const char **seen_by;    /* [count] its path */
-	int64_t *acc, *v;        /* [L.total] the sums, and one report's */
-};
-
-/* Checks the shard report j (read from path) as a report of ouro-eval and
- * takes the settings from it when it is the first; *idx gets its shard. */
-static int merge_check(struct merge *g, json_t *j, const char *name, const char *path,
-		       int64_t *idx)
-{
-	json_t *shard = json_object_get(j, "shard"), *tot = json_object_get(j, "examples_total");
-	json_t *ji = json_object_get(shard, "index"), *cnt = json_object_get(shard, "count");
-	int rc = OURO_OK;
-
-	if (!json_is_object(j) || !json_is_string(json_object_get(j, "format")) ||
-	    strcmp(json_string_value(json_object_get(j, "format")), OURO_EVAL_REPORT_FORMAT) ||
-	    !json_is_integer(json_object_get(j, "version")) || json_integer_value(json_object_get(j, "version")) != OURO_EVAL_FORMAT_VERSION)
-		return ouro_fail(OURO_EINPUT, "%s: not a report of ouro-eval (version %d)", name, OURO_EVAL_FORMAT_VERSION);
-	if (!shard)
-		return ouro_fail(OURO_EINPUT, "%s: not the report of a --shard run", name);
-	if (!json_is_integer(ji) || !json_is_integer(cnt) || json_integer_value(cnt) < 1 ||
-	    json_integer_value(ji) < 0 || json_integer_value(ji) >= json_integer_value(cnt) ||
-	    json_integer_value(cnt) > (1L << 30) || !json_is_integer(tot) || json_integer_value(tot) < 0)
-		return ouro_fail(OURO_EINPUT, "%s: \"shard\" or \"examples_total\" is invalid", name);
-	*idx = json_integer_value(ji);
-	if (!g->config) {
-		g->config = json_incref(json_object_get(j, "config"));
-		g->first = path;
-		g->count = (long)json_integer_value(cnt);
-		g->total = json_integer_value(tot);
-		if (g->count > g->nreports)
-			return ouro_fail(OURO_EINPUT, "%s: one of %ld shards, but %d report%s given; shards are missing",
-					 name, g->count, g->nreports, g->nreports == 1 ? " is" : "s are");
-		if ((rc = ouro_eval_config_layout(g->config, &g->L, name)))
-			return rc;
-		g->seen = calloc((size_t)g->count, sizeof *g->seen);
-		g->seen_by = calloc((size_t)g->count, sizeof *g->seen_by);
-		g->acc = calloc((size_t)g->L.total, sizeof *g->acc);
-		g->v = calloc((size_t)g->L.total, sizeof *g->v);
-		if (!g->seen || !g->seen_by || !g->acc || !g->v)
-			return ouro_fail(OURO_ENOMEM, "out of memory");
-	}
-	if (g->config != json_object_get(j, "config") && !json_equal(g->config, json_object_get(j, "config")))
-		return ouro_fail(OURO_EINPUT, "%s: a run with other settings than %s: config.%s differs",
-				 name, ouro_input_name(g->first), ouro_eval_first_difference(json_object_get(j, "config"), g->config));
-	if (json_integer_value(cnt) != g->count)
-		return ouro_fail(OURO_EINPUT, "%s: shard %lld/%lld, but %s is one of %ld shards", name,
-				 (long long)*idx, (long long)json_integer_value(cnt),
-				 ouro_input_name(g->first), g->count);
-	if (json_integer_value(tot) != g->total)
-		return ouro_fail(OURO_EINPUT, "%s: %lld examples in all, %s has %lld", name,
-				 (long long)json_integer_value(tot), ouro_input_name(g->first), (long long)g->total);
-	if (g->seen[*idx])
-		return ouro_fail(OURO_EINPUT, "%s: shard %lld/%ld is also %s", name, (long long)*idx,
-				 g->count, ouro_input_name(g->seen_by[*idx]));
-	return OURO_OK;
-}
-
-/* Reads the shard report at path and adds its sums. */
-static int merge_report(struct merge *g, const char *path)
-{
-	const char *name = ouro_input_name(path);
-	json_error_t err;
-	char *buf;
-	size_t len;
-	json_t *j;
-	int64_t k = 0;
-	int rc;
-
-	if ((rc = ouro_eval_slurp(path, &buf, &len)))
-		return rc;
-	j = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &err);
-	free(buf);
-	if (!j)
-		return ouro_fail(OURO_EINPUT, "%s: line %d: not valid JSON: %s", name, err.line, err.text);
-	if (!(rc = merge_check(g, j, name, path, &k)) &&
-	    !(rc = ouro_eval_sums_parse(&g->L, json_object_get(j, "sums"), g->v, name))) {
-		int64_t want = g->total / g->count + (k < g->total % g->count);
-		int64_t got = g->v[g->L.off[0]];   /* "examples" is field 0 of both tasks */
-		if (got != want)
-			rc = ouro_fail(OURO_EINPUT, "%s: shard %lld/%ld scored %lld examples of %lld; is the run complete?",
-				       name, (long long)k, g->count, (long long)got, (long long)want);
-		else if (!(rc = ouro_eval_sums_add(&g->L, g->acc, g->v, name))) {
-			g->seen[k] = j;
-			g->seen_by[k] = path;
-			j = NULL;
-		}
-	}
-	json_decref(j);
-	return rc;
-}
 
 static int cmd_merge(int argc, char **argv)
 {
@@ -666,7 +741,7 @@ static int cmd_merge(int argc, char **argv)
 	};
 	const char *outpath = NULL, *plot = NULL;
 	int c, table = 0, rc = OURO_OK;
-	struct merge g = {0};
+	struct ouro_eval_merge g = {0};
 	json_t *report = NULL;
 
 	while ((c = cli_getopt(argc, argv, "o:h", longopts)) != -1) {
@@ -681,24 +756,14 @@ static int cmd_merge(int argc, char **argv)
 		usage_error("merge: give the reports of every shard");
 	g.nreports = argc - optind;
 	for (int i = optind; i < argc && !rc; i++)
-		rc = merge_report(&g, argv[i]);
-	for (long k = 0; !rc && k < g.count; k++)
-		if (!g.seen[k])
-			rc = ouro_fail(OURO_EINPUT, "shard %ld/%ld is missing", k, g.count);
-	if (!rc) {
+		rc = ouro_eval_merge_add(&g, argv[i]);
+	if (!rc && !(rc = ouro_eval_merge_end(&g, &report))) {
 		struct ouro_output *o;
 		FILE *f;
-		report = ouro_eval_report(g.config, 0, 0, g.total, &g.L, g.acc);
 		if (!(rc = report_open(&o, &f, outpath, table)))
 			rc = emit_report(report, o, f, outpath, table, plot);
 	}
-	for (long k = 0; g.seen && k < g.count; k++)
-		json_decref(g.seen[k]);
-	free(g.seen);
-	free(g.seen_by);
-	free(g.acc);
-	free(g.v);
-	json_decref(g.config);
+	ouro_eval_merge_free(&g);
 	json_decref(report);
 	if (rc)
 		die(rc);
@@ -709,7 +774,7 @@ int main(int argc, char **argv)
 {
 	cli_init("ouro-eval");
 	if (argc < 2)
-		usage_error("expected a command: ppl, choice or merge (see --help)");
+		usage_error("expected a command: ppl, choice, gen or merge (see --help)");
 	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
 		usage(stdout);
 		return 0;
@@ -718,7 +783,9 @@ int main(int argc, char **argv)
 		return cmd_run(OURO_EVAL_PPL, argc - 1, argv + 1);
 	if (strcmp(argv[1], "choice") == 0)
 		return cmd_run(OURO_EVAL_CHOICE, argc - 1, argv + 1);
+	if (strcmp(argv[1], "gen") == 0)
+		return cmd_run(OURO_EVAL_GEN, argc - 1, argv + 1);
 	if (strcmp(argv[1], "merge") == 0)
 		return cmd_merge(argc - 1, argv + 1);
-	usage_error("'%s' is not a command: ppl, choice or merge", argv[1]);
+	usage_error("'%s' is not a command: ppl, choice, gen or merge", argv[1]);
 }

@@ -19,9 +19,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <utf8proc.h>
 
 #include "cli.h"
+#include "eval.h"           /* ouro_json_text */
 #include "tokenizer.h"
 
 static void usage(FILE *f)
@@ -114,11 +114,7 @@ static void parse_args(struct opts *o, int argc, char **argv)
 		{"kv", required_argument, NULL, 'K'},
 		{"kv-type", required_argument, NULL, 'D'},
 		{"kv-memory", required_argument, NULL, 'B'},
-		{"temperature", required_argument, NULL, 'X'},
-		{"top-k", required_argument, NULL, 'k'},
-		{"top-p", required_argument, NULL, 'p'},
-		{"min-p", required_argument, NULL, 'M'},
-		{"seed", required_argument, NULL, 'S'},
+		CLI_SAMPLER_LONGOPTS,
 		{"chat", no_argument, NULL, 'c'},
 		{"system", required_argument, NULL, 'Y'},
 		{"think", no_argument, NULL, 'H'},
@@ -135,7 +131,7 @@ static void parse_args(struct opts *o, int argc, char **argv)
 	int c;
 
 	o->max_tokens = 128;
-	o->samp.top_p = 1;
+	cli_sampler_defaults(&o->samp);
 	o->kv_type = OURO_BF16;
 	while ((c = cli_getopt(argc, argv, "m:n:T:q:s:e:wf:P:tvj:h", longopts)) != -1) {
 		switch (c) {
@@ -166,14 +162,6 @@ static void parse_args(struct opts *o, int argc, char **argv)
 				usage_error("--kv-type: '%s' is not bf16 or f32", optarg);
 			break;
 		case 'B': o->kv_memory = parse_size(optarg); break;
-		case 'X': o->samp.temperature = cli_real(optarg, 0, HUGE_VAL, "--temperature"); break;
-		case 'k': o->samp.top_k = cli_long(optarg, 0, 1L << 24, "--top-k"); break;
-		case 'p': o->samp.top_p = cli_real(optarg, 1e-300, 1, "--top-p"); break;
-		case 'M': o->samp.min_p = cli_real(optarg, 0, 1, "--min-p"); break;
-		case 'S':
-			if (cli_strtou64(optarg, &o->samp.seed))
-				usage_error("--seed: '%s' is not an unsigned integer", optarg);
-			break;
 		case 'c': o->chat = 1; break;
 		case 'Y': o->system = optarg; break;
 		case 'H': o->think = 1; break;
@@ -185,6 +173,7 @@ static void parse_args(struct opts *o, int argc, char **argv)
 		case 'v': o->verbose = 1; break;
 		case 'j': o->threads = optarg; break;
 		case 'h': usage(stdout); exit(0);
+		default: cli_sampler_option(&o->samp, c, optarg); break;
 		}
 	}
 	if ((o->system || o->think) && !o->chat)
@@ -219,21 +208,6 @@ static int encode_prompt(const struct opts *o, struct ouro_tok *tok, const char 
 	if (!rc && ids->n == 0)
 		rc = ouro_fail(OURO_EINPUT, "the prompt is empty");
 	ouro_bytes_free(&chat);
-	return rc;
-}
-
-/* The text of ids [n] past its first `skip` bytes (the prompt's own). */
-static int new_text(struct ouro_tok *tok, const int32_t *ids, size_t n, size_t skip,
-		    struct ouro_bytes *out)
-{
-	struct ouro_bytes b = {0};
-	int rc;
-
-	out->n = 0;
-	if (!(rc = ouro_tok_decode(tok, ids, n, &b)) && b.n > skip &&
-	    ouro_bytes_add(out, b.p + skip, b.n - skip))
-		rc = ouro_fail(OURO_ENOMEM, "out of memory");
-	ouro_bytes_free(&b);
 	return rc;
 }
 
@@ -432,29 +406,6 @@ static int read_jobs(const struct opts *o, struct ouro_tok *tok, struct job **ou
 	return rc;
 }
 
-/* Valid UTF-8 for JSON: each byte that is not part of a character
- * becomes U+FFFD. */
-static json_t *json_text(const struct ouro_bytes *b)
-{
-	struct ouro_bytes u = {0};
-	json_t *s;
-
-	for (size_t i = 0; i < b->n;) {
-		utf8proc_int32_t cp;
-		utf8proc_ssize_t len = utf8proc_iterate((const utf8proc_uint8_t *)b->p + i,
-							(utf8proc_ssize_t)(b->n - i), &cp);
-		if (len > 0 ? ouro_bytes_add(&u, b->p + i, (size_t)len)
-			    : ouro_bytes_add(&u, "\xef\xbf\xbd", 3)) {
-			ouro_bytes_free(&u);
-			return NULL;
-		}
-		i += len > 0 ? (size_t)len : 1;
-	}
-	s = json_stringn(u.p ? u.p : "", u.n);
-	ouro_bytes_free(&u);
-	return s;
-}
-
 static const char *finish_name(int finish)
 {
 	return finish == OURO_FINISH_EOS ? "eos" : finish == OURO_FINISH_STOP ? "stop" : "length";
@@ -474,7 +425,7 @@ static int write_job(const struct opts *o, const struct ouro_tok *tok, const str
 			json_object_set_new(v, "error", json_string(j->error));
 		} else {
 			if (tok)
-				json_object_set_new(v, "text", json_text(&j->text));
+				json_object_set_new(v, "text", ouro_json_text(j->text.p ? j->text.p : "", j->text.n));
 			for (size_t k = j->prompt; k < j->ids.n; k++) {
 				json_array_append_new(ids, json_integer(j->ids.v[k]));
 				json_array_append_new(loops, json_integer(j->loops.v[k - j->prompt]));
@@ -517,20 +468,12 @@ static int write_job(const struct opts *o, const struct ouro_tok *tok, const str
  * text cut before the first one. */
 static int hits_stop(struct ouro_tok *tok, struct job *j, int *rc)
 {
-	char *first = NULL;
+	int stopped = 0;
 
-	if (!j->nstop || !tok)
-		return 0;
-	if ((*rc = new_text(tok, j->ids.v, j->ids.n, j->prompt_text, &j->text)))
-		return 0;
-	for (int i = 0; i < j->nstop; i++) {
-		char *at = memmem(j->text.p ? j->text.p : "", j->text.n, j->stop[i], strlen(j->stop[i]));
-		if (at && (!first || at < first))
-			first = at;
-	}
-	if (first)
-		j->text.n = (size_t)(first - j->text.p);
-	return first != NULL;
+	if (j->nstop && tok)
+		*rc = ouro_tok_decode_after(tok, j->ids.v, j->ids.n, j->prompt_text, j->stop, j->nstop,
+					    &j->text, &stopped);
+	return stopped;
 }
 
 /* When the first new token of the run came (cli_now), for -v: the
@@ -609,8 +552,10 @@ static int run_jobs(const struct opts *o, struct ouro_engine *eng, struct ouro_t
 			}
 			if (rc)
 				goto out;
+			int stopped;
 			if (finish && (finish == OURO_FINISH_STOP || !tok || o->print_ids ||
-				       !(rc = new_text(tok, j->ids.v, j->ids.n, j->prompt_text, &j->text))))
+				       !(rc = ouro_tok_decode_after(tok, j->ids.v, j->ids.n, j->prompt_text,
+								    NULL, 0, &j->text, &stopped))))
 				j->finish = finish;
 			if (rc)
 				goto out;
@@ -696,14 +641,6 @@ out:
 	return rc;
 }
 
-static int is_stop(const int32_t *stop, int nstop, int32_t id)
-{
-	for (int i = 0; i < nstop; i++)
-		if (stop[i] == id)
-			return 1;
-	return 0;
-}
-
 int main(int argc, char **argv)
 {
 	struct opts o = {0};
@@ -715,7 +652,7 @@ int main(int argc, char **argv)
 	struct job *jobs = NULL;
 	size_t njobs = 0;
 	int32_t stop[3];
-	int nstop = 0, rc, failed = 0;
+	int nstop, rc, failed = 0;
 
 	cli_init("ouro-generate");
 	double start = cli_now();
@@ -739,13 +676,7 @@ int main(int argc, char **argv)
 		tok = NULL;
 		rc = OURO_OK;
 	}
-	if (c->eos_token_id >= 0)
-		stop[nstop++] = (int32_t)c->eos_token_id;
-	for (int i = 0; tok && i < 2; i++) {
-		int32_t id = ouro_tok_piece_id(tok, i ? "<|endoftext|>" : "<|im_end|>");
-		if (id >= 0 && !is_stop(stop, nstop, id))
-			stop[nstop++] = id;
-	}
+	nstop = cli_stop_ids(c, tok, stop);
 	if (o.gate && (rc = ouro_gate_load(&gate, o.gate, c->hidden_size)))
 		goto fail;
 	if (o.file ? (rc = read_jobs(&o, tok, &jobs, &njobs)) : (rc = read_prompt(&o, argc, argv, tok, &ids)))

@@ -16,9 +16,11 @@
  * a loglikelihood request.
  *
  * Then the pieces of an evaluation: the tasks' examples read and
- * tokenized, each scored into a fixed set of sums, exact integer sums
- * that merge and resume without changing a digit, the report built from
- * them, the log a run resumes from, and the report as a table and a plot.
+ * tokenized, each scored into a fixed set of sums (or, for a generative
+ * task, generated under every exit rule on the batch engine and its
+ * answer extracted), exact integer sums that merge and resume without
+ * changing a digit, the report built from them, the log a run resumes
+ * from, the merge of shards, and the report as a table and a plot.
  *
  * Conventions as in ouro.h: functions return an enum ouro_status and leave
  * a message for ouro_errmsg().
@@ -117,7 +119,7 @@ int64_t ouro_utf8_length(const char *s, size_t len);
 #define OURO_EVAL_LOG_FORMAT "ouro-eval log"
 #define OURO_EVAL_FORMAT_VERSION 1
 
-enum ouro_eval_task { OURO_EVAL_PPL, OURO_EVAL_CHOICE };
+enum ouro_eval_task { OURO_EVAL_PPL, OURO_EVAL_CHOICE, OURO_EVAL_GEN };
 
 /* How a perplexity input is read: by its name (.jsonl/.json: JSONL, else
  * text), one text document, JSONL strings, or lines of token ids. */
@@ -142,6 +144,13 @@ struct ouro_eval_example {
 	int npairs, gold;
 	struct ouro_eval_pair *pairs;
 	char *strings;             /* owns the texts of pairs */
+	/* gen: the prompt (few_shot + prompt), the reference answer, the
+	 * stop strings of `until` (nuntil -1: none given), max_tokens (-1:
+	 * none given); a line that is not a good example has error instead */
+	char *prompt, *answer, **until, *error;
+	size_t prompt_len, answer_len;
+	int nuntil;
+	int64_t max_tokens;
 };
 
 /* The examples of all inputs, in order (zero-initialise before use). */
@@ -170,6 +179,9 @@ int ouro_eval_read_ppl_jsonl(struct ouro_eval_corpus *c, const char *name, char 
 int ouro_eval_read_ppl_ids(struct ouro_eval_corpus *c, const char *name, char *buf, size_t len,
 			   int64_t V);
 int ouro_eval_read_choice_jsonl(struct ouro_eval_corpus *c, const char *name, char *buf, size_t len);
+/* Generative tasks: a line that is not a good example is kept, with its
+ * message in error (the run reports it and goes on). */
+int ouro_eval_read_gen_jsonl(struct ouro_eval_corpus *c, const char *name, char *buf, size_t len);
 void ouro_eval_corpus_free(struct ouro_eval_corpus *c);
 /* Tokenizes one example (its ids are kept for scoring): a document whole,
  * a choice as a request (ouro_request_encode), whose continuation must
@@ -195,6 +207,8 @@ enum { OURO_EVAL_C_EXAMPLES, OURO_EVAL_C_TOKENS, OURO_EVAL_C_ACC, OURO_EVAL_C_AC
        OURO_EVAL_C_GREEDY, OURO_EVAL_C_GOLD_LL, OURO_EVAL_C_RULE_ACC, OURO_EVAL_C_RULE_ACC_NORM,
        OURO_EVAL_C_RULE_GREEDY, OURO_EVAL_C_RULE_GOLD_LL, OURO_EVAL_C_RULE_LOOPS,
        OURO_EVAL_C_NFIELDS };
+enum { OURO_EVAL_G_EXAMPLES, OURO_EVAL_G_FAILED, OURO_EVAL_G_PROMPT_TOKENS, OURO_EVAL_G_RULE_CORRECT,
+       OURO_EVAL_G_RULE_TOKENS, OURO_EVAL_G_RULE_LOOPS, OURO_EVAL_G_RULE_BUDGET, OURO_EVAL_G_NFIELDS };
 
 void ouro_eval_layout_init(struct ouro_eval_layout *L, enum ouro_eval_task task, int T, int R);
 /* One example's sums d [total] (doubles), rounded once into integers:
@@ -272,6 +286,100 @@ typedef int (*ouro_eval_done_fn)(void *ctx, int64_t i, const double *d, const do
  * the order of idx as soon as its last window is scored. */
 int ouro_eval_score(struct ouro_eval_run *r, const struct ouro_eval_corpus *c, const int64_t *idx,
 		    int64_t n, ouro_eval_done_fn done, void *ctx);
+
+/* ---- merging the reports of shards (eval_merge.c) ----------------------- */
+
+/* What a merge has gathered from the reports read so far (zero-initialise,
+ * then set nreports). */
+struct ouro_eval_merge {
+	int nreports;            /* reports to read in all */
+	json_t *config;          /* of the first report */
+	const char *first;       /* its path */
+	long count;              /* shards */
+	int64_t total;           /* examples */
+	struct ouro_eval_layout L;
+	json_t **seen;           /* [count] each shard's report, once read */
+	const char **seen_by;    /* [count] its path */
+	int64_t *acc, *v;        /* [L.total] the sums, and one report's */
+};
+
+/* Reads the shard report at path ("-": stdin), checks it against those
+ * read before and adds its sums. */
+int ouro_eval_merge_add(struct ouro_eval_merge *g, const char *path);
+/* The merged report, once every shard is read (a missing one is
+ * OURO_EINPUT). */
+int ouro_eval_merge_end(struct ouro_eval_merge *g, json_t **report);
+void ouro_eval_merge_free(struct ouro_eval_merge *g);
+
+/* ---- generative tasks (eval_extract.c, eval_gen.c) ---------------------- */
+
+/* How the answer is taken from a generated text (ouro-eval(1),
+ * EXTRACTION), after a thinking section is dropped. */
+enum ouro_extract_kind { OURO_EXTRACT_TEXT, OURO_EXTRACT_GSM8K, OURO_EXTRACT_LAST_NUMBER,
+			 OURO_EXTRACT_BOXED, OURO_EXTRACT_REGEX };
+extern const char *const ouro_extract_names[];   /* "text", "gsm8k", ... */
+
+struct ouro_extract {
+	enum ouro_extract_kind kind;
+	void *re;          /* pcre2_code of regex:RE */
+	void *number;      /* pcre2_code of a number */
+};
+
+/* From --extract's value: text, gsm8k, last-number, boxed or regex:RE
+ * (OURO_EUSAGE if it is none of them). */
+int ouro_extract_init(struct ouro_extract *x, const char *spec);
+void ouro_extract_free(struct ouro_extract *x);
+/* The answer of text [len] into out (cleared first); *found 0 when the
+ * text has none. */
+int ouro_extract_answer(const struct ouro_extract *x, const char *text, size_t len,
+			struct ouro_bytes *out, int *found);
+/* The form in which answers compare: a number canonical (commas, "$",
+ * leading zeros, trailing decimal zeros dropped), any other string case
+ * folded with its blank runs made one space and trailing ".,;:!?"
+ * dropped; into out (cleared first). */
+int ouro_answer_normalize(const char *s, size_t len, struct ouro_bytes *out);
+
+/* A JSON string of the bytes p [n], each byte that is not part of a
+ * UTF-8 character made U+FFFD (generated text need not be valid UTF-8). */
+json_t *ouro_json_text(const char *p, size_t n);
+
+/* What generating the examples needs (zero-initialise, then set all but
+ * the statistics). */
+struct ouro_eval_gen {
+	struct ouro_model *m;
+	struct ouro_tok *tok;
+	const struct ouro_gate *gate;           /* NULL: the model's own */
+	int T, R;
+	const struct ouro_exit_rule *rules;     /* [R]: every example runs under each */
+	const char *const *rule_names;          /* [R] for the records */
+	struct ouro_sampler_opts samp;
+	int64_t max_tokens;                     /* budget of an example without its own */
+	char *const *stop;                      /* [nstop] stop strings; `until` replaces them */
+	int nstop;
+	const int32_t *stop_ids;                /* [nstop_ids] ids that end a generation */
+	int nstop_ids;
+	int chat, think;                        /* the prompt as a ChatML user turn */
+	const char *system;
+	const struct ouro_extract *extract;
+	int parallel;                           /* sequences at once, >= 1 */
+	struct ouro_eval_layout L;
+	uint64_t prompt_tokens, new_tokens;     /* statistics, added up */
+};
+
+/* Where ouro_eval_generate hands each example over: its number i, its
+ * sums d [L.total] (doubles) and its record (an object: the example,
+ * its source and reference answer, and per rule the text, the extracted
+ * answer, whether it is correct, the tokens, loops per token and why the
+ * generation ended; or "error" for an example that could not run), which
+ * the callee may keep a reference to. */
+typedef int (*ouro_eval_gen_fn)(void *ctx, int64_t i, const double *d, json_t *record);
+
+/* Generates the examples c->ex[idx[k]], k = 0..n-1, one engine sequence
+ * per example and rule, at most g->parallel at once; done() gets each
+ * example when all its rules have finished. A sequence's text does not
+ * depend on what runs beside it, so neither do the sums. */
+int ouro_eval_generate(struct ouro_eval_gen *g, const struct ouro_eval_corpus *c, const int64_t *idx,
+		       int64_t n, ouro_eval_gen_fn done, void *ctx);
 
 /* The report as a table, for people. */
 void ouro_eval_table(FILE *f, json_t *report);

@@ -78,6 +78,15 @@ int ouro_tok_encode(struct ouro_tok *tok, const char *text, size_t len,
 int ouro_tok_decode(const struct ouro_tok *tok, const int32_t *ids, size_t n,
 		    struct ouro_bytes *out);
 
+/* The text of a generation so far: the decoding of ids [n] (a prompt
+ * and its new tokens) past its first `skip` bytes (the prompt's own
+ * decoding, so that a token's text depends on its context as the
+ * tokenizer has it), into out (cleared first). With stop strings stop
+ * [nstop], *stopped is 1 when that text holds one, and out then ends
+ * before the first of them; else 0. */
+int ouro_tok_decode_after(const struct ouro_tok *tok, const int32_t *ids, size_t n, size_t skip,
+			  char *const *stop, int nstop, struct ouro_bytes *out, int *stopped);
+
 /* Appends a ChatML prompt for one user turn to out:
  *   <|im_start|>system\n SYSTEM <|im_end|>\n
  *   <|im_start|>user\n USER <|im_end|>\n

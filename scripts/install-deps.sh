@@ -8,12 +8,13 @@ set -eu
 cd "$(dirname "$0")/.."
 
 # Build: compiler, BLAS, JSON, Unicode tables, compression, pkg-config.
-# Tests: NumPy for the independent reference, mandoc to check man pages.
+# Tests: NumPy for the independent reference, mandoc to check man pages,
+# GNU parallel for the scale-out recipe of ouro-eval(1) that t-man runs.
 # Reliability: clang and its runtime libraries for make fuzz (libFuzzer),
 # valgrind for make valgrind.
 packages="build-essential pkg-config libopenblas-dev libjansson-dev
 libutf8proc-dev zlib1g-dev python3 python3-numpy mandoc libpcre2-dev
-sentencepiece clang libclang-rt-14-dev valgrind"
+sentencepiece clang libclang-rt-14-dev valgrind parallel"
 
 missing=""
 for p in $packages; do

@@ -15,6 +15,10 @@
 #                     returns 1 after a failure
 #   expect_fail STATUS PATTERN CMD...
 #                     the same, and CMD writes nothing to stdout
+#   kill_at_lines PID FILE N
+#                     kills PID with SIGKILL once FILE has N lines (or
+#                     after 20 s), waits for it, and sets $lines_then to
+#                     the lines FILE had then (a run killed midway)
 #   test_seed         sets $seed for random cases: $OURO_TEST_SEED, else a
 #                     fresh one, and prints how to run again with it
 set -u
@@ -54,6 +58,17 @@ expect_fail() {
 	expect_exit "$@" || return 1
 	shift 2
 	[ ! -s "$tmp/out" ] || fail "$*: wrote to stdout"
+}
+
+kill_at_lines() {
+	i=0
+	while [ "$i" -lt 400 ] && [ "$( [ -e "$2" ] && wc -l <"$2" || echo 0)" -lt "$3" ]; do
+		sleep 0.05
+		i=$((i + 1))
+	done
+	kill -KILL "$1" 2>/dev/null
+	wait "$1" 2>/dev/null
+	lines_then=$( [ -e "$2" ] && wc -l <"$2" || echo 0)
 }
 
 test_seed() {

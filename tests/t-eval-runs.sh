@@ -83,7 +83,6 @@ cmp -s "$tmp/again.json" "$tmp/whole.json" || fail "resuming a complete log chan
 echo "# --resume: from a log cut mid-line, and from a complete one: identical reports; logged examples not redone"
 
 # ---- 3. SIGKILL midway, then resume
-lines() { if [ -e "$1" ]; then wc -l <"$1"; else echo 0; fi; }
 "$PYTHON" - "$tmp/many.jsonl" <<'EOF'
 import json, sys
 with open(sys.argv[1], "w") as f:
@@ -92,15 +91,8 @@ with open(sys.argv[1], "w") as f:
 EOF
 ouro-eval ppl -q 0.5 -o "$tmp/many.json" "$tmp/many.jsonl" || fail "plain run (many)"
 ouro-eval ppl -q 0.5 -P 2 --log "$tmp/kill.log" -o "$tmp/killed.json" "$tmp/many.jsonl" &
-pid=$!
-i=0
-while [ "$i" -lt 200 ] && [ "$(lines "$tmp/kill.log")" -lt 5 ]; do
-	sleep 0.05
-	i=$((i + 1))
-done
-kill -KILL "$pid" 2>/dev/null
-wait "$pid" 2>/dev/null
-done_before=$(($(wc -l <"$tmp/kill.log") - 1))
+kill_at_lines $! "$tmp/kill.log" 5
+done_before=$((lines_then - 1))
 [ -e "$tmp/killed.json" ] && [ "$done_before" -lt 16 ] && fail "a killed run left its report"
 ouro-eval ppl -q 0.5 --log "$tmp/kill.log" --resume -o "$tmp/killed.json" "$tmp/many.jsonl" ||
 	fail "resume after SIGKILL"

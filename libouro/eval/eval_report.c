@@ -45,10 +45,11 @@ void ouro_eval_table(FILE *f, json_t *report)
 						  "acc_norm_stderr", "%8.4f", "greedy", "%8.4f", "ppl", "%12.6g",
 						  NULL};
 	json_t *cfg = json_object_get(report, "config"), *res = json_object_get(report, "results"), *x;
-	int ppl = strcmp(json_string_value(json_object_get(cfg, "task")), "ppl") == 0;
+	const char *task = json_string_value(json_object_get(cfg, "task"));
+	int ppl = strcmp(task, "ppl") == 0;
 	size_t i;
 
-	fprintf(f, "ouro-eval %s: model %s, gate %s, %lld loops\n", ppl ? "ppl" : "choice",
+	fprintf(f, "ouro-eval %s: model %s, gate %s, %lld loops\n", task,
 		json_string_value(json_object_get(cfg, "model")), json_string_value(json_object_get(cfg, "gate")),
 		(long long)json_integer_value(json_object_get(cfg, "steps")));
 	if (json_object_get(report, "shard"))
@@ -78,6 +79,23 @@ void ouro_eval_table(FILE *f, json_t *report)
 		fprintf(f, "\nexit distribution: entropy %.4f nats, expected loops %.3f, expected nll %.4f,\n"
 			"Stage I objective (beta %g) %.4f\n\n", num(ex, "entropy"), num(ex, "expected_loops"),
 			num(ex, "expected_nll"), num(cfg, "beta"), num(ex, "stage1"));
+		return;
+	}
+	if (strcmp(task, "gen") == 0) {
+		static const char *const gen_cols[] = {"acc", "%8.4f", "acc_stderr", "%8.4f", "mean_tokens",
+						       "%11.2f", "budget_share", "%9.4f", NULL};
+		fprintf(f, "%lld examples (%lld failed), %lld prompt tokens\n\n",
+			(long long)json_integer_value(json_object_get(res, "examples")),
+			(long long)json_integer_value(json_object_get(res, "failed")),
+			(long long)json_integer_value(json_object_get(res, "prompt_tokens")));
+		fprintf(f, "%-16s %10s %8s %8s %11s %9s\n", "rule", "avg loops", "acc", "+-", "mean tokens",
+			"at budget");
+		json_array_foreach(json_object_get(res, "exit_rules"), i, x) {
+			fprintf(f, "%-16s ", json_string_value(json_object_get(x, "rule")));
+			print_num(f, num(x, "avg_loops"), "%10.3f");
+			fputc(' ', f);
+			print_row(f, x, gen_cols);
+		}
 		return;
 	}
 	fprintf(f, "%lld examples, %lld continuation tokens\n\n",
@@ -191,10 +209,12 @@ int ouro_eval_plot(const char *path, json_t *report)
 	json_t *cfg = json_object_get(report, "config"), *res = json_object_get(report, "results");
 	json_t *loops = json_object_get(res, "loops"), *rules = json_object_get(res, "exit_rules");
 	int ppl = strcmp(json_string_value(json_object_get(cfg, "task")), "ppl") == 0;
-	int T = (int)json_array_size(loops), R = (int)json_array_size(rules), nm = ppl ? 1 : 2;
+	int gen = strcmp(json_string_value(json_object_get(cfg, "task")), "gen") == 0;
+	int T = gen ? 0 : (int)json_array_size(loops), R = (int)json_array_size(rules), nm = ppl || gen ? 1 : 2;
 	const char *metric[2] = {ppl ? "nll" : "acc", "acc_norm"};
 	const char *colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"};
-	double *lx = malloc(sizeof(double) * (size_t)(T + 1)), *ly = malloc(sizeof(double) * 2 * (size_t)(T + 1));
+	size_t cap = json_array_size(loops) + (size_t)R + 1;
+	double *lx = malloc(sizeof(double) * cap), *ly = malloc(sizeof(double) * 2 * cap);
 	double *rx = malloc(sizeof(double) * (size_t)(R + 1)), *ry = malloc(sizeof(double) * (size_t)(R + 1));
 	struct ouro_output *o = NULL;
 	FILE *f;
@@ -204,12 +224,23 @@ int ouro_eval_plot(const char *path, json_t *report)
 		rc = ouro_fail(OURO_ENOMEM, "out of memory");
 		goto out;
 	}
-	double ylo = INFINITY, yhi = -INFINITY, xhi = T;
+	double ylo = INFINITY, yhi = -INFINITY, xhi;
 	for (int m = 0; m < nm; m++)
 		for (int t = 0; t < T; t++) {
 			lx[t] = t + 1;
 			ly[m * T + t] = num(json_array_get(loops, (size_t)t), metric[m]);
 		}
+	/* gen has no per-loop results: its fixed loop counts are its -s rules */
+	for (int q = 0; gen && q < R; q++) {
+		json_t *x = json_array_get(rules, (size_t)q);
+		const char *name = json_string_value(json_object_get(x, "rule"));
+		if (strncmp(name, "static ", 7) == 0) {
+			lx[T] = atoi(name + 7) + 1;
+			ly[T++] = num(x, "acc");
+		}
+	}
+	sort_points(lx, ly, T);
+	xhi = T ? lx[T - 1] : 1;
 	range_of(ly, nm * T, &ylo, &yhi);
 	for (int q = 0; q < R; q++)
 		for (int m = 0; m < nm; m++) {
@@ -241,32 +272,34 @@ int ouro_eval_plot(const char *path, json_t *report)
 		/* a fixed loop count is a rule that uses exactly t loops */
 		svg_series(f, &right, lx, ly + m * T, T, "#999", m ? "2,3" : "6,3");
 	}
-	/* one line per family of rules (thresholds, eps values, ...) and metric */
-	static const char *const family[][2] = {
-		{"threshold ", "exit CDF threshold (-q)"}, {"diff ", "hidden-state difference (-e)"},
-		{"kl ", "KL to the previous loop (--kl)"}, {"entropy ", "next-token entropy (--entropy)"},
-		{"stable ", "stable argmax (--stable)"},
-	};
+	/* one line per family of rules (the rules whose names begin with the
+	 * same word: threshold, diff, static, kl, ...) and metric */
 	int color = 2;
-	for (size_t fam = 0; fam < sizeof family / sizeof *family; fam++)
-		for (int m = 0; m < nm; m++) {
+	for (int first = 0; first < R; first++) {
+		const char *fam = json_string_value(json_object_get(json_array_get(rules, (size_t)first), "rule"));
+		size_t wl = strcspn(fam, " ");
+		int seen = 0;
+		for (int q = 0; q < first && !seen; q++) {
+			const char *name = json_string_value(json_object_get(json_array_get(rules, (size_t)q), "rule"));
+			seen = strcspn(name, " ") == wl && strncmp(name, fam, wl) == 0;
+		}
+		for (int m = 0; m < nm && !seen; m++) {
 			int n = 0;
-			for (int q = 0; q < R; q++) {
+			for (int q = first; q < R; q++) {
 				json_t *x = json_array_get(rules, (size_t)q);
 				const char *name = json_string_value(json_object_get(x, "rule"));
-				if (strncmp(name, family[fam][0], strlen(family[fam][0])) != 0)
+				if (strcspn(name, " ") != wl || strncmp(name, fam, wl))
 					continue;
 				rx[n] = num(x, "avg_loops");
 				ry[n++] = num(x, metric[m]);
 			}
-			if (!n)
-				continue;
 			sort_points(rx, ry, n);
 			svg_series(f, &right, rx, ry, n, colors[color % 6], m ? "2,3" : NULL);
-			fprintf(f, "<text x=\"%d\" y=\"%d\" fill=\"%s\">%s %s</text>\n", 575, 60 + 16 * (color - 2),
-				colors[color % 6], family[fam][1], metric[m]);
+			fprintf(f, "<text x=\"%d\" y=\"%d\" fill=\"%s\">rules %.*s: %s</text>\n", 575,
+				60 + 16 * (color - 2), colors[color % 6], (int)wl, fam, metric[m]);
 			color++;
 		}
+	}
 	for (int m = 0; m < nm; m++)
 		fprintf(f, "<text x=\"95\" y=\"%d\" fill=\"%s\">%s</text>\n", 60 + 16 * m, colors[m], metric[m]);
 	fprintf(f, "<text x=\"575\" y=\"%d\" fill=\"#999\">fixed loop count</text>\n", 60 + 16 * (color - 2));

@@ -52,10 +52,18 @@ static const struct ouro_eval_field choice_fields[OURO_EVAL_C_NFIELDS] = {
 	{"rule_loops", PER_RULE, 0},
 };
 
+/* gen has no per-loop fields: a generation runs under one rule at a time */
+static const struct ouro_eval_field gen_fields[OURO_EVAL_G_NFIELDS] = {
+	{"examples", SCALAR, 0}, {"failed", SCALAR, 0}, {"prompt_tokens", SCALAR, 0},
+	{"rule_correct", PER_RULE, 0}, {"rule_tokens", PER_RULE, 0}, {"rule_loops", PER_RULE, 0},
+	{"rule_budget", PER_RULE, 0},
+};
+
 void ouro_eval_layout_init(struct ouro_eval_layout *L, enum ouro_eval_task task, int T, int R)
 {
-	L->f = task == OURO_EVAL_PPL ? ppl_fields : choice_fields;
-	L->nfields = task == OURO_EVAL_PPL ? OURO_EVAL_P_NFIELDS : OURO_EVAL_C_NFIELDS;
+	L->f = task == OURO_EVAL_PPL ? ppl_fields : task == OURO_EVAL_CHOICE ? choice_fields : gen_fields;
+	L->nfields = task == OURO_EVAL_PPL ? OURO_EVAL_P_NFIELDS
+		     : task == OURO_EVAL_CHOICE ? OURO_EVAL_C_NFIELDS : OURO_EVAL_G_NFIELDS;
 	L->T = T;
 	L->R = R;
 	L->total = 0;
@@ -147,7 +155,38 @@ static double stderr_of(double p, int64_t n)
 	return n > 1 ? sqrt(p * (1 - p) / (double)(n - 1)) : NAN;
 }
 
-/* The results of a task from its sums and configuration. */
+/* The results of a generative task: per rule, accuracy over the examples
+ * that ran, loops per generated token, generated tokens per example and
+ * the share of examples that ended at their token budget. */
+static json_t *gen_results(json_t *config, const struct ouro_eval_layout *L, const int64_t *v)
+{
+	json_t *res = json_object(), *rules = json_array(), *names = json_object_get(config, "rules");
+	const int64_t *F = v;
+	int64_t E = F[L->off[OURO_EVAL_G_EXAMPLES]], bad = F[L->off[OURO_EVAL_G_FAILED]], ran = E - bad;
+
+	json_object_set_new(res, "examples", json_integer(E));
+	json_object_set_new(res, "failed", json_integer(bad));
+	json_object_set_new(res, "prompt_tokens", json_integer(F[L->off[OURO_EVAL_G_PROMPT_TOKENS]]));
+	for (int q = 0; q < L->R; q++) {
+		json_t *x = json_object();
+		int64_t tokens = F[L->off[OURO_EVAL_G_RULE_TOKENS] + q];
+		double a = ratio(F[L->off[OURO_EVAL_G_RULE_CORRECT] + q], ran, 0);
+		json_object_set_new(x, "rule", json_incref(json_array_get(names, (size_t)q)));
+		json_object_set_new(x, "avg_loops", jreal(ratio(F[L->off[OURO_EVAL_G_RULE_LOOPS] + q], tokens, 0)));
+		json_object_set_new(x, "acc", jreal(a));
+		json_object_set_new(x, "acc_stderr", jreal(stderr_of(a, ran)));
+		json_object_set_new(x, "correct", json_integer(F[L->off[OURO_EVAL_G_RULE_CORRECT] + q]));
+		json_object_set_new(x, "tokens", json_integer(tokens));
+		json_object_set_new(x, "mean_tokens", jreal(ratio(tokens, ran, 0)));
+		json_object_set_new(x, "budget_share", jreal(ratio(F[L->off[OURO_EVAL_G_RULE_BUDGET] + q], ran, 0)));
+		json_array_append_new(rules, x);
+	}
+	json_object_set_new(res, "loops", json_array());
+	json_object_set_new(res, "exit_rules", rules);
+	return res;
+}
+
+/* The results of ppl or choice from its sums and configuration. */
 static json_t *results(json_t *config, const struct ouro_eval_layout *L, const int64_t *v)
 {
 	json_t *res = json_object(), *loops = json_array(), *rules = json_array();
@@ -241,7 +280,7 @@ json_t *ouro_eval_report(json_t *config, long shard_k, long shard_n, int64_t tot
 		json_object_set_new(r, "shard", s);
 	}
 	json_object_set_new(r, "examples_total", json_integer(total));
-	json_object_set_new(r, "results", results(config, L, v));
+	json_object_set_new(r, "results", L->f == gen_fields ? gen_results(config, L, v) : results(config, L, v));
 	json_object_set_new(r, "sums", ouro_eval_sums_json(L, v));
 	return r;
 }
@@ -249,12 +288,14 @@ json_t *ouro_eval_report(json_t *config, long shard_k, long shard_n, int64_t tot
 int ouro_eval_config_layout(json_t *config, struct ouro_eval_layout *L, const char *where)
 {
 	json_t *task = json_object_get(config, "task"), *steps = json_object_get(config, "steps"), *rules = json_object_get(config, "rules");
-	int ppl;
+	int ppl, gen;
 
 	if (!json_is_object(config) || !json_is_string(task) ||
-	    (strcmp(json_string_value(task), "ppl") && strcmp(json_string_value(task), "choice")))
-		return ouro_fail(OURO_EINPUT, "%s: \"config\" lacks a task of ppl or choice", where);
+	    (strcmp(json_string_value(task), "ppl") && strcmp(json_string_value(task), "choice") &&
+	     strcmp(json_string_value(task), "gen")))
+		return ouro_fail(OURO_EINPUT, "%s: \"config\" lacks a task of ppl, choice or gen", where);
 	ppl = strcmp(json_string_value(task), "ppl") == 0;
+	gen = strcmp(json_string_value(task), "gen") == 0;
 	/* the table prints them */
 	if (!json_is_string(json_object_get(config, "model")) || !json_is_string(json_object_get(config, "gate")))
 		return ouro_fail(OURO_EINPUT, "%s: config.model or config.gate is not a string", where);
@@ -267,7 +308,8 @@ int ouro_eval_config_layout(json_t *config, struct ouro_eval_layout *L, const ch
 			return ouro_fail(OURO_EINPUT, "%s: config.rules[%zu] is not a string", where, i);
 	if (ppl && !json_is_real(json_object_get(config, "beta")))
 		return ouro_fail(OURO_EINPUT, "%s: config.beta is not a number", where);
-	ouro_eval_layout_init(L, ppl ? OURO_EVAL_PPL : OURO_EVAL_CHOICE, (int)json_integer_value(steps), (int)json_array_size(rules));
+	ouro_eval_layout_init(L, ppl ? OURO_EVAL_PPL : gen ? OURO_EVAL_GEN : OURO_EVAL_CHOICE,
+			      (int)json_integer_value(steps), (int)json_array_size(rules));
 	return OURO_OK;
 }
 

@@ -2,9 +2,12 @@
  * eval_tasks.c - the examples of an evaluation, read and checked: plain
  * text documents, documents as JSONL strings or token ids (perplexity),
  * and multiple-choice questions in the layouts of lm-evaluation-harness
- * (a context with choices, or contexts with one continuation); and their
+ * (a context with choices, or contexts with one continuation), and
+ * generative tasks (a prompt and a reference answer); and their
  * tokenization into loglikelihood requests. Every line is validated, and a
- * bad one is refused with its file and line.
+ * bad one is refused with its file and line, but for a generative task,
+ * whose bad line becomes an example that carries its message (the run
+ * reports it and scores the others).
  */
 #include <errno.h>
 #include <jansson.h>
@@ -95,6 +98,12 @@ void ouro_eval_corpus_free(struct ouro_eval_corpus *c)
 		}
 		free(e->pairs);
 		free(e->strings);
+		free(e->prompt);
+		free(e->answer);
+		free(e->error);
+		for (int k = 0; k < e->nuntil; k++)
+			free(e->until[k]);
+		free(e->until);
 	}
 	for (int i = 0; i < c->nbufs; i++)
 		free(c->bufs[i]);
@@ -360,6 +369,114 @@ int ouro_eval_read_choice_jsonl(struct ouro_eval_corpus *c, const char *name, ch
 	return rc;
 }
 
+/* A string member of a gen line under either of two names (lm-evaluation-
+ * harness's and the plain one), or NULL; "" for key2 when there is one. */
+static int gen_member(json_t *j, const char *key, const char *key2, const char *where, json_t **out)
+{
+	json_t *a = json_object_get(j, key), *b = key2 ? json_object_get(j, key2) : NULL;
+
+	if (a && b)
+		return ouro_fail(OURO_EINPUT, "%s: give one of \"%s\" and \"%s\"", where, key, key2);
+	*out = a ? a : b;
+	return OURO_OK;
+}
+
+/* Validates one gen line into e. */
+static int gen_example(struct ouro_eval_example *e, json_t *j, const char *where)
+{
+	json_t *prompt, *answer, *few = json_object_get(j, "few_shot"), *until, *mt;
+	char num[64];
+	const char *a;
+	size_t alen;
+	int rc;
+
+	if (!json_is_object(j))
+		return ouro_fail(OURO_EINPUT, "%s: expected a JSON object with \"prompt\" and \"answer\"", where);
+	if ((rc = gen_member(j, "prompt", "context", where, &prompt)) ||
+	    (rc = gen_member(j, "answer", "target", where, &answer)))
+		return rc;
+	if (!prompt || !json_is_string(prompt))
+		return ouro_fail(OURO_EINPUT, "%s: no \"prompt\" (or \"context\") string", where);
+	if (!answer || !(json_is_string(answer) || json_is_integer(answer) || json_is_real(answer)))
+		return ouro_fail(OURO_EINPUT, "%s: no \"answer\" (or \"target\") string or number", where);
+	if (few && !json_is_string(few))
+		return ouro_fail(OURO_EINPUT, "%s: \"few_shot\" is not a string", where);
+	if (json_is_string(answer)) {
+		a = json_string_value(answer);
+		alen = json_string_length(answer);
+	} else {
+		if (json_is_integer(answer))
+			snprintf(num, sizeof num, "%lld", (long long)json_integer_value(answer));
+		else
+			snprintf(num, sizeof num, "%.17g", json_real_value(answer));
+		a = num;
+		alen = strlen(num);
+	}
+	size_t flen = few ? json_string_length(few) : 0, plen = json_string_length(prompt);
+	if (!(e->answer = malloc(alen + 1)) || !(e->prompt = malloc(flen + plen + 1)))
+		return ouro_fail(OURO_ENOMEM, "out of memory");
+	memcpy(e->answer, a, alen);
+	e->answer[alen] = '\0';
+	e->answer_len = alen;
+	if (flen)
+		memcpy(e->prompt, json_string_value(few), flen);
+	memcpy(e->prompt + flen, json_string_value(prompt), plen);
+	e->prompt[flen + plen] = '\0';
+	e->prompt_len = flen + plen;
+	if ((mt = json_object_get(j, "max_tokens"))) {
+		if (!json_is_integer(mt) || json_integer_value(mt) < 1 || json_integer_value(mt) > (1 << 24))
+			return ouro_fail(OURO_EINPUT, "%s: \"max_tokens\" is not an integer in 1..16777216", where);
+		e->max_tokens = json_integer_value(mt);
+	}
+	if ((until = json_object_get(j, "until"))) {
+		size_t cnt = json_is_string(until) ? 1 : json_is_array(until) ? json_array_size(until) : 0;
+		if ((!json_is_string(until) && !json_is_array(until)) || cnt > 64)
+			return ouro_fail(OURO_EINPUT, "%s: \"until\" is not a string or an array of at most 64 strings", where);
+		if (cnt && !(e->until = calloc(cnt, sizeof *e->until)))
+			return ouro_fail(OURO_ENOMEM, "out of memory");
+		e->nuntil = 0;
+		for (size_t k = 0; k < cnt; k++) {
+			json_t *x = json_is_string(until) ? until : json_array_get(until, k);
+			if (!json_is_string(x) || !json_string_length(x))
+				return ouro_fail(OURO_EINPUT, "%s: \"until\" holds something not a non-empty string", where);
+			if (!(e->until[e->nuntil++] = strdup(json_string_value(x))))
+				return ouro_fail(OURO_ENOMEM, "out of memory");
+		}
+	}
+	return OURO_OK;
+}
+
+int ouro_eval_read_gen_jsonl(struct ouro_eval_corpus *c, const char *name, char *buf, size_t len)
+{
+	struct lines L = {.buf = buf, .len = len, .name = name};
+	char *line;
+	size_t n;
+	int rc;
+
+	while (next_line(&L, &line, &n)) {
+		json_t *j;
+		rc = json_line(line, n, L.where, &j);
+		if (!rc && !j)
+			continue;   /* a blank line */
+		struct ouro_eval_example *e = corpus_add(c);
+		if (!e) {
+			json_decref(j);
+			return ouro_fail(OURO_ENOMEM, "out of memory");
+		}
+		snprintf(e->where, sizeof e->where, "%s", L.where);
+		e->nuntil = -1;
+		e->max_tokens = -1;
+		if (!rc)
+			rc = gen_example(e, j, L.where);
+		json_decref(j);
+		if (rc == OURO_ENOMEM)
+			return rc;
+		if (rc && !(e->error = strdup(ouro_errmsg())))
+			return ouro_fail(OURO_ENOMEM, "out of memory");
+	}
+	return OURO_OK;
+}
+
 /* The format of input path: fmt, or with OURO_EVAL_AUTO the one its name
  * says (.jsonl or .json: JSONL, else text). */
 static enum ouro_eval_format format_of(enum ouro_eval_format fmt, const char *path)
@@ -393,6 +510,8 @@ int ouro_eval_corpus_read(struct ouro_eval_corpus *c, enum ouro_eval_task task,
 		c->bufs[c->nbufs++] = buf;
 		if (task == OURO_EVAL_CHOICE) {
 			rc = ouro_eval_read_choice_jsonl(c, name, buf, len);
+		} else if (task == OURO_EVAL_GEN) {
+			rc = ouro_eval_read_gen_jsonl(c, name, buf, len);
 		} else {
 			switch (format_of(fmt, path)) {
 			case OURO_EVAL_JSONL: rc = ouro_eval_read_ppl_jsonl(c, name, buf, len, field); break;

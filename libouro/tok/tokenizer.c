@@ -3,7 +3,8 @@
  * tokenizer file, decides its kind (from its name, tokenizer.json or a
  * SentencePiece .model, else from its first byte), and passes encode and
  * decode on to the tokenizer.json files (hf.h) or spm.c. Also the ChatML
- * prompt of the Ouro chat models (ouro-model.md section 7).
+ * prompt of the Ouro chat models (ouro-model.md section 7), and the text a
+ * generation has added to its prompt, cut at a stop string.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -162,6 +163,31 @@ int ouro_tok_decode(const struct ouro_tok *tok, const int32_t *ids, size_t n,
 {
 	return tok->hf ? tok_hf_decode(tok->hf, ids, n, out)
 		       : tok_spm_decode(tok->spm, ids, n, out);
+}
+
+int ouro_tok_decode_after(const struct ouro_tok *tok, const int32_t *ids, size_t n, size_t skip,
+			  char *const *stop, int nstop, struct ouro_bytes *out, int *stopped)
+{
+	struct ouro_bytes b = {0};
+	char *first = NULL;
+	int rc;
+
+	out->n = 0;
+	*stopped = 0;
+	if (!(rc = ouro_tok_decode(tok, ids, n, &b)) && b.n > skip &&
+	    ouro_bytes_add(out, b.p + skip, b.n - skip))
+		rc = ouro_fail(OURO_ENOMEM, "out of memory");
+	ouro_bytes_free(&b);
+	for (int i = 0; !rc && i < nstop; i++) {
+		char *at = memmem(out->p ? out->p : "", out->n, stop[i], strlen(stop[i]));
+		if (at && (!first || at < first))
+			first = at;
+	}
+	if (first) {
+		out->n = (size_t)(first - out->p);
+		*stopped = 1;
+	}
+	return rc;
 }
 
 int ouro_tok_chat(struct ouro_bytes *out, const char *system,

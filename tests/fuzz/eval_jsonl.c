@@ -4,7 +4,9 @@
  * picks the reader, the rest is the file:
  *   0  ppl documents as JSONL (ouro_eval_read_ppl_jsonl, field "text")
  *   1  ppl documents as token ids, vocabulary 100 (ouro_eval_read_ppl_ids)
- *   2  multiple-choice tasks as JSONL (ouro_eval_read_choice_jsonl)
+ *   2  multiple-choice tasks as JSONL (ouro_eval_read_choice_jsonl), and
+ *      the same bytes as generative tasks (ouro_eval_read_gen_jsonl, which
+ *      keeps a bad line as an example with its message)
  *   3  a report given to merge: its config and sums
  *      (ouro_eval_config_layout, ouro_eval_sums_parse, ouro_eval_sums_add),
  *      then the report rebuilt from the sums and printed as a table (to
@@ -47,6 +49,24 @@ static void readers(int mode, const uint8_t *data, size_t size)
 		}
 	}
 	ouro_eval_corpus_free(&c);
+	if (mode == 2) {
+		memset(&c, 0, sizeof c);
+		memcpy(buf, data, size);
+		if (ouro_eval_read_gen_jsonl(&c, "fuzz", buf, size) == OURO_OK)
+			for (int64_t i = 0; i < c.n; i++) {
+				struct ouro_eval_example *e = &c.ex[i];
+				if (e->error) {
+					fuzz_touch(e->error, strlen(e->error) + 1);
+					continue;
+				}
+				FUZZ_ASSERT(e->prompt && e->answer);
+				fuzz_touch(e->prompt, e->prompt_len + 1);
+				fuzz_touch(e->answer, e->answer_len + 1);
+				for (int k = 0; k < e->nuntil; k++)
+					FUZZ_ASSERT(e->until[k] && e->until[k][0]);
+			}
+		ouro_eval_corpus_free(&c);
+	}
 	free(buf);
 }
 
