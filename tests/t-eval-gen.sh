@@ -134,7 +134,8 @@ echo '{"question": "q", "answer": "no marker"}' >"$tmp/gbad.jsonl"
 expect_fail 1 'gbad.jsonl: line 1: .*####' scripts/convert-tasks gsm8k "$tmp/gbad.jsonl"
 
 # 5. the man page's numbers, and bad options
-ouro-eval gen -m models/ouro-kjv-tiny -q 0.2,0.5,0.9,1 -n 3 --extract "$re" --table "$task" |
+ouro-eval gen -m models/ouro-kjv-tiny -q 0.2,0.5,0.9,1 --kl 0.05,0.2 --stable 2 -n 3 \
+	--extract "$re" --table "$task" |
 	tail -n +2 >"$tmp/table" || fail "the man page's example"
 sed -n '/^    --table "\$OURO_MODEL"\/complete-verses.jsonl$/,/^\.Ed$/p' man/ouro-eval.1 |
 	sed '1,2d;$d' >"$tmp/man-table"
