@@ -107,6 +107,22 @@ int cli_strtou64(const char *s, uint64_t *v)
 	return *s < '0' || *s > '9' || *end || errno ? -1 : 0;
 }
 
+uint64_t cli_size(const char *s, const char *what)
+{
+	char *end;
+	unsigned long long v;
+	int shift = 0;
+
+	errno = 0;
+	v = *s >= '0' && *s <= '9' ? strtoull(s, &end, 10) : 0;
+	if (*s >= '0' && *s <= '9' && !errno && end[0] && !end[1])
+		shift = end[0] == 'K' ? 10 : end[0] == 'M' ? 20 : end[0] == 'G' ? 30 : -1;
+	if (*s < '0' || *s > '9' || errno || (end[0] && (end[1] || shift < 0)) || v == 0 ||
+	    v > (UINT64_MAX >> shift))
+		usage_error("%s: '%s' is not a size (bytes, or a number with K, M or G)", what, s);
+	return (uint64_t)v << shift;
+}
+
 int cli_exit_option(struct ouro_exit_rule *r, int *given, int opt,
 		       const char *arg, int long_names)
 {
@@ -275,4 +291,19 @@ void cli_binary_stdout(const char *path)
 {
 	if ((!path || (path[0] == '-' && !path[1])) && isatty(1))
 		usage_error("will not write binary records to a terminal; redirect stdout or use -o FILE");
+}
+
+void cli_spec_report(const struct ouro_engine_stats *st, int64_t layers)
+{
+	double rounds = st->spec_rounds ? (double)st->spec_rounds : 1;
+
+	fprintf(stderr,
+		"%s: speculation: %llu rounds, %llu of %llu drafted tokens accepted (%.1f%%), "
+		"%.2f tokens a round; %lld layer passes saved (%llu passes for tokens of %llu loops)\n",
+		progname, (unsigned long long)st->spec_rounds, (unsigned long long)st->spec_accepted,
+		(unsigned long long)st->spec_drafted,
+		st->spec_drafted ? 100.0 * (double)st->spec_accepted / (double)st->spec_drafted : 0.0,
+		(double)(st->spec_accepted + st->spec_rounds) / rounds,
+		((long long)st->spec_loops - (long long)st->spec_passes) * (long long)layers,
+		(unsigned long long)st->spec_passes, (unsigned long long)st->spec_loops);
 }
