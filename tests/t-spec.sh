@@ -1,0 +1,116 @@
+#!/bin/sh
+# t-spec - ouro-generate --speculate: self-speculative decoding gives the
+# output of decoding without it.
+#
+#   1. Greedy answers (--jsonl: the ids and each token's exit loops) with
+#      --speculate are byte-identical to those without, on the fixture, on
+#      a fresh random model (T = 5) and on the bundled trained model, for
+#      many prompts (-f, -P 3; prompts of 1 to 40 ids) and for one: under
+#      --kv full for the config's threshold, -q 0.5, -q 0.2, -s 1, -s 2,
+#      -e 4 and -w, and under --kv last and mean (where speculation is
+#      off) for two rules; each run with its own --draft-steps S and
+#      --draft-tokens K, so that every S in 1..T-1 and K in 1..8 is run
+#      under --kv full on every model.
+#   2. -v on the bundled model: drafts are checked and some accepted; with
+#      -s 0 every token is final after drafting, so the speculating
+#      sequence's passes equal its tokens' loops (no verify pass).
+#   3. Bad options: one stderr line, exit status 2.
+. tests/lib.sh
+test_seed
+
+# prompts FILE SEED VOCAB: 6 JSONL prompts of random ids and lengths.
+prompts() {
+	"$PYTHON" - "$2" "$3" >"$1" <<'PY'
+import json, random, sys
+r = random.Random(int(sys.argv[1]))
+V = int(sys.argv[2])
+for i in range(6):
+    n = r.choice([1, 3, 9, 40])
+    print(json.dumps({"prompt_ids": [r.randrange(3, V) for _ in range(n)],
+                      "max_tokens": r.randrange(8, 24)}))
+PY
+}
+
+rnd=$tmp/rnd
+"$PYTHON" scripts/make-model --out "$rnd" --vocab 300 --hidden 32 --heads 4 --kv-heads 2 \
+	--head-dim 8 --ffn 48 --layers 2 --steps 5 --max-pos 128 --dtype bf16 \
+	--seed "$seed" >/dev/null || fail "make-model"
+kjv=models/ouro-kjv-tiny
+prompts "$tmp/fixture.jsonl" 1 49152
+prompts "$tmp/rnd.jsonl" "$seed" 300
+printf '%s\n' '{"prompt": "And God said unto Moses,"}' '{"prompt": "In the beginning"}' \
+	'{"prompt": "Blessed are the meek", "max_tokens": 7}' '{"prompt": "And"}' >"$tmp/kjv.jsonl"
+
+cases=0
+# combo T: --draft-steps and --draft-tokens of run $i: runs 0..8(T-1)-1
+# go round every S in 1..T-1 and K in 1..8
+combo() {
+	echo "--draft-steps $((i % ($1 - 1) + 1)) --draft-tokens $((i / ($1 - 1) % 8 + 1))"
+}
+
+for name in fixture rnd kjv; do
+	case $name in
+	fixture) model=models/ouro-fixture T=4 ;;
+	rnd) model=$rnd T=5 ;;
+	kjv) model=$kjv T=4 ;;
+	esac
+	in=$tmp/$name.jsonl
+	i=0
+	for kv in full last mean; do
+		if [ "$kv" = full ]; then
+			set -- "" "-q 0.5" "-q 0.2" "-s 1" "-s 2" "-e 4" "-w"
+			per=$((((T - 1) * 8 + 6) / 7))   # runs of each rule, to cover them all
+		else
+			set -- "-q 0.5" "-w"
+			per=1
+		fi
+		for rule in "$@"; do
+			run() {
+				ouro-generate -m "$model" --kv "$kv" $rule -n 20 "$@"
+			}
+			what="$name --kv $kv ${rule:-(the config's threshold)}"
+			run --jsonl -f "$in" -P 3 >"$tmp/ref" || { fail "$what: failed"; continue; }
+			for _ in $(seq "$per"); do
+				c=$(combo "$T")
+				i=$((i + 1))
+				run --jsonl -f "$in" -P 3 --speculate $c >"$tmp/got" ||
+					fail "$what --speculate $c: failed"
+				cmp -s "$tmp/ref" "$tmp/got" || fail "$what --speculate $c: answers differ"
+				cases=$((cases + 1))
+			done
+			# one prompt
+			p=$([ "$name" = kjv ] && echo "And the LORD spake" || echo "--prompt-ids -t 5 6 7")
+			ref=$(run $p) || fail "$what: one prompt failed"
+			c=$(combo "$T")
+			i=$((i + 1))
+			got=$(run --speculate $c $p) || fail "$what: one prompt --speculate $c failed"
+			[ "$ref" = "$got" ] || fail "$what: one prompt --speculate $c: '$got', not '$ref'"
+			cases=$((cases + 1))
+		done
+	done
+done
+echo "# $cases --speculate runs identical to their reference"
+
+# 2. -v: the acceptance line; an exit before the draft's last loop is final
+spec_line() {
+	ouro-generate -m "$kjv" -n 30 -v "$@" "And God said" 2>&1 >/dev/null |
+		grep 'speculation: '
+}
+line=$(spec_line --speculate) || fail "-v: no speculation line"
+echo "# $line"
+echo "$line" | grep -Eq ' [1-9][0-9]* of [1-9][0-9]* drafted tokens accepted' ||
+	fail "-v: no draft accepted: $line"
+line=$(spec_line -s 0 --speculate --draft-steps 3)
+echo "# -s 0: $line"
+echo "$line" | grep -Eq '\(29 passes for tokens of 29 loops\)' ||
+	fail "-s 0 --draft-steps 3: not one pass per token: $line"
+
+# 3. bad options
+expect_fail 2 'ouro-generate: --draft-steps and --draft-tokens go with --speculate' \
+	ouro-generate --draft-steps 2 hello
+expect_fail 2 'ouro-generate: --draft-steps: 4 is outside 1..3' \
+	ouro-generate -T 4 --speculate --draft-steps 4 hello
+expect_fail 2 'ouro-generate: --speculate: 1 loop, at least 2 needed' \
+	ouro-generate -T 1 --speculate hello
+expect_fail 2 'ouro-generate: --draft-tokens: ' ouro-generate --speculate --draft-tokens 0 hello
+finish
