@@ -63,7 +63,7 @@ static void usage(FILE *f)
 		"  -P, --parallel N      with -f: at most N sequences at once (default 16)\n"
 		"      --speculate       greedy decoding under --kv full: draft tokens with the\n"
 		"                        first loops, verify them together (the same output)\n"
-		"      --draft-steps S   draft with S loops, 1..STEPS-1 (default STEPS/2)\n"
+		"      --draft-steps S   draft with S loops, 1..STEPS-1 (default 1)\n"
 		"      --draft-tokens K  at most K positions a draft (default 4)\n"
 		"  -t, --ids             print the new token ids instead of text\n"
 		"  -v, --verbose         print speed, loops per token and cache size to stderr\n"
@@ -750,7 +750,7 @@ int main(int argc, char **argv)
 				      .gate = o.gate ? &gate : NULL, .kv_memory = o.kv_memory,
 				      .max_seqs = (int)o.parallel,
 				      .draft_tokens = o.speculate ? (o.draft_tokens ? (int)o.draft_tokens : 4) : 0,
-				      .draft_steps = o.draft_steps ? (int)o.draft_steps : (int)o.steps / 2};
+				      .draft_steps = o.draft_steps ? (int)o.draft_steps : 1};
 	if ((rc = ouro_engine_new(&eng, m, &eo)))
 		goto fail;
 
