@@ -299,11 +299,14 @@ void cli_spec_report(const struct ouro_engine_stats *st, int64_t layers)
 
 	fprintf(stderr,
 		"%s: speculation: %llu rounds, %llu of %llu drafted tokens accepted (%.1f%%), "
-		"%.2f tokens a round; %lld layer passes saved (%llu passes for tokens of %llu loops)\n",
+		"%.2f tokens a round; %lld layer passes saved (%llu passes for tokens of %llu loops; "
+		"%llu verify passes of %.2f positions)\n",
 		progname, (unsigned long long)st->spec_rounds, (unsigned long long)st->spec_accepted,
 		(unsigned long long)st->spec_drafted,
 		st->spec_drafted ? 100.0 * (double)st->spec_accepted / (double)st->spec_drafted : 0.0,
 		(double)(st->spec_accepted + st->spec_rounds) / rounds,
 		((long long)st->spec_loops - (long long)st->spec_passes) * (long long)layers,
-		(unsigned long long)st->spec_passes, (unsigned long long)st->spec_loops);
+		(unsigned long long)st->spec_passes, (unsigned long long)st->spec_loops,
+		(unsigned long long)st->spec_vpasses,
+		st->spec_vpasses ? (double)st->spec_vrows / (double)st->spec_vpasses : 0.0);
 }

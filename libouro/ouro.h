@@ -365,9 +365,10 @@ struct ouro_engine_stats {
 	int64_t kv_peak_blocks;     /* most blocks in use at once */
 	/* speculative decoding: rounds (one verify each), the drafted tokens
 	 * checked and those accepted, the passes the speculating sequences
-	 * took part in, and the loops their tokens would have run without it */
+	 * took part in (those of verify items, and their rows), and the loops
+	 * their tokens would have run without it */
 	uint64_t spec_rounds, spec_drafted, spec_accepted;
-	uint64_t spec_passes, spec_loops;
+	uint64_t spec_passes, spec_vpasses, spec_vrows, spec_loops;
 };
 
 struct ouro_engine;

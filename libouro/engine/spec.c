@@ -227,6 +227,10 @@ static int verify_done(struct ouro_engine *e, struct seq *s, const float *h, int
 int ouro_spec_pass_done(struct ouro_engine *e, struct seq *s, const float *h, int *out)
 {
 	e->st.spec_passes++;
+	if (s->sp->verify) {
+		e->st.spec_vpasses++;
+		e->st.spec_vrows += (uint64_t)s->rows;
+	}
 	return s->sp->verify ? verify_done(e, s, h, out) : draft_done(e, s, h, out);
 }
 
