@@ -570,13 +570,12 @@ int ouro_eng_is_stop(const struct seq *s, int32_t id)
 	return 0;
 }
 
-/* Samples the token after s from logits [V] (its state was h) and
- * reports it; the sequence ends, or its new token enters at loop 0. */
-int ouro_eng_advance(struct ouro_engine *e, struct seq *s, const float *logits, const float *h)
+/* Reports s's next token, sampled from state h; the sequence ends, or
+ * the token enters at loop 0. */
+int ouro_eng_advance(struct ouro_engine *e, struct seq *s, int32_t next, const float *h)
 {
 	int loops = s->exit_t + 1;
 
-	int32_t next = ouro_sample(s->samp, logits, s->n);
 	if (ouro_eng_is_stop(s, next))
 		return emit(e, s, -1, loops, OURO_FINISH_EOS, h);
 	s->ids[s->n++] = next;
@@ -736,7 +735,8 @@ static int finish_pass(struct ouro_engine *e)
 		if (s->sp && s->state == DECODE) {
 			rc = ouro_spec_accept(e, s);
 		} else {
-			rc = ouro_eng_advance(e, s, e->logits + j * e->V, e->hexit + j * D);
+			rc = ouro_eng_advance(e, s, ouro_sample(s->samp, e->logits + j * e->V, s->n),
+					      e->hexit + j * D);
 			j++;
 		}
 		if (rc)

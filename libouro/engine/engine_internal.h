@@ -81,15 +81,15 @@ struct ouro_engine {
 void ouro_eng_exit_feed(struct ouro_engine *e, struct seq *s, const float *h);
 /* The cache of a decoded position pos that exited at s->exit_t. */
 int ouro_eng_exit_cache(struct ouro_engine *e, struct seq *s, int64_t pos);
-/* Samples s's next token from logits [V] (state h) and reports it. */
-int ouro_eng_advance(struct ouro_engine *e, struct seq *s, const float *logits, const float *h);
+/* Reports s's next token, sampled from state h. */
+int ouro_eng_advance(struct ouro_engine *e, struct seq *s, int32_t next, const float *h);
 /* A new position of s enters at loop 0. */
 void ouro_eng_position_begin(struct ouro_engine *e, struct seq *s);
 int ouro_eng_is_stop(const struct seq *s, int32_t id);
 
 /* ---- spec.c: speculative decoding ----
- * A sequence decodes speculatively (s->sp) under --kv full with greedy
- * sampling when the engine's opts ask for it; see spec.c. */
+ * A sequence decodes speculatively (s->sp) under --kv full when the
+ * engine's opts ask for it; see spec.c. */
 
 struct spec_row {
 	struct ouro_exit_state ex;     /* the position's exit decision */
@@ -97,6 +97,7 @@ struct spec_row {
 	float *hprev, *hmix, *hout;    /* [D] each, swapped with the seq's */
 	float *h;                      /* [D] its state after its last loop */
 	float *logits;                 /* [V] from hout, or NULL before lm_head */
+	int from_q;                    /* the next row's draft was drawn from q */
 };
 
 struct spec {
@@ -109,6 +110,7 @@ struct spec {
 	float *hx, *lx;   /* [K, D], [K, V]: lm_head of the rows after verifying */
 	float *dl;        /* [K, V] logits of the draft loops */
 	float *own;       /* the seq's own hout (see swap_row) */
+	double *q, *p;    /* sampled: [K, V] the drafts' distributions, [V] scratch */
 	struct spec_row row[];   /* [K] */
 };
 

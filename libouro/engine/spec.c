@@ -53,7 +53,7 @@
 
 int ouro_spec_wanted(const struct ouro_engine *e, const struct seq *s)
 {
-	return e->o.draft_tokens > 0 && e->o.kv == OURO_KV_FULL && s->o.samp.temperature == 0;
+	return e->o.draft_tokens > 0 && e->o.kv == OURO_KV_FULL;
 }
 
 int ouro_spec_new(struct ouro_engine *e, struct seq *s)
@@ -63,10 +63,15 @@ int ouro_spec_new(struct ouro_engine *e, struct seq *s)
 	struct spec *sp = calloc(1, sizeof *sp + (size_t)K * sizeof sp->row[0]);
 	float *f = sp ? malloc((size_t)K * (5 * D + 2 * V) * sizeof *f) : NULL;
 
+	if (f && s->o.samp.temperature > 0 && !(sp->q = malloc((size_t)(K + 1) * V * sizeof *sp->q))) {
+		free(f);
+		f = NULL;
+	}
 	if (!f) {
 		free(sp);
 		return ouro_fail(OURO_ENOMEM, "out of memory for speculative decoding");
 	}
+	sp->p = sp->q ? sp->q + (size_t)K * V : NULL;
 	sp->own = s->hout;
 	sp->S = e->o.draft_steps;
 	sp->K = sp->k = K;
@@ -118,6 +123,7 @@ void ouro_spec_free(struct seq *s)
 		if (sp->row[i].hout == sp->own)
 			swap_row(s, &sp->row[i]);
 	free(sp->hx);
+	free(sp->q);
 	free(sp);
 	s->sp = NULL;
 }
@@ -170,6 +176,7 @@ static int draft_done(struct ouro_engine *e, struct seq *s, const float *h, int 
 	swap_row(s, r);   /* the row keeps the position's decision */
 	r->live = !r->decided;
 	r->logits = NULL;
+	r->from_q = 0;
 	memcpy(r->h, h, (size_t)e->D * sizeof *h);
 	if (s->cap - s->n < left)
 		left = s->cap - s->n;
@@ -179,7 +186,15 @@ static int draft_done(struct ouro_engine *e, struct seq *s, const float *h, int 
 		ouro_matmul(l, r->decided ? r->hout : h, &e->m->lm_head, 1, e->wbuf);
 		if (r->decided)
 			r->logits = l;
-		int32_t next = ouro_sample(s->samp, l, pos + 1);
+		int32_t next;
+		if (sp->q && !r->decided) {   /* sampled: a draw from q, the draft's distribution */
+			double *q = sp->q + (size_t)(sp->n - 1) * (size_t)e->V;
+			r->from_q = 1;
+			ouro_sampler_dist(s->samp, l, q);
+			next = ouro_sample_from(q, e->V, ouro_sampler_uniform(s->samp, pos + 1, 1));
+		} else {
+			next = ouro_sample(s->samp, l, pos + 1);
+		}
 		if (!ouro_eng_is_stop(s, next)) {
 			s->ids[pos + 1] = next;
 			s->p0 = pos + 1;
@@ -234,6 +249,32 @@ int ouro_spec_pass_done(struct ouro_engine *e, struct seq *s, const float *h, in
 	return s->sp->verify ? verify_done(e, s, h, out) : draft_done(e, s, h, out);
 }
 
+/* The token of row i (after s->n tokens), given the draft token that the
+ * next row ran on (-1: none). A draft drawn from the draft loops'
+ * distribution q is kept with probability min(1, p/q) of the row's own
+ * distribution p, else the token is drawn from max(0, p - q) normalised:
+ * speculative sampling, whose tokens follow p exactly. Otherwise the
+ * sampler's own draw: greedy, or a row final after drafting, whose draft
+ * was that same draw. */
+static int32_t row_token(struct ouro_engine *e, struct seq *s, int i, int32_t draft)
+{
+	struct spec *sp = s->sp;
+	const struct spec_row *r = &sp->row[i];
+	double *p = sp->p, *q = sp->q + (size_t)i * (size_t)e->V, rest = 0;
+
+	if (!r->from_q || draft < 0)
+		return ouro_sample(s->samp, r->logits, s->n);
+	ouro_sampler_dist(s->samp, r->logits, p);
+	if (ouro_sampler_uniform(s->samp, s->n, 2) * q[draft] < p[draft])
+		return draft;
+	for (int64_t j = 0; j < e->V; j++) {
+		p[j] = p[j] > q[j] ? p[j] - q[j] : 0;
+		rest += p[j];
+	}
+	/* nothing left: p is q, whose draft is kept with probability 1 */
+	return rest > 0 ? ouro_sample_from(p, e->V, ouro_sampler_uniform(s->samp, s->n, 3)) : draft;
+}
+
 int ouro_spec_accept(struct ouro_engine *e, struct seq *s)
 {
 	struct spec *sp = s->sp;
@@ -257,7 +298,7 @@ int ouro_spec_accept(struct ouro_engine *e, struct seq *s)
 		e->st.decoded_loops += (uint64_t)(r->exit_t + 1);
 		e->st.spec_loops += (uint64_t)(r->exit_t + 1);
 		swap_row(s, r);
-		rc = ouro_eng_advance(e, s, r->logits, hout);
+		rc = ouro_eng_advance(e, s, row_token(e, s, kept, draft), hout);
 		swap_row(s, r);
 		kept++;
 		if (rc || s->state == GONE || s->ids[s->n - 1] != draft)
