@@ -15,6 +15,8 @@
 #      -s 0 every token is final after drafting, so the speculating
 #      sequence's passes equal its tokens' loops (no verify pass).
 #   3. Bad options: one stderr line, exit status 2.
+#   4. Sampled: the distribution of the new tokens over many seeds with and
+#      without --speculate, by a chi-square test (see there).
 . tests/lib.sh
 test_seed
 
@@ -104,6 +106,67 @@ line=$(spec_line -s 0 --speculate --draft-steps 3)
 echo "# -s 0: $line"
 echo "$line" | grep -q '(29 passes for tokens of 29 loops; 0 verify passes' ||
 	fail "-s 0 --draft-steps 3: not one pass per token: $line"
+
+# 4. sampled: speculative sampling keeps the full-depth distribution. On a
+# fixed tiny model (16 ids), 4000 sequences of the same prompt with seeds
+# 0..3999, at temperature 1: the new tokens 2 to 4 (the first comes from
+# the prefill: the same) with and without --speculate are compared by a
+# chi-square test of homogeneity per position (categories: the ids, and
+# "ended", merged while a count is under 5 expected). The bound is the
+# 0.999 quantile of chi-square (Wilson-Hilferty), so a correct rule fails
+# a position with probability 1e-3 (all is seeded: the run is fixed; it
+# gives 12.1, 16.8 and 12.0 against 37.8). Wrong rules fail it, measured:
+# keeping every draft 2323, 2062, 297; drawing a rejected token from p
+# instead of max(0, p - q) 157, 160, 21; a stop id drafted ending the
+# round without its acceptance test 67, 143, 93.
+tiny=$tmp/tiny
+"$PYTHON" scripts/make-model --out "$tiny" --vocab 16 --hidden 32 --heads 4 --kv-heads 2 \
+	--head-dim 8 --ffn 48 --layers 2 --steps 4 --max-pos 64 --seed 11 >/dev/null ||
+	fail "make-model tiny"
+"$PYTHON" -c 'import json
+for i in range(4000): print(json.dumps({"prompt_ids": [3, 4, 5], "seed": i}))' >"$tmp/seeds.jsonl"
+for mode in plain spec; do
+	ouro-generate -m "$tiny" --jsonl -f "$tmp/seeds.jsonl" -P 64 -n 4 --temperature 1 -v \
+		$([ "$mode" = spec ] && echo --speculate --draft-tokens 4) \
+		>"$tmp/$mode.out" 2>"$tmp/$mode.err" || fail "sampled $mode: failed"
+done
+grep -Eq ' [1-9][0-9]* of [1-9][0-9]* drafted tokens accepted' "$tmp/spec.err" ||
+	fail "sampled --speculate: no draft accepted: $(cat "$tmp/spec.err")"
+"$PYTHON" - "$tmp/plain.out" "$tmp/spec.out" <<'PY' || fail "sampled: distributions differ"
+import json, math, sys
+runs = [[json.loads(l)["ids"] for l in open(f)] for f in sys.argv[1:]]
+bad = 0
+for pos in (1, 2, 3):
+    counts = []
+    for ids in runs:
+        c = {}
+        for seq in ids:
+            k = seq[pos] if len(seq) > pos else -1
+            c[k] = c.get(k, 0) + 1
+        counts.append(c)
+    n = [sum(c.values()) for c in counts]
+    cats = sorted(set(counts[0]) | set(counts[1]), key=lambda k: counts[0].get(k, 0) + counts[1].get(k, 0))
+    groups, cur = [], [0, 0]
+    for k in cats:      # rarest first, merged until each group expects >= 5
+        cur = [cur[0] + counts[0].get(k, 0), cur[1] + counts[1].get(k, 0)]
+        if (cur[0] + cur[1]) * min(n) / sum(n) >= 5:
+            groups.append(cur)
+            cur = [0, 0]
+    if cur[0] + cur[1]:
+        groups[-1] = [groups[-1][0] + cur[0], groups[-1][1] + cur[1]]
+    chi = 0.0
+    for g in groups:
+        tot = g[0] + g[1]
+        for j in (0, 1):
+            e = tot * n[j] / sum(n)
+            chi += (g[j] - e) ** 2 / e
+    df = len(groups) - 1
+    z = 3.0902   # the 0.999 quantile of the normal
+    bound = df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
+    print("# new token %d: chi-square %.1f, %d degrees of freedom, bound %.1f" % (pos + 1, chi, df, bound))
+    bad += chi > bound
+sys.exit(bad > 0)
+PY
 
 # 3. bad options
 expect_fail 2 'ouro-generate: --draft-steps and --draft-tokens go with --speculate' \

@@ -97,7 +97,8 @@ struct spec_row {
 	float *hprev, *hmix, *hout;    /* [D] each, swapped with the seq's */
 	float *h;                      /* [D] its state after its last loop */
 	float *logits;                 /* [V] from hout, or NULL before lm_head */
-	int from_q;                    /* the next row's draft was drawn from q */
+	int32_t draft;                 /* the token drafted from it, or -1 */
+	int from_q;                    /* drawn from q (sampled) */
 };
 
 struct spec {

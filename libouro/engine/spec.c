@@ -177,6 +177,7 @@ static int draft_done(struct ouro_engine *e, struct seq *s, const float *h, int 
 	r->live = !r->decided;
 	r->logits = NULL;
 	r->from_q = 0;
+	r->draft = -1;
 	memcpy(r->h, h, (size_t)e->D * sizeof *h);
 	if (s->cap - s->n < left)
 		left = s->cap - s->n;
@@ -195,6 +196,9 @@ static int draft_done(struct ouro_engine *e, struct seq *s, const float *h, int 
 		} else {
 			next = ouro_sample(s->samp, l, pos + 1);
 		}
+		/* a stop id ends the drafting, but is this row's draft all the
+		 * same: speculative sampling needs every draft q gives */
+		r->draft = next;
 		if (!ouro_eng_is_stop(s, next)) {
 			s->ids[pos + 1] = next;
 			s->p0 = pos + 1;
@@ -249,8 +253,8 @@ int ouro_spec_pass_done(struct ouro_engine *e, struct seq *s, const float *h, in
 	return s->sp->verify ? verify_done(e, s, h, out) : draft_done(e, s, h, out);
 }
 
-/* The token of row i (after s->n tokens), given the draft token that the
- * next row ran on (-1: none). A draft drawn from the draft loops'
+/* The token of row i (after s->n tokens), given its draft (the token
+ * the next row ran on, or a stop id that ended the drafting; -1: none). A draft drawn from the draft loops'
  * distribution q is kept with probability min(1, p/q) of the row's own
  * distribution p, else the token is drawn from max(0, p - q) normalised:
  * speculative sampling, whose tokens follow p exactly. Otherwise the
@@ -291,7 +295,7 @@ int ouro_spec_accept(struct ouro_engine *e, struct seq *s)
 			sp->row[i].logits = sp->lx + j++ * V;
 	while (kept < n) {
 		struct spec_row *r = &sp->row[kept];
-		int32_t draft = kept < n - 1 ? s->ids[s->n] : -1;
+		int32_t draft = r->draft;
 		const float *hout = r->hout;
 
 		e->st.decoded_tokens++;
