@@ -326,10 +326,11 @@ struct ouro_engine_opts {
 	uint64_t kv_memory;             /* bytes of KV blocks; 0: half the available memory */
 	int max_seqs;                   /* sequences running at once, >= 1 */
 	int64_t chunk;                  /* prompt positions of one pass, all sequences; 0: 64 */
-	/* Speculative decoding (spec.c): a greedy sequence under the full
-	 * policy drafts up to draft_tokens positions with draft_steps loops
+	/* Speculative decoding (spec.c): a sequence under the full policy
+	 * drafts up to draft_tokens positions with draft_steps loops
 	 * (1..steps-1) and verifies them in one item over the loops left;
-	 * the tokens are those of decoding without it. 0: off. */
+	 * greedy tokens are those of decoding without it, sampled ones
+	 * follow its distribution. 0: off. */
 	int draft_tokens;               /* 0..OURO_MAX_DRAFT */
 	int draft_steps;
 };

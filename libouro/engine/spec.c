@@ -6,7 +6,8 @@
  * A round of a sequence starts at its newest position a (its token is
  * final). Drafting: position a runs loops 0..S-1 alone, exit decisions
  * taken after each loop as in plain decoding; lm_head over its state
- * after loop S-1 gives the draft of the next token, which enters at
+ * after loop S-1 gives the draft of the next token (greedy: its most
+ * likely one), which enters at
  * position a+1, and so on, up to k positions a..a+k-1 (k adaptive, at
  * most K = draft_tokens, and no more than the tokens left to make). A
  * position whose exit rule fires before loop S is final after drafting:
@@ -39,8 +40,19 @@
  * exit loop's or its mean, which every later position reads at every
  * loop: position a+1 cannot run its loop 0 exactly before a has exited,
  * so no two positions can run together and there is nothing to gain;
- * those sequences, and sampled ones (temperature > 0), decode without
- * speculation.
+ * those sequences decode without speculation.
+ *
+ * Sampled sequences (temperature > 0): a draft is drawn from q, the
+ * distribution of the draft loops' logits after the sampler's filters,
+ * with the sampler's stream-1 number of its position; row i keeps it with
+ * probability min(1, p/q) of its own distribution p (stream 2), else its
+ * token is drawn from max(0, p - q) normalised (stream 3): speculative
+ * sampling, whose tokens follow p exactly, as decoding without it. A row
+ * final after drafting, and a round's last row, draw from p with the
+ * sampler's own number (stream 0). Each number depends on the seed and
+ * the position alone, and a position's numbers are used only for the
+ * round that keeps its token, so runs are reproducible and the draws of
+ * kept tokens independent.
  *
  * The adaptive length: k starts at K; after a round whose drafts were all
  * accepted k grows by one (up to K), otherwise it becomes the number of
