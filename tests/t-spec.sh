@@ -5,7 +5,7 @@
 #   1. Greedy answers (--jsonl: the ids and each token's exit loops) with
 #      --speculate are byte-identical to those without, on the fixture, on
 #      a fresh random model (T = 5) and on the bundled trained model, for
-#      many prompts (-f, -P 3; prompts of 1 to 40 ids) and for one: under
+#      many prompts (-f, -P 3; prompts of 1 to 90 ids) and for one: under
 #      --kv full for the config's threshold, -q 0.5, -q 0.2, -s 1, -s 2,
 #      -e 4 and -w, and under --kv last and mean (where speculation is
 #      off) for two rules; each run with its own --draft-steps S and
@@ -16,30 +16,18 @@
 #      sequence's passes equal its tokens' loops (no verify pass).
 #   3. Bad options: one stderr line, exit status 2.
 #   4. Sampled: the distribution of the new tokens over many seeds with and
-#      without --speculate, by a chi-square test (see there).
+#      without --speculate, by a chi-square test (see there); sampled
+#      --speculate answers are the same for -P 64 and -P 1 -j 1.
 . tests/lib.sh
 test_seed
-
-# prompts FILE SEED VOCAB: 6 JSONL prompts of random ids and lengths.
-prompts() {
-	"$PYTHON" - "$2" "$3" >"$1" <<'PY'
-import json, random, sys
-r = random.Random(int(sys.argv[1]))
-V = int(sys.argv[2])
-for i in range(6):
-    n = r.choice([1, 3, 9, 40])
-    print(json.dumps({"prompt_ids": [r.randrange(3, V) for _ in range(n)],
-                      "max_tokens": r.randrange(8, 24)}))
-PY
-}
 
 rnd=$tmp/rnd
 "$PYTHON" scripts/make-model --out "$rnd" --vocab 300 --hidden 32 --heads 4 --kv-heads 2 \
 	--head-dim 8 --ffn 48 --layers 2 --steps 5 --max-pos 128 --dtype bf16 \
 	--seed "$seed" >/dev/null || fail "make-model"
 kjv=models/ouro-kjv-tiny
-prompts "$tmp/fixture.jsonl" 1 49152
-prompts "$tmp/rnd.jsonl" "$seed" 300
+random_prompts "$tmp/fixture.jsonl" 1 49152 24
+random_prompts "$tmp/rnd.jsonl" "$seed" 300 24
 printf '%s\n' '{"prompt": "And God said unto Moses,"}' '{"prompt": "In the beginning"}' \
 	'{"prompt": "Blessed are the meek", "max_tokens": 7}' '{"prompt": "And"}' >"$tmp/kjv.jsonl"
 
@@ -132,6 +120,12 @@ for mode in plain spec; do
 done
 grep -Eq ' [1-9][0-9]* of [1-9][0-9]* drafted tokens accepted' "$tmp/spec.err" ||
 	fail "sampled --speculate: no draft accepted: $(cat "$tmp/spec.err")"
+# reproducible, and the same whatever runs with it
+head -n 300 "$tmp/seeds.jsonl" >"$tmp/seeds300.jsonl"
+ouro-generate -m "$tiny" --jsonl -f "$tmp/seeds300.jsonl" -P 1 -j 1 -n 4 --temperature 1 \
+	--speculate --draft-tokens 4 >"$tmp/spec300.out" || fail "sampled -P 1: failed"
+head -n 300 "$tmp/spec.out" | cmp -s - "$tmp/spec300.out" ||
+	fail "sampled --speculate: -P 1 -j 1 differs from -P 64"
 "$PYTHON" - "$tmp/plain.out" "$tmp/spec.out" <<'PY' || fail "sampled: distributions differ"
 import json, math, sys
 runs = [[json.loads(l)["ids"] for l in open(f)] for f in sys.argv[1:]]

@@ -50,9 +50,9 @@
  * sampling, whose tokens follow p exactly, as decoding without it. A row
  * final after drafting, and a round's last row, draw from p with the
  * sampler's own number (stream 0). Each number depends on the seed and
- * the position alone, and a position's numbers are used only for the
- * round that keeps its token, so runs are reproducible and the draws of
- * kept tokens independent.
+ * the position alone, so runs are reproducible; a position's numbers
+ * decide only its own token, and a round that drops a position drops all
+ * they decided there, so the kept tokens' draws are independent.
  *
  * The adaptive length: k starts at K; after a round whose drafts were all
  * accepted k grows by one (up to K), otherwise it becomes the number of
