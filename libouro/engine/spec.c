@@ -266,12 +266,12 @@ int ouro_spec_pass_done(struct ouro_engine *e, struct seq *s, const float *h, in
 }
 
 /* The token of row i (after s->n tokens), given its draft (the token
- * the next row ran on, or a stop id that ended the drafting; -1: none). A draft drawn from the draft loops'
- * distribution q is kept with probability min(1, p/q) of the row's own
- * distribution p, else the token is drawn from max(0, p - q) normalised:
- * speculative sampling, whose tokens follow p exactly. Otherwise the
- * sampler's own draw: greedy, or a row final after drafting, whose draft
- * was that same draw. */
+ * the next row ran on, or a stop id that ended the drafting; -1: none).
+ * A draft drawn from the draft loops' distribution q is kept with
+ * probability min(1, p/q) of the row's own distribution p, else the
+ * token is drawn from max(0, p - q) normalised: speculative sampling,
+ * whose tokens follow p exactly. Otherwise the sampler's own draw:
+ * greedy, or a row final after drafting, whose draft was that draw. */
 static int32_t row_token(struct ouro_engine *e, struct seq *s, int i, int32_t draft)
 {
 	struct spec *sp = s->sp;
