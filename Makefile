@@ -296,4 +296,8 @@ $(BUILD)/bench-kernels: scripts/bench-kernels.c $(CLI_OBJ) $(LIB)
 bench: all $(BUILD)/bench-kernels
 	$(PYTHON) scripts/bench --bin $(BIN) --kernels $(BUILD)/bench-kernels $(BENCH_ARGS)
 
-.PHONY: bench
+# make bench-spec: the speculative-decoding section of make bench alone (a few minutes)
+bench-spec: all
+	$(PYTHON) scripts/bench --bin $(BIN) --spec $(BENCH_ARGS)
+
+.PHONY: bench bench-spec

@@ -107,6 +107,22 @@ int cli_strtou64(const char *s, uint64_t *v)
 	return *s < '0' || *s > '9' || *end || errno ? -1 : 0;
 }
 
+uint64_t cli_size(const char *s, const char *what)
+{
+	char *end;
+	unsigned long long v;
+	int shift = 0;
+
+	errno = 0;
+	v = *s >= '0' && *s <= '9' ? strtoull(s, &end, 10) : 0;
+	if (*s >= '0' && *s <= '9' && !errno && end[0] && !end[1])
+		shift = end[0] == 'K' ? 10 : end[0] == 'M' ? 20 : end[0] == 'G' ? 30 : -1;
+	if (*s < '0' || *s > '9' || errno || (end[0] && (end[1] || shift < 0)) || v == 0 ||
+	    v > (UINT64_MAX >> shift))
+		usage_error("%s: '%s' is not a size (bytes, or a number with K, M or G)", what, s);
+	return (uint64_t)v << shift;
+}
+
 const char *cli_exit_name(int opt, int long_names)
 {
 	switch (opt) {
@@ -397,4 +413,22 @@ void cli_progress_show(struct cli_progress *p, int64_t done, int64_t tokens, int
 	if (final)
 		fputc('\n', stderr);
 	fflush(stderr);
+}
+
+void cli_spec_report(const struct ouro_engine_stats *st, int64_t layers)
+{
+	double rounds = st->spec_rounds ? (double)st->spec_rounds : 1;
+
+	fprintf(stderr,
+		"%s: speculation: %llu rounds, %llu of %llu drafted tokens accepted (%.1f%%), "
+		"%.2f tokens a round; %lld layer passes saved (%llu passes for tokens of %llu loops; "
+		"%llu verify passes of %.2f positions)\n",
+		progname, (unsigned long long)st->spec_rounds, (unsigned long long)st->spec_accepted,
+		(unsigned long long)st->spec_drafted,
+		st->spec_drafted ? 100.0 * (double)st->spec_accepted / (double)st->spec_drafted : 0.0,
+		(double)(st->spec_accepted + st->spec_rounds) / rounds,
+		((long long)st->spec_loops - (long long)st->spec_passes) * (long long)layers,
+		(unsigned long long)st->spec_passes, (unsigned long long)st->spec_loops,
+		(unsigned long long)st->spec_vpasses,
+		st->spec_vpasses ? (double)st->spec_vrows / (double)st->spec_vpasses : 0.0);
 }

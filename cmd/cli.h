@@ -48,6 +48,10 @@ long cli_long(const char *s, long lo, long hi, const char *what);
 /* Reads all of s as a decimal integer in 0..2^64-1: 0 and *v, or -1. */
 int cli_strtou64(const char *s, uint64_t *v);
 
+/* A size option's value: a whole number of bytes, or of KiB, MiB, GiB
+ * with K, M, G; else a usage error naming `what`. */
+uint64_t cli_size(const char *s, const char *what);
+
 /* The exit-rule options without a short form, and their getopt_long
  * entries: --kl EPS, --entropy H, --stable K. */
 enum { CLI_OPT_KL = 0x400, CLI_OPT_ENTROPY, CLI_OPT_STABLE };
@@ -160,6 +164,12 @@ int cli_prompt_stdin(FILE *f, struct ouro_bytes *text);
 /* A prompt of token ids: the decimal ids of p[0..len), separated by blanks
  * or newlines, appended to ids. */
 int cli_prompt_ids(const char *p, size_t len, struct ouro_ids *ids);
+
+/* -v's line on speculative decoding (stderr): the acceptance rate, the
+ * tokens a round, and the layer passes saved against decoding without it
+ * (the loops the tokens ran, less the passes the speculating sequences
+ * took part in, times the layers). */
+void cli_spec_report(const struct ouro_engine_stats *st, int64_t layers);
 
 /* Refuses to write binary records to a terminal. */
 void cli_binary_stdout(const char *path);

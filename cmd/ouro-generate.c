@@ -32,7 +32,9 @@ static void usage(FILE *f)
 		"                     [--kv full|last|mean] [--kv-type bf16|f32] [--kv-memory SIZE]\n"
 		"                     [--temperature X] [--top-k K] [--top-p P] [--min-p P] [--seed S]\n"
 		"                     [--chat] [--system TEXT] [--think] [--prompt-ids]\n"
-		"                     [-f FILE [--jsonl] [-P N]] [-t] [-v] [-j THREADS] [PROMPT ...]\n"
+		"                     [-f FILE [--jsonl] [-P N]] [-t] [-v]\n"
+		"                     [--speculate [--draft-steps S] [--draft-tokens K]]\n"
+		"                     [-j THREADS] [PROMPT ...]\n"
 		"Generate text from a prompt (the arguments, else stdin), or from many (-f).\n"
 		"\n"
 		"  -m, --model DIR       model directory (default: $OURO_MODEL, else the bundled model)\n"
@@ -64,6 +66,10 @@ static void usage(FILE *f)
 		"  -f, --file FILE       many prompts from FILE ('-': stdin), one a line\n"
 		"      --jsonl           with -f: JSON objects in and out, one a line\n"
 		"  -P, --parallel N      with -f: at most N sequences at once (default 16)\n"
+		"      --speculate       under --kv full, draft tokens with the first loops and\n"
+		"                        verify them together (the same output or distribution)\n"
+		"      --draft-steps S   draft with S loops, 1..STEPS-1 (default 1)\n"
+		"      --draft-tokens K  at most K positions a draft (default 4)\n"
 		"  -t, --ids             print the new token ids instead of text\n"
 		"  -v, --verbose         print speed, loops per token and cache size to stderr\n"
 		"  -j, --threads N       threads (default: $OURO_THREADS, else all cores)\n"
@@ -73,7 +79,8 @@ static void usage(FILE *f)
 struct opts {
 	const char *model, *gate, *system, *threads, *file;
 	long max_tokens, steps, parallel;
-	int chat, think, prompt_ids, print_ids, verbose, jsonl;
+	int chat, think, prompt_ids, print_ids, verbose, jsonl, speculate;
+	long draft_steps, draft_tokens;
 	int rule_given;           /* the exit-rule option given, 0: none */
 	struct ouro_exit_rule rule;
 	enum ouro_kv_policy kv;
@@ -81,23 +88,6 @@ struct opts {
 	uint64_t kv_memory;
 	struct ouro_sampler_opts samp;
 };
-
-/* SIZE: a whole number of bytes, or of KiB, MiB, GiB with K, M, G. */
-static uint64_t parse_size(const char *s)
-{
-	char *end;
-	unsigned long long v;
-	int shift = 0;
-
-	errno = 0;
-	v = *s >= '0' && *s <= '9' ? strtoull(s, &end, 10) : 0;
-	if (*s >= '0' && *s <= '9' && !errno && end[0] && !end[1])
-		shift = end[0] == 'K' ? 10 : end[0] == 'M' ? 20 : end[0] == 'G' ? 30 : -1;
-	if (*s < '0' || *s > '9' || errno || (end[0] && (end[1] || shift < 0)) || v == 0 ||
-	    v > (UINT64_MAX >> shift))
-		usage_error("--kv-memory: '%s' is not a size (bytes, or a number with K, M or G)", s);
-	return (uint64_t)v << shift;
-}
 
 static void parse_args(struct opts *o, int argc, char **argv)
 {
@@ -122,6 +112,9 @@ static void parse_args(struct opts *o, int argc, char **argv)
 		{"file", required_argument, NULL, 'f'},
 		{"jsonl", no_argument, NULL, 'J'},
 		{"parallel", required_argument, NULL, 'P'},
+		{"speculate", no_argument, NULL, 'Z'},
+		{"draft-steps", required_argument, NULL, 'E'},
+		{"draft-tokens", required_argument, NULL, 'F'},
 		{"ids", no_argument, NULL, 't'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"threads", required_argument, NULL, 'j'},
@@ -161,7 +154,7 @@ static void parse_args(struct opts *o, int argc, char **argv)
 			else
 				usage_error("--kv-type: '%s' is not bf16 or f32", optarg);
 			break;
-		case 'B': o->kv_memory = parse_size(optarg); break;
+		case 'B': o->kv_memory = cli_size(optarg, "--kv-memory"); break;
 		case 'c': o->chat = 1; break;
 		case 'Y': o->system = optarg; break;
 		case 'H': o->think = 1; break;
@@ -169,6 +162,9 @@ static void parse_args(struct opts *o, int argc, char **argv)
 		case 'f': o->file = optarg; break;
 		case 'J': o->jsonl = 1; break;
 		case 'P': o->parallel = cli_long(optarg, 1, 4096, "--parallel"); break;
+		case 'Z': o->speculate = 1; break;
+		case 'E': o->draft_steps = cli_long(optarg, 1, OURO_MAX_STEPS - 1, "--draft-steps"); break;
+		case 'F': o->draft_tokens = cli_long(optarg, 1, OURO_MAX_DRAFT, "--draft-tokens"); break;
 		case 't': o->print_ids = 1; break;
 		case 'v': o->verbose = 1; break;
 		case 'j': o->threads = optarg; break;
@@ -186,6 +182,8 @@ static void parse_args(struct opts *o, int argc, char **argv)
 		usage_error("-f reads the prompts; no PROMPT operands with it");
 	if (o->jsonl && o->prompt_ids)
 		usage_error("--jsonl objects give prompt_ids themselves; no --prompt-ids with it");
+	if ((o->draft_steps || o->draft_tokens) && !o->speculate)
+		usage_error("--draft-steps and --draft-tokens go with --speculate");
 	if (!o->parallel)
 		o->parallel = o->file ? 16 : 1;
 }
@@ -667,6 +665,10 @@ int main(int argc, char **argv)
 		o.rule = (struct ouro_exit_rule){.kind = OURO_EXIT_THRESHOLD, .q = c->early_exit_threshold};
 	if (o.rule.kind == OURO_EXIT_STATIC && o.rule.step >= o.steps)
 		usage_error("--step: %d is outside 0..%ld", o.rule.step, o.steps - 1);
+	if (o.speculate && o.steps < 2)
+		usage_error("--speculate: %ld loop, at least 2 needed", o.steps);
+	if (o.speculate && o.draft_steps >= o.steps)
+		usage_error("--draft-steps: %ld is outside 1..%ld", o.draft_steps, o.steps - 1);
 	/* the tokenizer gives the end-of-turn ids too, so it is loaded even
 	 * when ids go in and out; only then may it be missing (--jsonl: the
 	 * answers have no "text", and text prompts are bad lines) */
@@ -683,7 +685,9 @@ int main(int argc, char **argv)
 		goto fail;
 	struct ouro_engine_opts eo = {.steps = (int)o.steps, .kv = o.kv, .kv_dtype = o.kv_type,
 				      .gate = o.gate ? &gate : NULL, .kv_memory = o.kv_memory,
-				      .max_seqs = (int)o.parallel};
+				      .max_seqs = (int)o.parallel,
+				      .draft_tokens = o.speculate ? (o.draft_tokens ? (int)o.draft_tokens : 4) : 0,
+				      .draft_steps = o.draft_steps ? (int)o.draft_steps : 1};
 	if ((rc = ouro_engine_new(&eng, m, &eo)))
 		goto fail;
 
@@ -715,6 +719,8 @@ int main(int argc, char **argv)
 			(unsigned long long)st->steps,
 			(double)st->kv_peak_blocks * (double)st->kv_block_bytes / 1024,
 			(double)st->kv_block_bytes / 1024, (double)st->kv_budget / (1 << 20));
+		if (o.speculate)
+			cli_spec_report(st, c->num_hidden_layers);
 	}
 fail:
 	for (size_t i = 0; i < njobs; i++)

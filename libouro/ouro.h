@@ -326,7 +326,16 @@ struct ouro_engine_opts {
 	uint64_t kv_memory;             /* bytes of KV blocks; 0: half the available memory */
 	int max_seqs;                   /* sequences running at once, >= 1 */
 	int64_t chunk;                  /* prompt positions of one pass, all sequences; 0: 64 */
+	/* Speculative decoding (spec.c): a sequence under the full policy
+	 * drafts up to draft_tokens positions with draft_steps loops
+	 * (1..steps-1) and verifies them in one item over the loops left;
+	 * greedy tokens are those of decoding without it, sampled ones
+	 * follow its distribution. 0: off. */
+	int draft_tokens;               /* 0..OURO_MAX_DRAFT */
+	int draft_steps;
 };
+
+#define OURO_MAX_DRAFT 64
 
 struct ouro_seq_opts {
 	struct ouro_exit_rule rule;
@@ -355,6 +364,12 @@ struct ouro_engine_stats {
 	uint64_t kv_budget;         /* bytes */
 	uint64_t kv_block_bytes;
 	int64_t kv_peak_blocks;     /* most blocks in use at once */
+	/* speculative decoding: rounds (one verify each), the drafted tokens
+	 * checked and those accepted, the passes the speculating sequences
+	 * took part in (those of verify items, and their rows), and the loops
+	 * their tokens would have run without it */
+	uint64_t spec_rounds, spec_drafted, spec_accepted;
+	uint64_t spec_passes, spec_vpasses, spec_vrows, spec_loops;
 };
 
 struct ouro_engine;

@@ -33,6 +33,19 @@ void ouro_sampler_free(struct ouro_sampler *s);
 /* The next token after a sequence of n tokens, from logits [V]. */
 int32_t ouro_sample(struct ouro_sampler *s, const float *logits, int64_t n);
 
+/* For speculative sampling (the engine's spec.c): the distribution
+ * ouro_sample draws from for logits [V], after the temperature and the
+ * filters, into p [V], summing to 1 (greedy: all on the token it picks). */
+void ouro_sampler_dist(struct ouro_sampler *s, const float *logits, double *p);
+/* The token that the uniform number u picks from weights p [V] (>= 0, not
+ * all 0; not necessarily normalised), as ouro_sample's draw picks: the
+ * first in id order whose cumulative weight exceeds u times the total. */
+int32_t ouro_sample_from(const double *p, int64_t V, double u);
+/* The uniform number in [0, 1) of stream k for the token after n tokens:
+ * stream 0 is ouro_sample's; the others are other functions of the seed
+ * and n. */
+double ouro_sampler_uniform(const struct ouro_sampler *s, int64_t n, int stream);
+
 /* The k most likely tokens of logits [V] and their log-probabilities
  * (log-softmax at temperature 1), most likely first; ties by lower id. */
 void ouro_logprobs_topk(const float *logits, int64_t V, int k, int32_t *ids,

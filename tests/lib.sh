@@ -21,6 +21,10 @@
 #                     the lines FILE had then (a run killed midway)
 #   test_seed         sets $seed for random cases: $OURO_TEST_SEED, else a
 #                     fresh one, and prints how to run again with it
+#   random_prompts FILE SEED VOCAB [NEW]
+#                     writes 8 JSONL prompts of random ids (1 to 90), each
+#                     with a random max_tokens below NEW (default 12) and
+#                     half of them with a seed
 set -u
 : "${PYTHON:=/usr/bin/python3}"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/$(basename "$0" .sh).XXXXXX") || exit 1
@@ -77,4 +81,19 @@ test_seed() {
 	'' | *[!0-9]*) echo "FAIL: OURO_TEST_SEED '$seed' is not a non-negative integer"; exit 1 ;;
 	esac
 	echo "# seed $seed (rerun with OURO_TEST_SEED=$seed)"
+}
+
+random_prompts() {
+	"$PYTHON" - "$2" "$3" "${4:-12}" >"$1" <<'PY'
+import json, random, sys
+r = random.Random(int(sys.argv[1]))
+V = int(sys.argv[2])
+for i in range(8):
+    n = r.choice([1, 2, 5, 17, 40, 70, 90])
+    o = {"prompt_ids": [r.randrange(3, V) for _ in range(n)],
+         "max_tokens": r.randrange(0, int(sys.argv[3]))}
+    if r.random() < 0.5:
+        o["seed"] = r.randrange(1 << 40)
+    print(json.dumps(o))
+PY
 }

@@ -22,22 +22,6 @@
 . tests/lib.sh
 test_seed
 
-# prompts FILE SEED VOCAB: 8 JSONL prompts of random ids, per-prompt
-# max_tokens and seeds.
-prompts() {
-	"$PYTHON" - "$2" "$3" >"$1" <<'PY'
-import json, random, sys
-r = random.Random(int(sys.argv[1]))
-V = int(sys.argv[2])
-for i in range(8):
-    n = r.choice([1, 2, 5, 17, 40, 70, 90])
-    o = {"prompt_ids": [r.randrange(3, V) for _ in range(n)], "max_tokens": r.randrange(0, 12)}
-    if r.random() < 0.5:
-        o["seed"] = r.randrange(1 << 40)
-    print(json.dumps(o))
-PY
-}
-
 # shuffle IN OUT PERM: the lines of IN in a random order; PERM gets the
 # original line number of each.
 shuffle() {
@@ -70,8 +54,8 @@ rnd=$tmp/rnd
 "$PYTHON" scripts/make-model --out "$rnd" --vocab 500 --hidden 48 --heads 4 --kv-heads 2 \
 	--head-dim 12 --ffn 64 --layers 2 --steps 4 --max-pos 256 --dtype bf16 \
 	--seed "$seed" >/dev/null || fail "make-model"
-prompts "$tmp/fixture.jsonl" 1 49152
-prompts "$tmp/rnd.jsonl" "$seed" 500
+random_prompts "$tmp/fixture.jsonl" 1 49152
+random_prompts "$tmp/rnd.jsonl" "$seed" 500
 cases=0
 for name in fixture rnd; do
 	model=$([ "$name" = fixture ] && echo models/ouro-fixture || echo "$rnd")

@@ -54,74 +54,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "engine_internal.h"
 
-#define BLOCK_POS 16      /* positions of a full-layout block */
 #define DEFAULT_CHUNK 64  /* prompt positions of one pass, all sequences */
-
-enum seq_state { WAITING, PREFILL, DECODE, GONE };
-
-struct seq {
-	int64_t id;
-	enum seq_state state;
-	struct ouro_seq_opts o;        /* o.stop is `stop` below */
-	int32_t *stop;                 /* [o.nstop] */
-	struct ouro_sampler *samp;     /* from admission */
-	int32_t *ids;                  /* [cap] prompt, then the new tokens */
-	int64_t n, P, cap;             /* tokens so far, of the prompt, at most */
-	int64_t made;                  /* new tokens */
-	int64_t need;                  /* blocks reserved at admission */
-	void **pblk, **dblk;           /* full-layout, shared-layout blocks */
-	int64_t npblk, ndblk;
-	/* the work item */
-	int64_t p0, rows;              /* positions p0..p0+rows-1; rows 0: none */
-	int t;                         /* its loop */
-	float *h;                      /* [chunk, D] its rows' states between passes */
-	/* the exit decision of the position being decoded, or of the prompt's last */
-	struct ouro_exit_state ex;
-	int decided, exit_t;
-	float *hprev, *hmix, *hout;    /* [D] each */
-	float *lm;                     /* [2, V] lm_head of loops t and t-1 by
-					* parity, for rules that read it; else NULL */
-	float *kacc, *vacc;            /* [N, KD] sums over loops (mean) */
-};
-
-struct ouro_engine {
-	struct ouro_model *m;
-	struct ouro_engine_opts o;
-	struct ouro_gate own_gate;     /* the model's, unless opts give one */
-	const struct ouro_gate *gate;
-	int T;
-	int64_t N, D, KD, V, hd, H;
-	int64_t slots;                 /* T*N */
-	size_t esize;                  /* bytes of a cached element */
-	struct ouro_kvpool pool;
-	struct seq **seqs;             /* [nseqs] in arrival order, not yet gone */
-	int64_t nseqs, seqs_cap, next_id;
-	int running;
-	int64_t rmax;                  /* rows of one pass at most */
-	struct ouro_fwd_buf b;         /* [rmax] rows */
-	struct seq **item;             /* [max_seqs] the items of the pass */
-	int nitems;
-	struct seq **row_seq;          /* [rmax] the sequence of each row */
-	int64_t *row_pos;              /* [rmax] its position */
-	uint16_t *kvtmp;               /* [rmax, KD] bf16 rounding */
-	float *scores;                 /* [threads, ouro_scores_floats(scores_len, hd)] */
-	int64_t scores_len;            /* positions the scratch is sized for */
-	struct ouro_kv_run *runs;      /* [threads, runs_len] */
-	int64_t runs_len;
-	struct seq **blk_seq;          /* [rmax] query blocks: a sequence's rows */
-	int64_t *blk_row, *blk_m;      /* [rmax] their first row and count */
-	int64_t nblk;
-	float *hexit;                  /* [max_seqs, D] states that exit */
-	float *logits;                 /* [max_seqs, V] */
-	float *wbuf;                   /* lm_head scratch */
-	float *kvmean;                 /* [2, KD] a mean's keys and values */
-	int64_t rows;                  /* rows of the pass */
-	struct ouro_engine_event *ev;
-	int nev, ev_cap;
-	struct ouro_engine_stats st;
-};
 
 static int nomem(void)
 {
@@ -146,6 +81,10 @@ int ouro_engine_new(struct ouro_engine **out, struct ouro_model *m,
 				 ouro_dtype_name(o->kv_dtype));
 	if (o->chunk < 0)
 		return ouro_fail(OURO_EUSAGE, "prompt chunks of %lld positions", (long long)o->chunk);
+	if (o->draft_tokens < 0 || o->draft_tokens > OURO_MAX_DRAFT ||
+	    (o->draft_tokens && (o->draft_steps < 1 || o->draft_steps >= o->steps)))
+		return ouro_fail(OURO_EUSAGE, "speculation drafts 1..%d tokens with 1..%d loops, not %d with %d",
+				 OURO_MAX_DRAFT, o->steps - 1, o->draft_tokens, o->draft_steps);
 	if (!(e = calloc(1, sizeof *e)))
 		return nomem();
 	e->m = m;
@@ -162,7 +101,9 @@ int ouro_engine_new(struct ouro_engine **out, struct ouro_model *m,
 	e->slots = (int64_t)e->T * e->N;
 	e->esize = ouro_dtype_size(o->kv_dtype);
 	e->gate = o->gate ? o->gate : &e->own_gate;
-	e->rmax = o->max_seqs + e->o.chunk;
+	/* a speculating sequence's verify item has up to draft_tokens rows */
+	e->hrows = e->o.chunk > o->draft_tokens ? e->o.chunk : o->draft_tokens;
+	e->rmax = (int64_t)o->max_seqs * (o->draft_tokens ? o->draft_tokens : 1) + e->o.chunk;
 
 	uint64_t block = (uint64_t)BLOCK_POS * (uint64_t)e->slots * 2 * (uint64_t)e->KD * e->esize;
 	uint64_t budget = o->kv_memory ? o->kv_memory : ouro_avail_bytes() / 2;
@@ -213,6 +154,7 @@ static void seq_free(struct ouro_engine *e, struct seq *s)
 		e->running--;
 	}
 	ouro_sampler_free(s->samp);
+	ouro_spec_free(s);
 	free(s->pblk);
 	free(s->dblk);
 	free(s->stop);
@@ -382,7 +324,7 @@ static int emit(struct ouro_engine *e, struct seq *s, int32_t token, int loops, 
 }
 
 /* A new position enters at loop 0: its exit decision starts afresh. */
-static void position_begin(struct ouro_engine *e, struct seq *s)
+void ouro_eng_position_begin(struct ouro_engine *e, struct seq *s)
 {
 	ouro_exit_begin(&s->ex);
 	s->decided = 0;
@@ -420,7 +362,7 @@ static int admit(struct ouro_engine *e)
 			return rc;
 		if (!(s->pblk = malloc((size_t)s->need * sizeof *s->pblk)) ||
 		    !(s->dblk = malloc((size_t)s->need * sizeof *s->dblk)) ||
-		    !(s->h = malloc((size_t)e->o.chunk * D * sizeof *s->h)) ||
+		    !(s->h = malloc((size_t)e->hrows * D * sizeof *s->h)) ||
 		    !(s->hprev = malloc(D * sizeof *s->hprev)) ||
 		    !(s->hmix = malloc(D * sizeof *s->hmix)) ||
 		    !(s->hout = malloc(D * sizeof *s->hout)) ||
@@ -429,8 +371,10 @@ static int admit(struct ouro_engine *e)
 		    (mean && !(s->kacc = malloc(NK * sizeof *s->kacc))) ||
 		    (mean && !(s->vacc = malloc(NK * sizeof *s->vacc))))
 			return nomem();
+		if (ouro_spec_wanted(e, s) && (rc = ouro_spec_new(e, s)))
+			return rc;
 		s->p0 = s->rows = 0;
-		position_begin(e, s);
+		ouro_eng_position_begin(e, s);
 	}
 	return OURO_OK;
 }
@@ -484,6 +428,8 @@ static int store_kv(struct ouro_engine *e, int64_t l)
 			}
 			continue;
 		}
+		if (ouro_spec_frozen(s, pos))
+			continue;
 		char *kd = cache_row(e, s, 0, s->t, l, pos, 1), *vd;
 		if (!kd || !(vd = cache_row(e, s, 1, s->t, l, pos, 1)))
 			return ouro_fail(OURO_ENOMEM, "out of memory for a KV block of %.1f MiB",
@@ -607,7 +553,7 @@ static void exit_logits(struct ouro_engine *e)
 /* Feeds the state h [D] after loop s->t of the position s decides on to
  * its exit rule; when the rule fires, hout gets the state lm_head reads
  * (and, for a rule reading the logits, s->lm's row of exit_t holds them). */
-static void exit_feed(struct ouro_engine *e, struct seq *s, const float *h)
+void ouro_eng_exit_feed(struct ouro_engine *e, struct seq *s, const float *h)
 {
 	struct ouro_exit_loop in = {.gate = ouro_gate_logit(e->gate, h), .V = e->V};
 
@@ -632,7 +578,7 @@ static void exit_feed(struct ouro_engine *e, struct seq *s, const float *h)
 /* What the later loops of a decoded position that exited at loop t find:
  * under full its exit loop's keys and values in the skipped slots, under
  * mean the mean over the loops it ran. */
-static int exit_cache(struct ouro_engine *e, struct seq *s, int64_t pos)
+int ouro_eng_exit_cache(struct ouro_engine *e, struct seq *s, int64_t pos)
 {
 	int64_t KD = e->KD;
 	size_t bytes = (size_t)KD * e->esize;
@@ -660,7 +606,7 @@ static int exit_cache(struct ouro_engine *e, struct seq *s, int64_t pos)
 	return OURO_OK;
 }
 
-static int is_stop(const struct seq *s, int32_t id)
+int ouro_eng_is_stop(const struct seq *s, int32_t id)
 {
 	for (int i = 0; i < s->o.nstop; i++)
 		if (s->o.stop[i] == id)
@@ -668,14 +614,13 @@ static int is_stop(const struct seq *s, int32_t id)
 	return 0;
 }
 
-/* Samples the token after s from logits [V] (its state was h) and
- * reports it; the sequence ends, or its new token enters at loop 0. */
-static int advance(struct ouro_engine *e, struct seq *s, const float *logits, const float *h)
+/* Reports s's next token, sampled from state h; the sequence ends, or
+ * the token enters at loop 0. */
+int ouro_eng_advance(struct ouro_engine *e, struct seq *s, int32_t next, const float *h)
 {
 	int loops = s->exit_t + 1;
 
-	int32_t next = ouro_sample(s->samp, logits, s->n);
-	if (is_stop(s, next))
+	if (ouro_eng_is_stop(s, next))
 		return emit(e, s, -1, loops, OURO_FINISH_EOS, h);
 	s->ids[s->n++] = next;
 	s->made++;
@@ -685,7 +630,7 @@ static int advance(struct ouro_engine *e, struct seq *s, const float *logits, co
 	s->state = DECODE;
 	s->p0 = s->n - 1;
 	s->rows = 1;
-	position_begin(e, s);
+	ouro_eng_position_begin(e, s);
 	return emit(e, s, next, loops, OURO_FINISH_NONE, h);
 }
 
@@ -793,11 +738,14 @@ static int finish_pass(struct ouro_engine *e)
 		struct seq *s = e->item[i];
 		int64_t rows = s->rows;
 		const float *h = b->h + r0 * D, *last = h + (rows - 1) * D;
-		int out = 0;
+		int out = 0, spec = s->sp && s->state == DECODE;
 
-		if (s->state == PREFILL) {
+		if (spec) {
+			if ((rc = ouro_spec_pass_done(e, s, h, &out)))
+				return rc;
+		} else if (s->state == PREFILL) {
 			if (deciding(s))
-				exit_feed(e, s, last);
+				ouro_eng_exit_feed(e, s, last);
 			if (s->t == e->T - 1) {
 				s->p0 += rows;
 				s->rows = 0;
@@ -805,25 +753,24 @@ static int finish_pass(struct ouro_engine *e)
 				e->st.prefill_tokens += (uint64_t)rows;
 			}
 		} else {
-			exit_feed(e, s, last);
+			ouro_eng_exit_feed(e, s, last);
 			if (s->decided) {
-				if ((rc = exit_cache(e, s, s->p0)))
+				if ((rc = ouro_eng_exit_cache(e, s, s->p0)))
 					return rc;
 				e->st.decoded_tokens++;
 				e->st.decoded_loops += (uint64_t)(s->exit_t + 1);
 				out = 1;
 			}
 		}
-		if (s->rows && !out) {
+		if (s->rows && !out && !spec) {
 			memcpy(s->h, h, (size_t)(s->rows * D) * sizeof *h);
 			s->t++;
 		}
-		if (out) {
-			/* a rule reading the logits has them already */
-			if (!s->lm)
-				memcpy(e->hexit + nmat++ * D, s->hout, (size_t)D * sizeof *e->hexit);
+		/* a rule reading the logits has them already */
+		if (out && !spec && !s->lm)
+			memcpy(e->hexit + nmat++ * D, s->hout, (size_t)D * sizeof *e->hexit);
+		if (out)
 			exits[nexit++] = s;
-		}
 		r0 += rows;
 	}
 	if (nmat)
@@ -831,9 +778,17 @@ static int finish_pass(struct ouro_engine *e)
 	nmat = 0;
 	for (int i = 0; i < nexit; i++) {
 		struct seq *s = exits[i];
-		rc = s->lm ? advance(e, s, s->lm + (s->exit_t & 1) * e->V, s->hout)
-			   : advance(e, s, e->logits + nmat * e->V, e->hexit + nmat * D);
-		nmat += !s->lm;
+
+		if (s->sp && s->state == DECODE) {
+			rc = ouro_spec_accept(e, s);
+		} else if (s->lm) {
+			rc = ouro_eng_advance(e, s, ouro_sample(s->samp, s->lm + (s->exit_t & 1) * e->V, s->n),
+					      s->hout);
+		} else {
+			rc = ouro_eng_advance(e, s, ouro_sample(s->samp, e->logits + nmat * e->V, s->n),
+					      e->hexit + nmat * D);
+			nmat++;
+		}
 		if (rc)
 			return rc;
 	}

@@ -170,16 +170,14 @@ static void heap_down(int32_t *h, int64_t n, int64_t i, const float *l)
 	}
 }
 
-int32_t ouro_sample(struct ouro_sampler *s, const float *logits, int64_t n)
+/* s->w [V] = the weights of the draw for logits [V], whose largest is
+ * lmax (finite; temperature > 0), after the filters; returns their sum. */
+static double weights(struct ouro_sampler *s, const float *logits, float lmax)
 {
 	const struct ouro_sampler_opts *o = &s->o;
 	int64_t V = s->vocab;
-	int32_t top = argmax(logits, V);
-	float lmax = nan_to_neg_inf(logits[top]), kth = -INFINITY;
+	float kth = -INFINITY;
 	double total = 0;
-
-	if (o->temperature == 0 || lmax == -INFINITY || lmax == INFINITY)
-		return top;
 
 	/* temperature and top-k: candidates are logit >= kth */
 	if (o->top_k > 0 && o->top_k < V) {
@@ -212,25 +210,76 @@ int32_t ouro_sample(struct ouro_sampler *s, const float *logits, int64_t n)
 		}
 	}
 
-	/* min-p, then the draw over the survivors in id order */
-	double kept = 0, cum = 0, target;
-	int32_t pick = top;
+	/* min-p */
+	double kept = 0;
 	for (int64_t i = 0; i < V; i++) {
 		if (s->w[i] == 0 || s->w[i] < o->min_p ||
 		    (last >= 0 && !ranks_before(logits, (int32_t)i, last) && i != last))
 			s->w[i] = 0;
 		kept += s->w[i];
 	}
-	target = uniform(o->seed, n) * kept;
+	return kept;
+}
+
+/* The draw over weights w [V] in id order: the first token whose
+ * cumulative weight exceeds target, else the last with a weight (where
+ * rounding runs out), else `pick`. */
+static int32_t draw(const double *w, int64_t V, double target, int32_t pick)
+{
+	double cum = 0;
+
 	for (int64_t i = 0; i < V; i++) {
-		if (s->w[i] == 0)
+		if (w[i] == 0)
 			continue;
-		pick = (int32_t)i;      /* the last survivor if rounding runs out */
-		cum += s->w[i];
+		pick = (int32_t)i;
+		cum += w[i];
 		if (target < cum)
 			break;
 	}
 	return pick;
+}
+
+int32_t ouro_sample(struct ouro_sampler *s, const float *logits, int64_t n)
+{
+	int32_t top = argmax(logits, s->vocab);
+	float lmax = nan_to_neg_inf(logits[top]);
+
+	if (s->o.temperature == 0 || lmax == -INFINITY || lmax == INFINITY)
+		return top;
+	double kept = weights(s, logits, lmax);
+	return draw(s->w, s->vocab, uniform(s->o.seed, n) * kept, top);
+}
+
+void ouro_sampler_dist(struct ouro_sampler *s, const float *logits, double *p)
+{
+	int64_t V = s->vocab;
+	int32_t top = argmax(logits, V);
+	float lmax = nan_to_neg_inf(logits[top]);
+
+	if (s->o.temperature == 0 || lmax == -INFINITY || lmax == INFINITY) {
+		memset(p, 0, (size_t)V * sizeof *p);
+		p[top] = 1;
+		return;
+	}
+	double kept = weights(s, logits, lmax);
+	for (int64_t i = 0; i < V; i++)
+		p[i] = s->w[i] / kept;
+}
+
+int32_t ouro_sample_from(const double *p, int64_t V, double u)
+{
+	double total = 0;
+
+	for (int64_t i = 0; i < V; i++)
+		total += p[i];
+	return draw(p, V, u * total, 0);
+}
+
+double ouro_sampler_uniform(const struct ouro_sampler *s, int64_t n, int stream)
+{
+	/* stream k > 0 is splitmix64 from another state that the seed gives */
+	return uniform(stream ? mix64(s->o.seed ^ (uint64_t)stream * 0xD1B54A32D192ED03u)
+			      : s->o.seed, n);
 }
 
 /* Ranking of ouro_logprobs_topk: 1 if a is worse than b (smaller logit,
