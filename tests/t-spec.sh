@@ -7,8 +7,9 @@
 #      a fresh random model (T = 5) and on the bundled trained model, for
 #      many prompts (-f, -P 3; prompts of 1 to 90 ids) and for one: under
 #      --kv full for the config's threshold, -q 0.5, -q 0.2, -s 1, -s 2,
-#      -e 4 and -w, and under --kv last and mean (where speculation is
-#      off) for two rules; each run with its own --draft-steps S and
+#      -e 4, -w, and the rules reading each loop's logits (--kl, --stable 2,
+#      --entropy, with values that exit at different loops on each model),
+#      and under --kv last and mean (where speculation is off) for two rules; each run with its own --draft-steps S and
 #      --draft-tokens K, so that every S in 1..T-1 and K in 1..8 is run
 #      under --kv full on every model.
 #   2. -v on the bundled model: drafts are checked and some accepted; with
@@ -40,16 +41,17 @@ combo() {
 
 for name in fixture rnd kjv; do
 	case $name in
-	fixture) model=models/ouro-fixture T=4 ;;
-	rnd) model=$rnd T=5 ;;
-	kjv) model=$kjv T=4 ;;
+	fixture) model=models/ouro-fixture T=4 kl=0.5 ent=10.5 ;;
+	rnd) model=$rnd T=5 kl=0.5 ent=5.6 ;;
+	kjv) model=$kjv T=4 kl=0.1 ent=4 ;;
 	esac
 	in=$tmp/$name.jsonl
 	i=0
 	for kv in full last mean; do
 		if [ "$kv" = full ]; then
-			set -- "" "-q 0.5" "-q 0.2" "-s 1" "-s 2" "-e 4" "-w"
-			per=$((((T - 1) * 8 + 6) / 7))   # runs of each rule, to cover them all
+			set -- "" "-q 0.5" "-q 0.2" "-s 1" "-s 2" "-e 4" "-w" "--kl $kl" "--stable 2" \
+				"--entropy $ent"
+			per=$((((T - 1) * 8 + $# - 1) / $#))   # runs of each rule, to cover them all
 		else
 			set -- "-q 0.5" "-w"
 			per=1

@@ -125,13 +125,14 @@ int ouro_engine_new(struct ouro_engine **out, struct ouro_model *m,
 	e->blk_seq = malloc((size_t)e->rmax * sizeof *e->blk_seq);
 	e->blk_row = malloc((size_t)e->rmax * sizeof *e->blk_row);
 	e->blk_m = malloc((size_t)e->rmax * sizeof *e->blk_m);
-	e->hexit = malloc((size_t)o->max_seqs * (size_t)e->D * sizeof *e->hexit);
-	e->logits = malloc((size_t)o->max_seqs * (size_t)e->V * sizeof *e->logits);
+	e->nexit_max = (int64_t)o->max_seqs * (o->draft_tokens ? o->draft_tokens : 1);
+	e->hexit = malloc((size_t)e->nexit_max * (size_t)e->D * sizeof *e->hexit);
+	e->logits = malloc((size_t)e->nexit_max * (size_t)e->V * sizeof *e->logits);
+	e->lmdst = malloc((size_t)e->nexit_max * sizeof *e->lmdst);
 	e->wbuf = malloc(ouro_wbuf_floats(e->D) * sizeof *e->wbuf);
 	e->kvmean = malloc(2 * (size_t)e->KD * sizeof *e->kvmean);
 	if (!e->item || !e->row_seq || !e->row_pos || !e->kvtmp || !e->blk_seq || !e->blk_row ||
-	    !e->blk_m || !e->hexit ||
-	    !e->logits || !e->wbuf || !e->kvmean) {
+	    !e->blk_m || !e->hexit || !e->logits || !e->lmdst || !e->wbuf || !e->kvmean) {
 		rc = ouro_fail(OURO_ENOMEM, "out of memory for a batch of %d sequences", o->max_seqs);
 		goto fail;
 	}
@@ -190,6 +191,7 @@ void ouro_engine_free(struct ouro_engine *e)
 	free(e->blk_m);
 	free(e->hexit);
 	free(e->logits);
+	free(e->lmdst);
 	free(e->wbuf);
 	free(e->kvmean);
 	free(e->ev);
@@ -525,29 +527,42 @@ static int deciding(const struct seq *s)
 	return s->state == DECODE || (s->p0 + s->rows == s->P && !s->decided);
 }
 
+/* The lm buffer of row j of s's item, if that row takes an exit decision
+ * by a rule reading the logits in this pass: a decoded position, the
+ * prompt's last, or a live row of a speculative verify item. */
+static float *lm_row(const struct seq *s, int64_t j)
+{
+	if (!s->lm || !deciding(s))
+		return NULL;
+	if (s->sp && s->sp->verify)
+		return ouro_spec_lm_row(s, j);
+	return j == s->rows - 1 ? s->lm : NULL;
+}
+
 /* The lm_head logits of the states of this pass that a rule reading them
- * decides on, into s->lm's row of loop s->t: all in one product (its rows
- * are computed independently of each other, so batch invariance holds). */
+ * decides on, into their lm buffer's row of loop s->t: all in one product
+ * (its rows are computed independently of each other, so batch invariance
+ * holds). */
 static void exit_logits(struct ouro_engine *e)
 {
-	int64_t D = e->D, V = e->V, r0 = 0;
-	int n = 0;
+	int64_t D = e->D, V = e->V, r0 = 0, n = 0;
 
 	for (int i = 0; i < e->nitems; i++) {
 		struct seq *s = e->item[i];
-		if (s->lm && deciding(s))
-			memcpy(e->hexit + n++ * D, e->b.h + (r0 + s->rows - 1) * D, (size_t)D * sizeof *e->hexit);
+		for (int64_t j = 0; j < s->rows; j++) {
+			float *lm = lm_row(s, j);
+			if (!lm)
+				continue;
+			memcpy(e->hexit + n * D, e->b.h + (r0 + j) * D, (size_t)D * sizeof *e->hexit);
+			e->lmdst[n++] = lm + (s->t & 1) * V;
+		}
 		r0 += s->rows;
 	}
 	if (!n)
 		return;
 	ouro_matmul(e->logits, e->hexit, &e->m->lm_head, n, e->wbuf);
-	n = 0;
-	for (int i = 0; i < e->nitems; i++) {
-		struct seq *s = e->item[i];
-		if (s->lm && deciding(s))
-			memcpy(s->lm + (s->t & 1) * V, e->logits + n++ * V, (size_t)V * sizeof *s->lm);
-	}
+	for (int64_t k = 0; k < n; k++)
+		memcpy(e->lmdst[k], e->logits + k * V, (size_t)V * sizeof *e->logits);
 }
 
 /* Feeds the state h [D] after loop s->t of the position s decides on to

@@ -66,8 +66,10 @@ struct ouro_engine {
 	struct seq **blk_seq;          /* [rmax] query blocks: a sequence's rows */
 	int64_t *blk_row, *blk_m;      /* [rmax] their first row and count */
 	int64_t nblk;
-	float *hexit;                  /* [max_seqs, D] states that exit */
-	float *logits;                 /* [max_seqs, V] */
+	int64_t nexit_max;             /* max_seqs times the most rows deciding in an item */
+	float *hexit;                  /* [nexit_max, D] states that exit, or decide by logits */
+	float *logits;                 /* [nexit_max, V] */
+	float **lmdst;                 /* [nexit_max] where exit_logits puts each row's */
 	float *wbuf;                   /* lm_head scratch */
 	float *kvmean;                 /* [2, KD] a mean's keys and values */
 	int64_t rows;                  /* rows of the pass */
@@ -97,6 +99,7 @@ struct spec_row {
 	struct ouro_exit_state ex;     /* the position's exit decision */
 	int decided, exit_t, live;     /* live: computing loops in the verify item */
 	float *hprev, *hmix, *hout;    /* [D] each, swapped with the seq's */
+	float *lm;                     /* [2, V] as the seq's lm (NULL when it has none), swapped too */
 	float *h;                      /* [D] its state after its last loop */
 	float *logits;                 /* [V] from hout, or NULL before lm_head */
 	int32_t draft;                 /* the token drafted from it, or -1 */
@@ -114,6 +117,7 @@ struct spec {
 	float *dl;        /* [K, V] logits of the draft loops */
 	float *own;       /* the seq's own hout (see swap_row) */
 	double *q, *p;    /* sampled: [K, V] the drafts' distributions, [V] scratch */
+	float *lmblk;     /* [K, 2, V] the rows' lm buffers, for rules reading logits */
 	struct spec_row row[];   /* [K] */
 };
 
@@ -126,6 +130,9 @@ void ouro_spec_free(struct seq *s);
  * ouro_spec_accept (after the pass's lm_head of other sequences). */
 int ouro_spec_pass_done(struct ouro_engine *e, struct seq *s, const float *h, int *out);
 int ouro_spec_accept(struct ouro_engine *e, struct seq *s);
+/* The lm buffer [2, V] (see struct seq) of row j of s's verify item, or
+ * NULL when that row takes no exit decision in this pass. */
+float *ouro_spec_lm_row(const struct seq *s, int64_t j);
 
 /* Whether position pos of s keeps its cached keys and values this pass:
  * a verify row whose position has exited must keep the copies of its

@@ -18,9 +18,12 @@
  * exit decision taken after each loop; a row that exits stops storing
  * keys and values (it is "frozen": its later slots keep the copies of its
  * exit loop that ouro_eng_exit_cache put there), and the item ends when
- * every row has exited. Accepting: the rows' tokens are sampled in order;
- * row i's token is kept, and the next row is looked at only if this
- * token is the draft that row i+1 was run on. So every round makes at
+ * every row has exited. Under a rule reading the logits of each loop
+ * (--kl, --entropy, --stable) every row has its own lm buffer of its last
+ * two loops, moved with its exit decision (swap_row), and the engine's
+ * exit_logits fills those of the live rows. Accepting: the rows' tokens
+ * are sampled in order; row i's token is kept, and the next row is looked
+ * at only if this token is the draft that row i+1 was run on. So every round makes at
  * least one token, and the rejected positions' blocks go back to the
  * pool (their slots are written again by the next round).
  *
@@ -65,7 +68,7 @@
 
 int ouro_spec_wanted(const struct ouro_engine *e, const struct seq *s)
 {
-	return e->o.draft_tokens > 0 && e->o.kv == OURO_KV_FULL && !ouro_exit_needs_logits(&s->o.rule);
+	return e->o.draft_tokens > 0 && e->o.kv == OURO_KV_FULL;
 }
 
 int ouro_spec_new(struct ouro_engine *e, struct seq *s)
@@ -75,11 +78,16 @@ int ouro_spec_new(struct ouro_engine *e, struct seq *s)
 	struct spec *sp = calloc(1, sizeof *sp + (size_t)K * sizeof sp->row[0]);
 	float *f = sp ? malloc((size_t)K * (5 * D + 2 * V) * sizeof *f) : NULL;
 
-	if (f && s->o.samp.temperature > 0 && !(sp->q = malloc((size_t)(K + 1) * V * sizeof *sp->q))) {
+	if (sp && s->o.samp.temperature > 0)
+		sp->q = malloc((size_t)(K + 1) * V * sizeof *sp->q);
+	if (sp && s->lm)
+		sp->lmblk = malloc((size_t)K * 2 * V * sizeof *sp->lmblk);
+	if (!f || (s->o.samp.temperature > 0 && !sp->q) || (s->lm && !sp->lmblk)) {
+		if (sp) {
+			free(sp->q);
+			free(sp->lmblk);
+		}
 		free(f);
-		f = NULL;
-	}
-	if (!f) {
 		free(sp);
 		return ouro_fail(OURO_ENOMEM, "out of memory for speculative decoding");
 	}
@@ -96,6 +104,7 @@ int ouro_spec_new(struct ouro_engine *e, struct seq *s)
 		sp->row[i].hmix = f + D;
 		sp->row[i].hout = f + 2 * D;
 		sp->row[i].h = f + 3 * D;
+		sp->row[i].lm = sp->lmblk ? sp->lmblk + (size_t)i * 2 * V : NULL;
 	}
 	s->sp = sp;
 	return OURO_OK;
@@ -108,7 +117,7 @@ static void swap_row(struct seq *s, struct spec_row *r)
 {
 	struct ouro_exit_state ex = s->ex;
 	int decided = s->decided, exit_t = s->exit_t;
-	float *hprev = s->hprev, *hmix = s->hmix, *hout = s->hout;
+	float *hprev = s->hprev, *hmix = s->hmix, *hout = s->hout, *lm = s->lm;
 
 	s->ex = r->ex;
 	s->decided = r->decided;
@@ -116,12 +125,14 @@ static void swap_row(struct seq *s, struct spec_row *r)
 	s->hprev = r->hprev;
 	s->hmix = r->hmix;
 	s->hout = r->hout;
+	s->lm = r->lm;
 	r->ex = ex;
 	r->decided = decided;
 	r->exit_t = exit_t;
 	r->hprev = hprev;
 	r->hmix = hmix;
 	r->hout = hout;
+	r->lm = lm;
 }
 
 void ouro_spec_free(struct seq *s)
@@ -136,6 +147,7 @@ void ouro_spec_free(struct seq *s)
 			swap_row(s, &sp->row[i]);
 	free(sp->hx);
 	free(sp->q);
+	free(sp->lmblk);
 	free(sp);
 	s->sp = NULL;
 }
@@ -253,6 +265,13 @@ static int verify_done(struct ouro_engine *e, struct seq *s, const float *h, int
 	memcpy(s->h, h, (size_t)(s->rows * D) * sizeof *h);
 	s->t++;
 	return OURO_OK;
+}
+
+float *ouro_spec_lm_row(const struct seq *s, int64_t j)
+{
+	const struct spec_row *r = &s->sp->row[s->p0 + j - s->sp->a];
+
+	return r->live ? r->lm : NULL;
 }
 
 int ouro_spec_pass_done(struct ouro_engine *e, struct seq *s, const float *h, int *out)
