@@ -247,6 +247,18 @@ int cli_stop_ids(const struct ouro_config *c, const struct ouro_tok *tok, int32_
 	return n;
 }
 
+void cli_shard(const char *s, long *k, long *n)
+{
+	char *slash = strchr(s, '/'), ks[32];
+
+	if (!slash || (size_t)(slash - s) >= sizeof ks)
+		usage_error("--shard: '%s' is not K/N", s);
+	memcpy(ks, s, (size_t)(slash - s));
+	ks[slash - s] = '\0';
+	*n = cli_long(slash + 1, 1, 1L << 30, "--shard N");
+	*k = cli_long(ks, 0, *n - 1, "--shard K");
+}
+
 void cli_format_double(char *buf, size_t len, double v)
 {
 	for (int prec = 1; prec <= 17; prec++) {
@@ -413,6 +425,29 @@ void cli_progress_show(struct cli_progress *p, int64_t done, int64_t tokens, int
 	if (final)
 		fputc('\n', stderr);
 	fflush(stderr);
+}
+
+int cli_spec_option(struct cli_spec *sp, int opt, const char *arg)
+{
+	switch (opt) {
+	case CLI_OPT_SPECULATE: sp->on = 1; break;
+	case CLI_OPT_DRAFT_STEPS: sp->steps = cli_long(arg, 1, OURO_MAX_STEPS - 1, "--draft-steps"); break;
+	case CLI_OPT_DRAFT_TOKENS: sp->tokens = cli_long(arg, 1, OURO_MAX_DRAFT, "--draft-tokens"); break;
+	default: return 0;
+	}
+	return 1;
+}
+
+void cli_spec_settings(struct cli_spec *sp, long T)
+{
+	if ((sp->steps || sp->tokens) && !sp->on)
+		usage_error("--draft-steps and --draft-tokens go with --speculate");
+	if (sp->on && T < 2)
+		usage_error("--speculate: %ld loop, at least 2 needed", T);
+	if (sp->on && sp->steps >= T)
+		usage_error("--draft-steps: %ld is outside 1..%ld", sp->steps, T - 1);
+	sp->tokens = sp->on ? (sp->tokens ? sp->tokens : 4) : 0;
+	sp->steps = sp->steps ? sp->steps : 1;
 }
 
 void cli_spec_report(const struct ouro_engine_stats *st, int64_t layers)

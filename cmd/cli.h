@@ -90,6 +90,29 @@ enum { CLI_OPT_TEMPERATURE = 0x100, CLI_OPT_TOP_K, CLI_OPT_TOP_P, CLI_OPT_MIN_P,
 	{"min-p", required_argument, NULL, CLI_OPT_MIN_P}, \
 	{"seed", required_argument, NULL, CLI_OPT_SEED}
 
+/* The options of speculative decoding (ouro-generate, ouro-eval gen):
+ * --speculate, --draft-steps S, --draft-tokens K. */
+enum { CLI_OPT_SPECULATE = 0x200, CLI_OPT_DRAFT_STEPS, CLI_OPT_DRAFT_TOKENS };
+#define CLI_SPEC_LONGOPTS \
+	{"speculate", no_argument, NULL, CLI_OPT_SPECULATE}, \
+	{"draft-steps", required_argument, NULL, CLI_OPT_DRAFT_STEPS}, \
+	{"draft-tokens", required_argument, NULL, CLI_OPT_DRAFT_TOKENS}
+
+struct cli_spec {
+	int on;               /* --speculate given */
+	long steps, tokens;   /* their values; 0: not given (see cli_spec_settings) */
+};
+
+/* Takes option opt with its value arg into sp if it is one of them:
+ * returns 1, else 0. */
+int cli_spec_option(struct cli_spec *sp, int opt, const char *arg);
+
+/* Sets sp's tokens and steps to the engine's draft_tokens and draft_steps
+ * (ouro_engine_opts) for a run of T loops: 0 and 1 without --speculate,
+ * else K (default 4) and S (default 1); draft options without
+ * --speculate, or S >= T, are usage errors. */
+void cli_spec_settings(struct cli_spec *sp, long T);
+
 /* The defaults of those options: greedy, no filter, seed 0. */
 void cli_sampler_defaults(struct ouro_sampler_opts *s);
 
@@ -101,6 +124,9 @@ int cli_sampler_option(struct ouro_sampler_opts *s, int opt, const char *arg);
  * tokenizer, <|im_end|> and <|endoftext|>, each once, into stop [3];
  * returns how many. */
 int cli_stop_ids(const struct ouro_config *c, const struct ouro_tok *tok, int32_t stop[3]);
+
+/* --shard K/N: *k and *n with 0 <= K < N <= 2^30, else a usage error. */
+void cli_shard(const char *s, long *k, long *n);
 
 /* The shortest decimal form of v that reads back as v. */
 void cli_format_double(char *buf, size_t len, double v);

@@ -57,7 +57,8 @@ static void usage(FILE *f)
 		"                 [-e EPS,...] [--kl EPS,...] [--entropy H,...] [--stable K,...]\n"
 		"                 [-n N] [--stop STR] [--extract HOW] [--chat] [--system TEXT]\n"
 		"                 [--think] [--temperature X] [--top-k K] [--top-p P] [--min-p P]\n"
-		"                 [--seed S] [--per-example FILE] [--limit N] [--shard K/N]\n"
+		"                 [--seed S] [--speculate [--draft-steps S] [--draft-tokens K]]\n"
+		"                 [--per-example FILE] [--limit N] [--shard K/N]\n"
 		"                 [--log FILE [--resume]] [--table] [--plot FILE] [-P N]\n"
 		"                 [-j THREADS] [-v] [-o FILE] [FILE ...]\n"
 		"       ouro-eval merge [--table] [--plot FILE] [-o FILE] REPORT ...\n"
@@ -99,6 +100,8 @@ static void usage(FILE *f)
 		"      --think            gen: open the assistant turn with <think>\n"
 		"      --temperature X, --top-k K, --top-p P, --min-p P, --seed S\n"
 		"                         gen: sampling as ouro-generate (default greedy)\n"
+		"      --speculate, --draft-steps S, --draft-tokens K\n"
+		"                         gen: self-speculative decoding as ouro-generate\n"
 		"      --per-example FILE gen: one JSON line per example with every rule's text,\n"
 		"                         extracted answer and loops per token\n"
 		"      --limit N          only the first N examples\n"
@@ -134,6 +137,7 @@ struct opts {
 	int table, resume, verbose, chat, think, sampling;
 	long steps, window, context, prefix, limit, parallel, max_tokens;
 	struct ouro_sampler_opts samp;
+	struct cli_spec spec;
 	char *stop[64];
 	int nstop;
 	double beta;
@@ -167,18 +171,6 @@ static void add_rules(struct opts *o, const char *list, int opt)
 	}
 }
 
-static void parse_shard(struct opts *o, const char *s)
-{
-	char *slash = strchr(s, '/'), k[32];
-
-	if (!slash || (size_t)(slash - s) >= sizeof k)
-		usage_error("--shard: '%s' is not K/N", s);
-	memcpy(k, s, (size_t)(slash - s));
-	k[slash - s] = '\0';
-	o->shard_n = cli_long(slash + 1, 1, 1L << 30, "--shard N");
-	o->shard_k = cli_long(k, 0, o->shard_n - 1, "--shard K");
-}
-
 /* The options of gen and those it has no use for; gen's defaults. */
 static void check_gen_options(struct opts *o)
 {
@@ -188,7 +180,7 @@ static void check_gen_options(struct opts *o)
 	if (o->task != OURO_EVAL_GEN) {
 		const char *only = o->max_tokens >= 0 ? "--max-tokens" : o->nstop ? "--stop" : o->extract ? "--extract"
 				   : o->chat ? "--chat" : o->system ? "--system" : o->think ? "--think"
-				   : o->per_example ? "--per-example" : o->sampling ? "the sampling options" : NULL;
+				   : o->per_example ? "--per-example" : o->sampling ? "sampling or speculation" : NULL;
 		if (only)
 			usage_error("%s applies to gen only", only);
 	} else if (o->window || o->prefix >= 0) {
@@ -224,6 +216,7 @@ static void parse_run_options(struct opts *o, int argc, char **argv)
 		{"think", no_argument, NULL, 'H'},
 		{"per-example", required_argument, NULL, 'E'},
 		CLI_SAMPLER_LONGOPTS,
+		CLI_SPEC_LONGOPTS,
 		{"beta", required_argument, NULL, 'B'},
 		{"window", required_argument, NULL, 'W'},
 		{"context", required_argument, NULL, 'C'},
@@ -287,7 +280,7 @@ static void parse_run_options(struct opts *o, int argc, char **argv)
 		case 'F': o->field = optarg; break;
 		case 'K': o->per_token = optarg; break;
 		case 'L': o->limit = cli_long(optarg, 0, LONG_MAX, "--limit"); break;
-		case 'S': parse_shard(o, optarg); break;
+		case 'S': cli_shard(optarg, &o->shard_k, &o->shard_n); break;
 		case 'l': o->log = optarg; break;
 		case 'r': o->resume = 1; break;
 		case 't': o->table = 1; break;
@@ -297,7 +290,9 @@ static void parse_run_options(struct opts *o, int argc, char **argv)
 		case 'v': o->verbose = 1; break;
 		case 'o': o->outpath = optarg; break;
 		case 'h': usage(stdout); exit(0);
-		default: o->sampling |= cli_sampler_option(&o->samp, c, optarg); break;
+		default:
+			o->sampling |= cli_sampler_option(&o->samp, c, optarg) | cli_spec_option(&o->spec, c, optarg);
+			break;
 		}
 	}
 	check_gen_options(o);
@@ -347,6 +342,9 @@ static json_t *config_build(const struct opts *o, const struct ouro_model *m, in
 		json_object_set_new(c, "min_p", json_real(o->samp.min_p));
 		snprintf(text, sizeof text, "%llu", (unsigned long long)o->samp.seed);
 		json_object_set_new(c, "seed", json_string(text));
+		if (o->spec.on && o->samp.temperature > 0)   /* greedy, it changes nothing */
+			json_object_set_new(c, "speculate", json_pack("{s:I,s:I}", "draft_steps", (json_int_t)o->spec.steps,
+								      "draft_tokens", (json_int_t)o->spec.tokens));
 	} else {
 		json_object_set_new(c, "window", json_integer(o->window));
 		json_object_set_new(c, "prefix_token", json_integer(o->prefix));
@@ -482,6 +480,7 @@ static int run_gen(const struct opts *o, struct ouro_eval_run *r, const struct o
 		.stop_ids = stop_ids, .nstop_ids = cli_stop_ids(ouro_model_config(r->m), tok, stop_ids),
 		.chat = o->chat, .think = o->think, .system = o->system, .extract = &x,
 		.parallel = (int)o->parallel, .L = r->L,
+		.draft_tokens = (int)o->spec.tokens, .draft_steps = (int)o->spec.steps,
 	};
 	k->gen = &g;
 	rc = ouro_eval_generate(&g, k->corpus, todo, ntodo, gen_done, k);
@@ -513,6 +512,7 @@ static int write_records(const char *path, json_t **records, int64_t total)
 static void run_settings(struct opts *o, const struct ouro_config *cfg, struct ouro_eval_run *r)
 {
 	r->T = (int)(o->steps ? o->steps : cfg->total_ut_steps);
+	cli_spec_settings(&o->spec, r->T);
 	/* a generation runs under one rule: gen's default is the model's */
 	if (o->task == OURO_EVAL_GEN && !o->nrules)
 		o->rules[o->nrules++] = (struct ouro_exit_rule){.kind = OURO_EXIT_THRESHOLD,

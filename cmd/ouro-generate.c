@@ -79,8 +79,8 @@ static void usage(FILE *f)
 struct opts {
 	const char *model, *gate, *system, *threads, *file;
 	long max_tokens, steps, parallel;
-	int chat, think, prompt_ids, print_ids, verbose, jsonl, speculate;
-	long draft_steps, draft_tokens;
+	int chat, think, prompt_ids, print_ids, verbose, jsonl;
+	struct cli_spec spec;
 	int rule_given;           /* the exit-rule option given, 0: none */
 	struct ouro_exit_rule rule;
 	enum ouro_kv_policy kv;
@@ -112,9 +112,7 @@ static void parse_args(struct opts *o, int argc, char **argv)
 		{"file", required_argument, NULL, 'f'},
 		{"jsonl", no_argument, NULL, 'J'},
 		{"parallel", required_argument, NULL, 'P'},
-		{"speculate", no_argument, NULL, 'Z'},
-		{"draft-steps", required_argument, NULL, 'E'},
-		{"draft-tokens", required_argument, NULL, 'F'},
+		CLI_SPEC_LONGOPTS,
 		{"ids", no_argument, NULL, 't'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"threads", required_argument, NULL, 'j'},
@@ -162,14 +160,14 @@ static void parse_args(struct opts *o, int argc, char **argv)
 		case 'f': o->file = optarg; break;
 		case 'J': o->jsonl = 1; break;
 		case 'P': o->parallel = cli_long(optarg, 1, 4096, "--parallel"); break;
-		case 'Z': o->speculate = 1; break;
-		case 'E': o->draft_steps = cli_long(optarg, 1, OURO_MAX_STEPS - 1, "--draft-steps"); break;
-		case 'F': o->draft_tokens = cli_long(optarg, 1, OURO_MAX_DRAFT, "--draft-tokens"); break;
 		case 't': o->print_ids = 1; break;
 		case 'v': o->verbose = 1; break;
 		case 'j': o->threads = optarg; break;
 		case 'h': usage(stdout); exit(0);
-		default: cli_sampler_option(&o->samp, c, optarg); break;
+		default:
+			if (!cli_sampler_option(&o->samp, c, optarg))
+				cli_spec_option(&o->spec, c, optarg);
+			break;
 		}
 	}
 	if ((o->system || o->think) && !o->chat)
@@ -182,8 +180,6 @@ static void parse_args(struct opts *o, int argc, char **argv)
 		usage_error("-f reads the prompts; no PROMPT operands with it");
 	if (o->jsonl && o->prompt_ids)
 		usage_error("--jsonl objects give prompt_ids themselves; no --prompt-ids with it");
-	if ((o->draft_steps || o->draft_tokens) && !o->speculate)
-		usage_error("--draft-steps and --draft-tokens go with --speculate");
 	if (!o->parallel)
 		o->parallel = o->file ? 16 : 1;
 }
@@ -665,10 +661,7 @@ int main(int argc, char **argv)
 		o.rule = (struct ouro_exit_rule){.kind = OURO_EXIT_THRESHOLD, .q = c->early_exit_threshold};
 	if (o.rule.kind == OURO_EXIT_STATIC && o.rule.step >= o.steps)
 		usage_error("--step: %d is outside 0..%ld", o.rule.step, o.steps - 1);
-	if (o.speculate && o.steps < 2)
-		usage_error("--speculate: %ld loop, at least 2 needed", o.steps);
-	if (o.speculate && o.draft_steps >= o.steps)
-		usage_error("--draft-steps: %ld is outside 1..%ld", o.draft_steps, o.steps - 1);
+	cli_spec_settings(&o.spec, o.steps);
 	/* the tokenizer gives the end-of-turn ids too, so it is loaded even
 	 * when ids go in and out; only then may it be missing (--jsonl: the
 	 * answers have no "text", and text prompts are bad lines) */
@@ -685,9 +678,8 @@ int main(int argc, char **argv)
 		goto fail;
 	struct ouro_engine_opts eo = {.steps = (int)o.steps, .kv = o.kv, .kv_dtype = o.kv_type,
 				      .gate = o.gate ? &gate : NULL, .kv_memory = o.kv_memory,
-				      .max_seqs = (int)o.parallel,
-				      .draft_tokens = o.speculate ? (o.draft_tokens ? (int)o.draft_tokens : 4) : 0,
-				      .draft_steps = o.draft_steps ? (int)o.draft_steps : 1};
+				      .max_seqs = (int)o.parallel, .draft_tokens = (int)o.spec.tokens,
+				      .draft_steps = (int)o.spec.steps};
 	if ((rc = ouro_engine_new(&eng, m, &eo)))
 		goto fail;
 
@@ -719,7 +711,7 @@ int main(int argc, char **argv)
 			(unsigned long long)st->steps,
 			(double)st->kv_peak_blocks * (double)st->kv_block_bytes / 1024,
 			(double)st->kv_block_bytes / 1024, (double)st->kv_budget / (1 << 20));
-		if (o.speculate)
+		if (o.spec.on)
 			cli_spec_report(st, c->num_hidden_layers);
 	}
 fail:

@@ -362,6 +362,7 @@ struct ouro_eval_gen {
 	const char *system;
 	const struct ouro_extract *extract;
 	int parallel;                           /* sequences at once, >= 1 */
+	int draft_tokens, draft_steps;          /* speculative decoding (ouro_engine_opts) */
 	struct ouro_eval_layout L;
 	uint64_t prompt_tokens, new_tokens;     /* statistics, added up */
 };

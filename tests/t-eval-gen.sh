@@ -21,7 +21,11 @@
 #      thresholds) is the one the program prints, the plot, and bad
 #      options;
 #   6. an example's max_tokens, until (over --stop) and few_shot, --chat,
-#      and sampled runs the same for -P 1 and -P 8.
+#      and sampled runs the same for -P 1 and -P 8;
+#   7. --speculate: greedy, the report of a run without it (under a
+#      threshold and --kl, with other draft settings); sampled, the same
+#      for -P 1 and -P 8, other draws than without it, and its config
+#      records the draft settings.
 # models/ouro-kjv-tiny/complete-verses.jsonl: every tenth verse of the model's
 # held-out Revelation (models/ouro-kjv-tiny/heldout.txt, verses 1, 11,
 # 21, ...), the prompt the verse less its last word, the answer that word
@@ -181,4 +185,23 @@ PY
 run -n 6 --temperature 1 --seed 11 -P 1 -o "$tmp/t1.json" "$small" &&
 	run -n 6 --temperature 1 --seed 11 -P 8 -o "$tmp/t8.json" "$small" &&
 	cmp "$tmp/t1.json" "$tmp/t8.json" || fail "sampled runs differ between -P 1 and -P 8"
+
+# 7. speculative decoding
+run -n 6 -q 0.5 --kl 0.1 -o "$tmp/g0.json" "$small" &&
+	run -n 6 -q 0.5 --kl 0.1 --speculate -P 5 -o "$tmp/g1.json" "$small" &&
+	run -n 6 -q 0.5 --kl 0.1 --speculate --draft-steps 2 --draft-tokens 7 -o "$tmp/g2.json" "$small" &&
+	cmp "$tmp/g0.json" "$tmp/g1.json" && cmp "$tmp/g0.json" "$tmp/g2.json" ||
+	fail "greedy --speculate changes the report"
+run -n 6 --temperature 1 --seed 11 --speculate -P 1 -o "$tmp/u1.json" "$small" &&
+	run -n 6 --temperature 1 --seed 11 --speculate -P 8 -o "$tmp/u8.json" "$small" &&
+	cmp "$tmp/u1.json" "$tmp/u8.json" || fail "sampled --speculate runs differ between -P 1 and -P 8"
+"$PYTHON" - "$tmp/t1.json" "$tmp/u1.json" <<'PY' || fail "sampled --speculate: not recorded, or not run"
+import json, sys
+plain, spec = (json.load(open(f)) for f in sys.argv[1:])
+assert spec["config"]["speculate"] == {"draft_steps": 1, "draft_tokens": 4}, spec["config"]
+assert "speculate" not in plain["config"]
+# other draws of the same distribution: the answers differ somewhere
+assert plain["results"] != spec["results"]
+PY
+expect_fail 2 '^ouro-eval: sampling or speculation applies to gen only$' ouro-eval ppl --speculate "$task"
 finish

@@ -245,7 +245,8 @@ int ouro_eval_generate(struct ouro_eval_gen *g, const struct ouro_eval_corpus *c
 		       int64_t n, ouro_eval_gen_fn done, void *ctx)
 {
 	struct ouro_engine_opts eo = {.steps = g->T, .kv = OURO_KV_FULL, .kv_dtype = OURO_BF16,
-				      .gate = g->gate, .max_seqs = g->parallel};
+				      .gate = g->gate, .max_seqs = g->parallel,
+				      .draft_tokens = g->draft_tokens, .draft_steps = g->draft_steps};
 	struct ouro_engine *eng = NULL;
 	struct gen_ex *xs = calloc((size_t)n + 1, sizeof *xs);
 	struct gen_seq *seqs = calloc((size_t)n * (size_t)g->R + 1, sizeof *seqs);
