@@ -18,7 +18,12 @@
  * prefilled one chunk at a time, every loop of it (prompt positions keep
  * all T*N slots), its last position's exit taken as for a decoded one; the
  * chunks of all sequences together hold at most `chunk` positions a pass,
- * so a long prompt never stalls the decoding of the others.
+ * so a long prompt never stalls the decoding of the others. A rule that
+ * reads each loop's next-token distribution (--kl, --entropy, --stable)
+ * has the lm_head logits of its rows computed after every pass, all such
+ * rows in one product (exit_logits), and the exit loop's are sampled from.
+ * A sequence may decode speculatively (spec.c): its item is then a draft
+ * position's loop, or several drafted positions verified together.
  *
  * Batch invariance: what a row computes does not depend on the other rows
  * of the pass, nor on how a prompt was chunked, nor on the thread count.
