@@ -141,7 +141,7 @@ static int apply_one(FILE *out, const char *outname, const struct ouro_st *rec, 
 	for (int64_t k = 0; k < Tn; k++)
 		logits[k] = ouro_gate_logit(g, L->h + k * D);
 	ouro_exit_dist(logits, T, n, pdf, cdf);
-	if ((rc = ouro_exit_steps(m, L->h, T, n, logits, r, step)))
+	if ((rc = ouro_exit_steps(m, L->h, T, n, logits, r, 1, step)))
 		goto out;
 	for (int64_t i = 0; i < n; i++) {
 		float *x = xh + i * D;

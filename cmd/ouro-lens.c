@@ -129,7 +129,7 @@ static int lens_run(struct lens *L, struct ouro_model *m, const struct ouro_gate
 	for (int64_t k = 0; k < Tn; k++)
 		L->gate[k] = ouro_gate_logit(g, L->h + k * D);
 	ouro_exit_dist(L->gate, L->T, L->n, L->pdf, L->cdf);
-	return ouro_exit_steps(m, L->h, L->T, L->n, L->gate, rule, L->exit_step);
+	return ouro_exit_steps(m, L->h, L->T, L->n, L->gate, rule, 1, L->exit_step);
 }
 
 /* ---- token text -------------------------------------------------------- */

@@ -102,13 +102,15 @@ int ouro_exit_update(struct ouro_exit_state *s, const struct ouro_exit_rule *r,
  * with eps. */
 double ouro_exit_diff(const float *a, const float *b, int64_t D);
 
-/* step [n]: the loop at which each of n positions exits under rule r
- * (T-1 for OURO_EXIT_WEIGHTED), from its normed states h [T, n, D] of
- * model m (D its hidden_size) and their gate logits [T, n]; a rule that
- * reads the logits gets them from m's lm_head, a block of positions and
- * one loop at a time, until every position of the block has exited. */
+/* step [nrules, n]: the loop at which each of n positions exits under
+ * each of rules [nrules] (T-1 for OURO_EXIT_WEIGHTED), from its normed
+ * states h [T, n, D] of model m (D its hidden_size) and their gate logits
+ * [T, n]; when a rule reads the logits they come from m's lm_head, once
+ * for all the rules, a block of positions and one loop at a time, until
+ * every position of the block has exited under every rule. */
 int ouro_exit_steps(struct ouro_model *m, const float *h, int T, int64_t n,
-		    const float *gate_logits, const struct ouro_exit_rule *r, int32_t *step);
+		    const float *gate_logits, const struct ouro_exit_rule *rules, int nrules,
+		    int32_t *step);
 
 /* ---- Stage II training (gate_train.c) ----------------------------------
  * The gate alone is fitted, the model frozen, to targets from how much

@@ -277,13 +277,7 @@ static int window_exits(struct ouro_scorer *s, int64_t off, int64_t n, int64_t D
 	for (int64_t k = 0; k < (int64_t)T * n; k++)
 		gl[k] = ouro_gate_logit(&s->gate, hidden + k * D);
 	ouro_exit_dist(gl, T, n, s->pdf + T * off, s->cdf + T * off);
-	for (int r = 0; r < s->nrules; r++) {
-		int rc = ouro_exit_steps(s->m, hidden, T, n, gl, &s->rules[r],
-					 s->exit + s->nrules * off + (int64_t)r * n);
-		if (rc)
-			return rc;
-	}
-	return OURO_OK;
+	return ouro_exit_steps(s->m, hidden, T, n, gl, s->rules, s->nrules, s->exit + s->nrules * off);
 }
 
 /* lm_head over the gathered rows [rows] and their reduction. */

@@ -240,22 +240,30 @@ int ouro_exit_update(struct ouro_exit_state *s, const struct ouro_exit_rule *r,
 #define LM_ROWS 64   /* positions whose lm_head logits are computed together */
 
 int ouro_exit_steps(struct ouro_model *m, const float *h, int T, int64_t n,
-		    const float *gate_logits, const struct ouro_exit_rule *r, int32_t *step)
+		    const float *gate_logits, const struct ouro_exit_rule *rules, int nrules,
+		    int32_t *step)
 {
 	int64_t D = m->cfg.hidden_size, V = m->cfg.vocab_size;
-	int lm = ouro_exit_needs_logits(r);
+	int lm = 0, diff = 0;
 	float *buf = NULL;   /* [2, LM_ROWS, V]: loops t and t-1 by parity */
-	struct ouro_exit_state s[LM_ROWS];
+	struct ouro_exit_state *s = malloc((size_t)nrules * LM_ROWS * sizeof *s);   /* [nrules, LM_ROWS] */
 	int rc = OURO_OK;
 
-	if (lm && !(buf = malloc(2 * (size_t)LM_ROWS * (size_t)V * sizeof *buf)))
-		return ouro_fail(OURO_ENOMEM, "out of memory for the lm_head logits of the exit rule");
+	for (int r = 0; r < nrules; r++) {
+		lm |= ouro_exit_needs_logits(&rules[r]);
+		diff |= rules[r].kind == OURO_EXIT_DIFF;
+	}
+	if (!s || (lm && !(buf = malloc(2 * (size_t)LM_ROWS * (size_t)V * sizeof *buf)))) {
+		free(s);
+		return ouro_fail(OURO_ENOMEM, "out of memory for the exit decisions");
+	}
 	for (int64_t i0 = 0; i0 < n && !rc; i0 += LM_ROWS) {
-		int64_t rows = n - i0 < LM_ROWS ? n - i0 : LM_ROWS, left = rows;
-		for (int64_t k = 0; k < rows; k++) {
-			ouro_exit_begin(&s[k]);
-			step[i0 + k] = -1;
-		}
+		int64_t rows = n - i0 < LM_ROWS ? n - i0 : LM_ROWS, left = rows * nrules;
+		for (int r = 0; r < nrules; r++)
+			for (int64_t k = 0; k < rows; k++) {
+				ouro_exit_begin(&s[r * LM_ROWS + k]);
+				step[r * n + i0 + k] = -1;
+			}
 		for (int t = 0; t < T && left; t++) {
 			float *cur = buf + (size_t)(t & 1) * LM_ROWS * V;
 			float *prev = buf + (size_t)((t + 1) & 1) * LM_ROWS * V;
@@ -263,23 +271,26 @@ int ouro_exit_steps(struct ouro_model *m, const float *h, int T, int64_t n,
 				break;
 			for (int64_t k = 0, i = i0; k < rows; k++, i++) {
 				struct ouro_exit_loop in = {.gate = gate_logits[(int64_t)t * n + i], .V = V};
-				if (step[i] >= 0)
-					continue;
-				if (t > 0 && r->kind == OURO_EXIT_DIFF)
+				if (t > 0 && diff)
 					in.diff = ouro_exit_diff(h + ((int64_t)t * n + i) * D,
 								 h + ((int64_t)(t - 1) * n + i) * D, D);
 				if (lm) {
 					in.logits = cur + k * V;
 					in.prev = prev + k * V;
 				}
-				if (ouro_exit_update(&s[k], r, t, T, &in)) {
-					step[i] = t;
-					left--;
+				for (int r = 0; r < nrules; r++) {
+					if (step[r * n + i] >= 0)
+						continue;
+					if (ouro_exit_update(&s[r * LM_ROWS + k], &rules[r], t, T, &in)) {
+						step[r * n + i] = t;
+						left--;
+					}
 				}
 			}
 		}
 	}
 	free(buf);
+	free(s);
 	return rc;
 }
 
