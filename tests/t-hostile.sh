@@ -28,7 +28,8 @@
 #      sharded, with a SentencePiece tokenizer.model) each file the
 #      programs read is made in turn a named pipe that nobody writes, a
 #      character device and a socket; so are the files of --gate,
-#      --tokenizer and ouro-eval's --log (with and without --resume). Every
+#      --tokenizer and ouro-eval's --log (ppl, choice and gen; with and
+#      without --resume). Every
 #      program that loads a model and reads that file (ouro-forward,
 #      ouro-gate, ouro-gate train, ouro-sample, ouro-generate, ouro-lens,
 #      ouro-eval, ouro-quantize, ouro-tokenize) must refuse it at once
@@ -281,6 +282,7 @@ for g in "$tmp"/gate-*.st; do
 		gate) set -- ouro-gate -m "$fixture" --gate "$g" "$tmp/fix.rec" ;;
 		generate) set -- ouro-generate -m "$fixture" --gate "$g" -n 2 --prompt-ids -t "1 2 3" ;;
 		eval) set -- ouro-eval ppl -m "$fixture" --gate "$g" -f ids "$tmp/ids" ;;
+		gen) set -- ouro-eval gen -m "$fixture" --gate "$g" -n 1 "$tmp/task.jsonl"; prog=ouro-eval ;;
 		esac
 		run "$* ($(basename "$g"))" "$@"
 		[ "$rc" -eq 3 ] || fail "$label: exit $rc, expected 3: $(head -n 3 "$tmp/err")"
@@ -341,6 +343,7 @@ EOF
 cp "$tmp/index.json" "$tmp/sh/model.safetensors.index.json" || exit 1
 ouro-gate -m "$fixture" "$tmp/fix.rec" >"$tmp/fix.gate" || fail "ouro-gate"
 echo "In the beginning" >"$tmp/prompt"
+printf '{"prompt": "In the", "answer": "beginning"}\n' >"$tmp/task.jsonl"
 
 # special KIND PATH: PATH becomes a named pipe, a character device (a link
 # to /dev/null) or a socket; $what is how the programs call it.
@@ -418,16 +421,20 @@ done
 # --log (read back by --resume; refused without it too)
 for kind in pipe device socket; do
 	special "$kind" "$tmp/special"
-	for c in gate generate eval tokenizer log resume; do
+	for c in gate generate eval gen tokenizer log resume choice-log gen-log; do
 		rm -rf "$tmp/o" && mkdir "$tmp/o" || exit 1
 		g=$tmp/special st=3 prog=ouro-$c input=
 		case $c in
 		gate) set -- ouro-gate -m "$fixture" --gate "$g" "$tmp/fix.rec" ;;
 		generate) set -- ouro-generate -m "$fixture" --gate "$g" -n 2 --prompt-ids -t "1 2 3" ;;
 		eval) set -- ouro-eval ppl -m "$fixture" --gate "$g" -f ids "$tmp/ids" ;;
+		gen) set -- ouro-eval gen -m "$fixture" --gate "$g" -n 1 "$tmp/task.jsonl"; prog=ouro-eval ;;
 		tokenizer) set -- ouro-tokenize --tokenizer "$g" -t; prog=ouro-tokenize input=$tmp/prompt ;;
 		log) set -- ouro-eval ppl -m "$fixture" --log "$g" -f ids "$tmp/ids"; prog=ouro-eval st=1 ;;
 		resume) set -- ouro-eval ppl -m "$fixture" --log "$g" --resume -f ids "$tmp/ids"; prog=ouro-eval st=1 ;;
+		choice-log) set -- ouro-eval choice -m "$fixture" --log "$g" --resume tests/eval/tiny-choice.jsonl
+			prog=ouro-eval st=1 ;;
+		gen-log) set -- ouro-eval gen -m "$fixture" --log "$g" -n 1 "$tmp/task.jsonl"; prog=ouro-eval st=1 ;;
 		esac
 		run "$* ($kind)" "$@"
 		refused "$st" "$g" "$what"

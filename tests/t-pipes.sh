@@ -10,10 +10,10 @@
 #      leaves the old FILE untouched, or no FILE, and no FILE.tmp.*
 #      temporary. The same for programs that read files (timed: the signal
 #      comes once the temporary exists).
-#   3. Data inputs that are pipes: ouro-forward, ouro-eval, ouro-gate
-#      and ouro-dump given a named pipe that another process writes, and
-#      bash's process substitution <(...), write what they write given
-#      the file. -o /dev/stdout, /dev/fd/1 and /proc/self/fd/1 write to
+#   3. Data inputs that are pipes: ouro-forward, ouro-eval (ppl and gen),
+#      ouro-gate, ouro-dump and ouro-generate -f given a named pipe that
+#      another process writes, and bash's process substitution <(...),
+#      write what they write given the file. -o /dev/stdout, /dev/fd/1 and /proc/self/fd/1 write to
 #      the standard output, wherever it points (a pipe, a file, a file
 #      appended to), and -o a named pipe that another process reads is
 #      written in place.
@@ -202,6 +202,10 @@ in=$tmp/few.ids streams ouro-forward -m "$fixture"
 in=$tmp/few.ids streams ouro-eval ppl -m "$fixture" -f ids --table
 in=$tmp/few.rec streams ouro-gate -m "$fixture"
 in=$tmp/few.rec streams ouro-dump --per-step
+printf '{"prompt": "In the", "answer": "beginning"}\n{"prompt": "And God", "answer": "said"}\n' >"$tmp/task.jsonl"
+in=$tmp/task.jsonl streams ouro-eval gen -m "$fixture" -n 2 --table
+printf 'In the\nAnd God\n' >"$tmp/prompts"
+in=$tmp/prompts streams ouro-generate -m "$fixture" -n 2 -f
 # outputs: -o /dev/stdout into a pipe; the standard output by another
 # name when it is a regular file, appended to (>>) or not (written
 # through the descriptor: a temporary renamed over the name would replace
