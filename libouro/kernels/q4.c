@@ -370,9 +370,9 @@ T512 __attribute__((always_inline)) static inline void rows512(
 		for (int r = 0; r < n; r++) {
 			const char *qa = (const char *)q[r] + k * 16 + PREFETCH;
 			scales8(h[r] + k / NSUB * OURO_Q4_HBYTES, ds[r], ms[r]);
-			_mm_prefetch((const char *)h[r] + k / NSUB * OURO_Q4_HBYTES + PREFETCH / 8, _MM_HINT_T0);
-			_mm_prefetch(qa, _MM_HINT_T0);
-			_mm_prefetch(qa + 64, _MM_HINT_T0);
+			OURO_PREFETCH((const char *)h[r] + k / NSUB * OURO_Q4_HBYTES + PREFETCH / 8);
+			OURO_PREFETCH(qa);
+			OURO_PREFETCH(qa + 64);
 		}
 		_Pragma("GCC unroll 4")
 		for (int j = 0; j < NSUB; j += 2) {
@@ -460,10 +460,10 @@ T512 __attribute__((always_inline)) static inline void cols512(
 	for (; k + 2 <= full; k += 2) {
 		if (k % NSUB == 0) {
 			scales8(h + k / NSUB * OURO_Q4_HBYTES, ds, ms);
-			_mm_prefetch((const char *)h + k / NSUB * OURO_Q4_HBYTES + PREFETCH / 8, _MM_HINT_T0);
+			OURO_PREFETCH((const char *)h + k / NSUB * OURO_Q4_HBYTES + PREFETCH / 8);
 		}
 		if (k % 4 == 0)
-			_mm_prefetch((const char *)q + k * 16 + PREFETCH, _MM_HINT_T0);
+			OURO_PREFETCH((const char *)q + k * 16 + PREFETCH);
 		CSTEP512(k, 0, all, all);
 		CSTEP512(k + 1, 2, all, all);
 	}
@@ -552,10 +552,10 @@ T256 static float dot_avx2(const uint8_t *q, const uint8_t *h, const float *x, i
 		int n = in - k * SUB < SUB ? (int)(in - k * SUB) : SUB;
 		if (k % NSUB == 0) {
 			scales8(h + k / NSUB * OURO_Q4_HBYTES, ds, ms);
-			_mm_prefetch((const char *)h + k / NSUB * OURO_Q4_HBYTES + PREFETCH / 8, _MM_HINT_T0);
+			OURO_PREFETCH((const char *)h + k / NSUB * OURO_Q4_HBYTES + PREFETCH / 8);
 		}
 		if (k % 4 == 0)
-			_mm_prefetch((const char *)q + k * 16 + PREFETCH, _MM_HINT_T0);
+			OURO_PREFETCH((const char *)q + k * 16 + PREFETCH);
 		sub256(a + (k & 1) * 4, q + k * 16, x + k * SUB, ds[k % NSUB], ms[k % NSUB], n);
 	}
 	__m256 c[4], d0, d1;
