@@ -37,10 +37,11 @@
  * over seconds) against the bandwidth figure is how near the kernels run
  * to the roofline. The fastest pass and the processor time per pass are
  * printed too, which other work on a shared machine disturbs less than
- * the median. With -V, the language-model head [VOCAB, DIM] alone too (in
- * q8_0 for q4, as ouro-quantize writes it): what the exit rules that read
- * the next-token distribution pay at every loop, against one loop's
- * layers.
+ * the median; gflops counts 2 operations a weight a row of x (with many
+ * rows, a batch's products, the rate to set beside sgemm's). With -V, the
+ * language-model head [VOCAB, DIM] alone too (in q8_0 for q4, as
+ * ouro-quantize writes it): what the exit rules that read the next-token
+ * distribution pay at every loop, against one loop's layers.
  *
  * cpu: what the kernels found and chose (no measurement): the vector units
  * the CPU has, the level ouro's matrix kernels run at (after OURO_CPU),
@@ -364,7 +365,7 @@ static int bench_matvec(int threads, int reps, const char *type, int skew, const
 	struct ouro_tensor *t = calloc((size_t)(14 * N), sizeof *t);
 	float *x = malloc((size_t)(P * F) * sizeof *x), *y = malloc((size_t)(P * F) * sizeof *y);
 	float *wbuf = malloc(ouro_wbuf_floats(F) * sizeof *wbuf);
-	double *sec = calloc((size_t)reps, sizeof *sec), bytes = 0, c0;
+	double *sec = calloc((size_t)reps, sizeof *sec), bytes = 0, params = 0, c0;
 	uint64_t seed = 7;
 
 	if (!w || !t || !x || !y || !wbuf || !sec)
@@ -375,6 +376,7 @@ static int bench_matvec(int threads, int reps, const char *type, int skew, const
 		make_weight(&w[i], &t[2 * i], &t[2 * i + 1], (enum wtype)ty, shape[i % 7][0],
 			    shape[i % 7][1], skew, &seed);
 		bytes += (double)w[i].t->nbytes + (w[i].scale ? (double)w[i].scale->nbytes : 0);
+		params += (double)(shape[i % 7][0] * shape[i % 7][1]);
 	}
 	c0 = cpu_seconds();
 	for (int r = 0; r < reps + 1; r++) {   /* pass 0 is the warm-up */
@@ -389,8 +391,8 @@ static int bench_matvec(int threads, int reps, const char *type, int skew, const
 	double cpu = (cpu_seconds() - c0) / reps, s = median(sec, reps);
 	/* sorted by median(): the fastest pass, what the kernels do undisturbed */
 	printf("matvec type=%s rows=%lld threads=%d skew=%d bytes=%.0f seconds=%.6f gbs=%.3f "
-	       "best_gbs=%.3f cpu_seconds=%.6f", type, (long long)P, threads, skew, bytes, s,
-	       bytes / s * 1e-9, bytes / sec[0] * 1e-9, cpu);
+	       "best_gbs=%.3f gflops=%.3f cpu_seconds=%.6f", type, (long long)P, threads, skew, bytes,
+	       s, bytes / s * 1e-9, bytes / sec[0] * 1e-9, 2 * params * (double)P / s * 1e-9, cpu);
 	if (V) {
 		struct ouro_weight hw;
 		struct ouro_tensor ht[2];
