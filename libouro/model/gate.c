@@ -244,15 +244,13 @@ int ouro_exit_steps(struct ouro_model *m, const float *h, int T, int64_t n,
 		    int32_t *step)
 {
 	int64_t D = m->cfg.hidden_size, V = m->cfg.vocab_size;
-	int lm = 0, diff = 0;
+	int lm = 0;
 	float *buf = NULL;   /* [2, LM_ROWS, V]: loops t and t-1 by parity */
 	struct ouro_exit_state *s = malloc((size_t)nrules * LM_ROWS * sizeof *s);   /* [nrules, LM_ROWS] */
 	int rc = OURO_OK;
 
-	for (int r = 0; r < nrules; r++) {
+	for (int r = 0; r < nrules; r++)
 		lm |= ouro_exit_needs_logits(&rules[r]);
-		diff |= rules[r].kind == OURO_EXIT_DIFF;
-	}
 	if (!s || (lm && !(buf = malloc(2 * (size_t)LM_ROWS * (size_t)V * sizeof *buf)))) {
 		free(s);
 		return ouro_fail(OURO_ENOMEM, "out of memory for the exit decisions");
@@ -271,9 +269,7 @@ int ouro_exit_steps(struct ouro_model *m, const float *h, int T, int64_t n,
 				break;
 			for (int64_t k = 0, i = i0; k < rows; k++, i++) {
 				struct ouro_exit_loop in = {.gate = gate_logits[(int64_t)t * n + i], .V = V};
-				if (t > 0 && diff)
-					in.diff = ouro_exit_diff(h + ((int64_t)t * n + i) * D,
-								 h + ((int64_t)(t - 1) * n + i) * D, D);
+				int have_diff = 0;   /* in.diff, once a live -e rule needs it */
 				if (lm) {
 					in.logits = cur + k * V;
 					in.prev = prev + k * V;
@@ -281,6 +277,11 @@ int ouro_exit_steps(struct ouro_model *m, const float *h, int T, int64_t n,
 				for (int r = 0; r < nrules; r++) {
 					if (step[r * n + i] >= 0)
 						continue;
+					if (t > 0 && rules[r].kind == OURO_EXIT_DIFF && !have_diff) {
+						in.diff = ouro_exit_diff(h + ((int64_t)t * n + i) * D,
+									 h + ((int64_t)(t - 1) * n + i) * D, D);
+						have_diff = 1;
+					}
 					if (ouro_exit_update(&s[r * LM_ROWS + k], &rules[r], t, T, &in)) {
 						step[r * n + i] = t;
 						left--;
