@@ -87,12 +87,13 @@ $(LIB): $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-# the helpers every program shares (cmd/cli.c)
-$(CLI_OBJ): cmd/cli.c | $(BUILD)/dep
+# the helpers every program shares (cmd/common/cli.c; cmd/ouro-*.c are the
+# programs, one file each)
+$(CLI_OBJ): cmd/common/cli.c | $(BUILD)/dep
 	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -c -o $@ $<
 
 $(BIN)/%: cmd/%.c $(CLI_OBJ) $(LIB) | $(BIN) $(BUILD)/dep
-	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) $(ALL_LDFLAGS) -o $@ $< $(CLI_OBJ) $(LIB) $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -Icmd/common $(ALL_LDFLAGS) -o $@ $< $(CLI_OBJ) $(LIB) $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB) | $(BUILD)/tests $(BUILD)/dep
 	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) $(ALL_LDFLAGS) -Itests/unit -o $@ $< $(LIB) $(LDLIBS)
@@ -250,8 +251,8 @@ $(INST_LIB): $(LIB) build/install/model.o
 	cd build/install && ar rs libouro.a.tmp model.o
 	mv $@.tmp $@
 
-build/install/bin/%: cmd/%.c cmd/cli.c cmd/cli.h $(INST_LIB) $(LIB_HDR)
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< cmd/cli.c $(INST_LIB) $(LDLIBS)
+build/install/bin/%: cmd/%.c cmd/common/cli.c cmd/common/cli.h $(INST_LIB) $(LIB_HDR)
+	$(CC) $(ALL_CFLAGS) -Icmd/common $(ALL_LDFLAGS) -o $@ $< cmd/common/cli.c $(INST_LIB) $(LDLIBS)
 
 build/install/bin:
 	mkdir -p $@
@@ -291,7 +292,7 @@ FORCE:
 # which the script reads from the environment). Not part of check.
 $(BUILD)/bench-kernels: scripts/bench-kernels.c $(CLI_OBJ) $(LIB)
 	@mkdir -p $(BUILD)
-	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -Icmd $(ALL_LDFLAGS) -o $@ $< $(CLI_OBJ) $(LIB) $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -Icmd/common $(ALL_LDFLAGS) -o $@ $< $(CLI_OBJ) $(LIB) $(LDLIBS)
 
 bench: all $(BUILD)/bench-kernels
 	$(PYTHON) scripts/bench --bin $(BIN) --kernels $(BUILD)/bench-kernels $(BENCH_ARGS)

@@ -52,7 +52,7 @@ EOF
 "$PYTHON" - <<'EOF' || fail "files or functions too long, or a second reader of the step metadata"
 import glob, re, sys
 bad = 0
-files = sorted(glob.glob("cmd/*.[ch]") + glob.glob("libouro/*.[ch]")
+files = sorted(glob.glob("cmd/*.[ch]") + glob.glob("cmd/*/*.[ch]") + glob.glob("libouro/*.[ch]")
                + glob.glob("libouro/*/*.[ch]"))
 longest = (0, "")
 for path in files:
